@@ -1,0 +1,85 @@
+//! Run-time backend choice: the policy contract is backend-free, so one binary can serve CPU and GPU.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::error::PolicyError;
+use crate::lerobot::load_diffusion;
+use crate::policy::Policy;
+
+/// burn's pure-Rust CPU backends. `Cpu` is the default (picked by measurement, see BENCHMARKS.md).
+pub type FlexBackend = burn::backend::Flex;
+pub type NdArrayBackend = burn::backend::NdArray;
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Cuda;
+
+/// Where a policy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The default CPU backend.
+    Cpu,
+    /// burn-flex explicitly.
+    Flex,
+    /// burn-ndarray explicitly.
+    NdArray,
+    /// CUDA device index (needs the `cuda` build feature).
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "flex" | "cpu-flex" => Ok(Self::Flex),
+            "ndarray" | "cpu-ndarray" => Ok(Self::NdArray),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(Self::Cuda(i)),
+                _ => Err(PolicyError::Device(format!(
+                    "unknown device {s:?}: use cpu, cuda, cuda:N (or flex / ndarray to pick a CPU backend)"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Flex => write!(f, "flex"),
+            Self::NdArray => write!(f, "ndarray"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Whether this build can run on CUDA.
+pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
+
+/// Load the checkpoint in `dir` onto `device`.
+pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
+    match device {
+        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(load_diffusion::<FlexBackend>(dir, "cpu (burn-flex)", &Default::default())?)),
+        DeviceSpec::NdArray => Ok(Box::new(load_diffusion::<NdArrayBackend>(dir, "cpu (burn-ndarray)", &Default::default())?)),
+        DeviceSpec::Cuda(i) => load_cuda(dir, i),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn load_cuda(dir: &Path, index: usize) -> Result<Box<dyn Policy>, PolicyError> {
+    let device = burn::backend::cuda::CudaDevice::new(index);
+    Ok(Box::new(load_diffusion::<CudaBackend>(dir, &format!("cuda:{index} (burn-cuda)"), &device)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_cuda(_dir: &Path, _index: usize) -> Result<Box<dyn Policy>, PolicyError> {
+    Err(PolicyError::Device(
+        "this riptide was built without CUDA support; rebuild with `cargo build --release --features cuda` \
+         (needs an NVIDIA driver and NVRTC at run time) or run with --device cpu"
+            .into(),
+    ))
+}

@@ -1,0 +1,31 @@
+//! Errors of the policies crate. Every message says what is wrong and, where it can, how to fix it.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint config: {0}")]
+    Config(String),
+    #[error("checkpoint weights do not match the model built from config.json:\n{0}")]
+    Weights(String),
+    #[error("normalization stats: {0}")]
+    Stats(String),
+    #[error("bad input: {0}")]
+    Input(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("safetensors file {path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+}
+
+impl PolicyError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io { path: path.into(), source }
+    }
+}

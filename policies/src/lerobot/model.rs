@@ -1,0 +1,272 @@
+//! LeRobot's `DiffusionPolicy` on any burn backend: normalisation, observation encoding, the shared
+//! sampler loop with the U-Net as denoiser, unnormalisation.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::activation::mish;
+
+use super::config::DiffusionConfig;
+use super::rgb::{RgbEncoder, RgbEncoderConfig};
+use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
+use crate::error::PolicyError;
+use crate::normalize::FeatureNorm;
+use crate::policy::{
+    ActionChunk, ChunkMeta, FeatureKind, ObservationWindow, Policy, PolicySpec, SampleRequest, StageTimings, StepHook,
+};
+use crate::sampler::{self, to_device, to_host, Denoiser, NoiseSource};
+use crate::schedule::NoiseSchedule;
+
+#[derive(Module, Debug)]
+pub struct DiffusionModel<B: Backend> {
+    /// One encoder shared by all cameras, or one per camera (config order).
+    pub rgb_encoder: Vec<RgbEncoder<B>>,
+    pub unet: ConditionalUnet1d<B>,
+}
+
+impl DiffusionConfig {
+    pub fn init_model<B: Backend>(&self, device: &B::Device) -> DiffusionModel<B> {
+        let cams = self.cameras();
+        let n_enc = if self.use_separate_rgb_encoder_per_camera { cams.len() } else { cams.len().min(1) };
+        let rgb_encoder = cams
+            .iter()
+            .take(n_enc)
+            .map(|cam| {
+                RgbEncoderConfig::new([cam.shape[1], cam.shape[2]], self.use_group_norm, self.spatial_softmax_num_keypoints)
+                    .with_crop_shape(self.crop_shape)
+                    .init(device)
+            })
+            .collect();
+        let unet = ConditionalUnet1dConfig::new(
+            self.action_dim,
+            self.global_cond_dim(),
+            self.down_dims.clone(),
+            self.kernel_size,
+            self.n_groups,
+            self.diffusion_step_embed_dim,
+            self.use_film_scale_modulation,
+        )
+        .init(device);
+        DiffusionModel { rgb_encoder, unet }
+    }
+}
+
+/// FiLM conditioning with the diffusion-step part folded in ahead of time.
+///
+/// Each residual block computes `Linear(Mish(cat(t_emb, obs)))`. Mish is element-wise, so the linear
+/// map splits into a step term `W_t·Mish(t_emb)` (depends only on t: cached per timestep at load) and
+/// an observation term `W_o·Mish(obs)` (one matmul per inference for all blocks together). A denoising
+/// step then needs one add instead of a dozen small matmuls.
+#[derive(Debug, Clone)]
+struct FilmCache<B: Backend> {
+    /// Concatenated observation weights of every block: [G, ΣF].
+    w_obs: Tensor<B, 2>,
+    /// Per timestep: step term plus every block's bias, [1, ΣF].
+    step_terms: BTreeMap<usize, Tensor<B, 2>>,
+    /// FiLM width of each block, in `res_blocks()` order.
+    widths: Vec<usize>,
+}
+
+impl<B: Backend> FilmCache<B> {
+    fn new(unet: &ConditionalUnet1d<B>, timesteps: &[usize], device: &B::Device) -> Self {
+        let dsed = unet.diffusion_step_encoder.dim;
+        let blocks = unet.res_blocks();
+        let widths: Vec<usize> = blocks.iter().map(|b| b.cond_encoder.weight.dims()[1]).collect();
+        // Burn's Linear weight is [in, out]; rows 0..dsed act on the step embedding.
+        let w_all = Tensor::cat(blocks.iter().map(|b| b.cond_encoder.weight.val()).collect(), 1);
+        let b_all = Tensor::cat(
+            blocks
+                .iter()
+                .map(|b| match &b.cond_encoder.bias {
+                    Some(bias) => bias.val(),
+                    None => Tensor::zeros([b.cond_encoder.weight.dims()[1]], device),
+                })
+                .collect(),
+            0,
+        )
+        .unsqueeze_dim::<2>(0);
+        let [rows, _] = w_all.dims();
+        let w_t = w_all.clone().narrow(0, 0, dsed);
+        let w_obs = w_all.narrow(0, dsed, rows - dsed);
+        let mut cache = Self { w_obs, step_terms: BTreeMap::new(), widths };
+        for &t in timesteps {
+            let temb = mish(unet.diffusion_step_encoder.forward(t, device));
+            cache.step_terms.insert(t, temb.matmul(w_t.clone()) + b_all.clone());
+        }
+        cache
+    }
+
+    fn ensure(&mut self, unet: &ConditionalUnet1d<B>, timesteps: &[usize], device: &B::Device) {
+        if timesteps.iter().any(|t| !self.step_terms.contains_key(t)) {
+            *self = Self::new(unet, timesteps, device);
+        }
+    }
+}
+
+/// Observation conditioning for one inference: the observation part of every block's FiLM, [B, ΣF].
+pub struct DiffusionCond<B: Backend> {
+    obs_film: Tensor<B, 2>,
+}
+
+pub struct DiffusionPolicy<B: Backend> {
+    pub config: DiffusionConfig,
+    pub model: DiffusionModel<B>,
+    pub input_norms: BTreeMap<String, FeatureNorm>,
+    pub action_norm: FeatureNorm,
+    schedule: NoiseSchedule,
+    film: FilmCache<B>,
+    spec: PolicySpec,
+    device: B::Device,
+}
+
+impl<B: Backend> DiffusionPolicy<B> {
+    pub fn new(
+        config: DiffusionConfig,
+        model: DiffusionModel<B>,
+        input_norms: BTreeMap<String, FeatureNorm>,
+        action_norm: FeatureNorm,
+        backend_name: &str,
+        device: B::Device,
+    ) -> Result<Self, PolicyError> {
+        let schedule = NoiseSchedule::new(config.schedule.clone(), config.num_inference_steps)?;
+        let film = FilmCache::new(&model.unet, &schedule.timesteps, &device);
+        let spec = PolicySpec {
+            kind: format!("diffusion ({})", config.schedule.kind.name()),
+            inputs: config.inputs.clone(),
+            action_dim: config.action_dim,
+            n_obs_steps: config.n_obs_steps,
+            horizon: config.horizon,
+            exec_start: config.n_obs_steps - 1,
+            n_action_steps: config.n_action_steps,
+            default_nfe: schedule.nfe(),
+            num_parameters: model.num_params(),
+            backend: backend_name.to_string(),
+        };
+        Ok(Self { config, model, input_norms, action_norm, schedule, film, spec, device })
+    }
+
+    pub fn schedule(&self) -> &NoiseSchedule {
+        &self.schedule
+    }
+
+    /// Normalise one feature's window [B, To, ...] on the host and move it to the device.
+    fn normalized<const D: usize>(&self, obs: &ObservationWindow, name: &str) -> Tensor<B, D> {
+        let t = &obs.features[name];
+        let mut data = t.data.clone();
+        if let Some(n) = self.input_norms.get(name) {
+            // Vectors: channels are the last dim; images [.., 3, H, W]: per-channel over H·W.
+            let inner = if t.shape.len() == 5 { t.shape[3] * t.shape[4] } else { 1 };
+            n.normalize(&mut data, inner);
+        }
+        Tensor::from_data(TensorData::new(data, t.shape.clone()), &self.device)
+    }
+
+    /// LeRobot's `_prepare_global_conditioning`: per frame [state, camera features…, env], time-major.
+    pub fn global_conditioning(&self, obs: &ObservationWindow, batch: usize) -> Tensor<B, 2> {
+        let to = self.config.n_obs_steps;
+        let mut per_frame: Vec<Tensor<B, 3>> = Vec::new();
+        if let Some(f) = self.config.feature(FeatureKind::State) {
+            per_frame.push(self.normalized::<3>(obs, &f.name));
+        }
+        let cams = self.config.cameras();
+        if !cams.is_empty() {
+            let imgs: Vec<Tensor<B, 5>> = cams.iter().map(|c| self.normalized::<5>(obs, &c.name)).collect();
+            if self.model.rgb_encoder.len() == 1 && cams.len() > 1 {
+                // Shared encoder: "b s n c h w -> (b s n) c h w" in one batch.
+                let stacked: Tensor<B, 6> = Tensor::stack(imgs, 2);
+                let [b, s, n, c, h, w] = stacked.dims();
+                let feats = self.model.rgb_encoder[0].forward(stacked.reshape([b * s * n, c, h, w]));
+                let d = feats.dims()[1];
+                per_frame.push(feats.reshape([b, s, n * d]));
+            } else {
+                for (enc, img) in self.model.rgb_encoder.iter().cycle().zip(imgs) {
+                    let [b, s, c, h, w] = img.dims();
+                    let feats = enc.forward(img.reshape([b * s, c, h, w]));
+                    let d = feats.dims()[1];
+                    per_frame.push(feats.reshape([b, s, d]));
+                }
+            }
+        }
+        if let Some(f) = self.config.feature(FeatureKind::Env) {
+            per_frame.push(self.normalized::<3>(obs, &f.name));
+        }
+        let cond = Tensor::cat(per_frame, 2);
+        let d = cond.dims()[2];
+        cond.reshape([batch, to * d])
+    }
+
+    /// Observation conditioning ready for the denoiser.
+    pub fn condition(&self, global_cond: Tensor<B, 2>) -> DiffusionCond<B> {
+        DiffusionCond { obs_film: mish(global_cond).matmul(self.film.w_obs.clone()) }
+    }
+}
+
+impl<B: Backend> Denoiser<B> for DiffusionPolicy<B> {
+    type Cond = DiffusionCond<B>;
+
+    fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3> {
+        let all = cond.obs_film.clone() + self.film.step_terms[&t].clone();
+        let mut offset = 0;
+        let films: Vec<Tensor<B, 2>> = self
+            .film
+            .widths
+            .iter()
+            .map(|&w| {
+                let f = all.clone().narrow(1, offset, w);
+                offset += w;
+                f
+            })
+            .collect();
+        self.model.unet.forward_with_film(x, &films)
+    }
+}
+
+impl<B: Backend> Policy for DiffusionPolicy<B> {
+    fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    fn predict(
+        &mut self,
+        obs: &ObservationWindow,
+        req: &SampleRequest,
+        hook: Option<&mut dyn StepHook>,
+    ) -> Result<ActionChunk, PolicyError> {
+        let t0 = Instant::now();
+        let batch = obs.validate(&self.spec)?;
+        let schedule = match req.num_inference_steps {
+            Some(n) if n != self.schedule.nfe() => NoiseSchedule::new(self.config.schedule.clone(), n)?,
+            _ => self.schedule.clone(),
+        };
+        self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
+        let seed = req.seed.unwrap_or_else(rand::random);
+        let mut noise = NoiseSource::new(seed);
+        let shape = [batch, self.config.horizon, self.config.action_dim];
+        let x_t = noise.take(req.initial_noise.as_ref(), shape, "initial noise")?;
+        let mut timings = StageTimings { preprocess_s: t0.elapsed().as_secs_f64(), ..Default::default() };
+
+        let t1 = Instant::now();
+        let cond = self.condition(self.global_conditioning(obs, batch));
+        timings.encode_s = t1.elapsed().as_secs_f64();
+
+        let t2 = Instant::now();
+        let x = to_device::<B, 3>(&x_t, &self.device);
+        let mut step_noise = |k: usize| noise.take(req.step_noise.get(&k), shape, &format!("noise for step {k}"));
+        let (x, nfe) = sampler::sample(self, &cond, &schedule, 0..schedule.nfe(), x, &mut step_noise, hook)?;
+        let normalized = to_host(x);
+        timings.denoise_s = t2.elapsed().as_secs_f64();
+
+        let t3 = Instant::now();
+        let mut actions = normalized.clone();
+        self.action_norm.unnormalize(&mut actions.data, 1);
+        timings.postprocess_s = t3.elapsed().as_secs_f64();
+        Ok(ActionChunk {
+            actions,
+            actions_normalized: normalized,
+            exec_start: self.spec.exec_start,
+            n_exec: self.spec.n_action_steps,
+            meta: ChunkMeta { kind: self.spec.kind.clone(), nfe, seed, warm_started: false, timings },
+        })
+    }
+}

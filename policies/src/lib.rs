@@ -1,0 +1,21 @@
+//! riptide-policies: the `Policy` contract, the shared sampler loop, DDPM/DDIM schedules, feature
+//! normalisation, and the policy models (LeRobot's Diffusion Policy first) with their checkpoint
+//! loaders. Everything above this crate (daemon, drivers, sim, CLI) talks to policies through
+//! [`Policy`] and host tensors, so the backend (CPU or CUDA) is a run-time choice.
+
+pub mod backend;
+pub mod error;
+pub mod lerobot;
+pub mod normalize;
+pub mod policy;
+pub mod sampler;
+pub mod schedule;
+pub mod tensor;
+
+pub use backend::{load_policy, DeviceSpec, CUDA_COMPILED};
+pub use error::PolicyError;
+pub use policy::{
+    ActionChunk, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, Policy, PolicySpec, SampleRequest,
+    StageTimings, StepHook, StepInfo,
+};
+pub use tensor::{read_safetensors, write_safetensors, HostTensor};

@@ -1,0 +1,188 @@
+//! The `Policy` contract every policy kind implements: an observation window in, an action chunk out.
+//!
+//! The contract speaks host tensors so the daemon, the drivers and the tests never depend on which
+//! burn backend a policy runs on; `load_policy` picks the backend at run time.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::PolicyError;
+use crate::tensor::HostTensor;
+
+/// What a policy consumes, per feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FeatureKind {
+    /// Robot state vector (`observation.state`).
+    State,
+    /// Environment state vector (`observation.environment_state`).
+    Env,
+    /// RGB image, [3, H, W] in [0, 1].
+    Visual,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFeature {
+    pub name: String,
+    pub kind: FeatureKind,
+    /// Shape of one frame, e.g. [2] or [3, 96, 96].
+    pub shape: Vec<usize>,
+}
+
+/// Static facts about a loaded policy that callers need to build windows and schedule chunks.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicySpec {
+    /// Policy kind, e.g. "diffusion".
+    pub kind: String,
+    pub inputs: Vec<InputFeature>,
+    pub action_dim: usize,
+    pub n_obs_steps: usize,
+    pub horizon: usize,
+    /// Index of the first executable action in the horizon (n_obs_steps − 1 for LeRobot DP).
+    pub exec_start: usize,
+    pub n_action_steps: usize,
+    /// Denoiser evaluations of a default (cold) inference.
+    pub default_nfe: usize,
+    pub num_parameters: usize,
+    pub backend: String,
+}
+
+/// `n_obs_steps` frames of named features, batched: each tensor is [batch, n_obs_steps, ...frame].
+#[derive(Debug, Clone, Default)]
+pub struct ObservationWindow {
+    pub features: BTreeMap<String, HostTensor>,
+}
+
+impl ObservationWindow {
+    /// Check names, shapes, batch agreement and finiteness against the policy's inputs; returns the batch size.
+    pub fn validate(&self, spec: &PolicySpec) -> Result<usize, PolicyError> {
+        let mut batch = None;
+        for f in &spec.inputs {
+            let t = self.features.get(&f.name).ok_or_else(|| {
+                PolicyError::Input(format!(
+                    "observation window lacks feature {:?} (the policy needs: {})",
+                    f.name,
+                    spec.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            let mut want = vec![t.shape.first().copied().unwrap_or(0), spec.n_obs_steps];
+            want.extend(&f.shape);
+            if t.shape.len() != want.len() || t.shape[1..] != want[1..] {
+                return Err(PolicyError::Input(format!(
+                    "feature {:?} has shape {:?}; expected [batch, {}, {}]",
+                    f.name,
+                    t.shape,
+                    spec.n_obs_steps,
+                    f.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if let Some(i) = t.first_non_finite() {
+                return Err(PolicyError::Input(format!(
+                    "feature {:?} holds a non-finite value ({}) at flat index {i}",
+                    f.name, t.data[i]
+                )));
+            }
+            match batch {
+                None => batch = Some(t.shape[0]),
+                Some(b) if b != t.shape[0] => {
+                    return Err(PolicyError::Input(format!(
+                        "feature {:?} has batch {} but other features have batch {b}",
+                        f.name, t.shape[0]
+                    )))
+                }
+                _ => {}
+            }
+        }
+        match batch {
+            Some(0) | None => Err(PolicyError::Input("empty observation batch".into())),
+            Some(b) => Ok(b),
+        }
+    }
+}
+
+/// Where the sampler's randomness comes from. Anything not supplied is drawn from a seeded RNG in the
+/// stream order initial noise, then per-step noise after each denoiser evaluation that needs it.
+#[derive(Debug, Clone, Default)]
+pub struct SampleRequest {
+    /// Seed for noise not supplied below; None = a fresh seed (reported in the chunk metadata).
+    pub seed: Option<u64>,
+    /// Initial sample x_T, [batch, horizon, action_dim].
+    pub initial_noise: Option<HostTensor>,
+    /// Variance noise for the K-th denoising step in execution order (0-based), [batch, horizon, action_dim].
+    pub step_noise: BTreeMap<usize, HostTensor>,
+    /// Override of the checkpoint's number of inference steps.
+    pub num_inference_steps: Option<usize>,
+}
+
+/// Passed to a [`StepHook`] after every denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    /// 0-based step index in execution order.
+    pub index: usize,
+    /// Diffusion timestep the denoiser was evaluated at.
+    pub t: usize,
+    pub n_steps: usize,
+}
+
+/// Inspects and may modify the (normalised) sample between denoising steps: guidance, inpainting of
+/// committed actions, policy composition.
+pub trait StepHook {
+    fn after_step(&mut self, info: StepInfo, sample: &mut HostTensor);
+}
+
+/// Wall time of each stage of one inference, seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimings {
+    pub preprocess_s: f64,
+    pub encode_s: f64,
+    pub denoise_s: f64,
+    pub postprocess_s: f64,
+}
+
+impl StageTimings {
+    pub fn total_s(&self) -> f64 {
+        self.preprocess_s + self.encode_s + self.denoise_s + self.postprocess_s
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkMeta {
+    pub kind: String,
+    /// Denoiser evaluations used.
+    pub nfe: usize,
+    pub seed: u64,
+    pub warm_started: bool,
+    pub timings: StageTimings,
+}
+
+/// A predicted action chunk.
+#[derive(Debug, Clone)]
+pub struct ActionChunk {
+    /// Unnormalised actions, [batch, horizon, action_dim].
+    pub actions: HostTensor,
+    /// Normalised actions as the sampler produced them (what RTI warm starts reuse).
+    pub actions_normalized: HostTensor,
+    /// The executable slice is `actions[:, exec_start .. exec_start + n_exec]`.
+    pub exec_start: usize,
+    pub n_exec: usize,
+    pub meta: ChunkMeta,
+}
+
+impl ActionChunk {
+    /// The actions meant for execution, [batch, n_exec, action_dim].
+    pub fn executable(&self) -> HostTensor {
+        self.actions.narrow(1, self.exec_start, self.n_exec)
+    }
+}
+
+/// An observation-conditioned action generator. Object-safe so the daemon can hold any kind on any backend.
+pub trait Policy: Send {
+    fn spec(&self) -> &PolicySpec;
+
+    fn predict(
+        &mut self,
+        obs: &ObservationWindow,
+        req: &SampleRequest,
+        hook: Option<&mut dyn StepHook>,
+    ) -> Result<ActionChunk, PolicyError>;
+}

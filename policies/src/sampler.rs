@@ -1,0 +1,110 @@
+//! The one sampler loop every policy kind runs: kinds differ in their denoiser and schedule only.
+
+use burn::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::PolicyError;
+use crate::policy::{StepHook, StepInfo};
+use crate::schedule::NoiseSchedule;
+use crate::tensor::HostTensor;
+
+/// A network that maps (sample, timestep, conditioning) to the schedule's prediction target.
+pub trait Denoiser<B: Backend> {
+    /// Observation conditioning, computed once per inference.
+    type Cond;
+
+    fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3>;
+}
+
+/// Source of Gaussian noise: caller-supplied tensors first, then a seeded RNG in stream order.
+pub struct NoiseSource {
+    rng: StdRng,
+    pub seed: u64,
+}
+
+impl NoiseSource {
+    pub fn new(seed: u64) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed), seed }
+    }
+
+    pub fn draw(&mut self, shape: [usize; 3]) -> HostTensor {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect();
+        HostTensor { shape: shape.to_vec(), data }
+    }
+
+    /// `supplied` if given (shape-checked), else a fresh draw.
+    pub fn take(&mut self, supplied: Option<&HostTensor>, shape: [usize; 3], what: &str) -> Result<HostTensor, PolicyError> {
+        match supplied {
+            Some(t) if t.shape == shape => {
+                if let Some(i) = t.first_non_finite() {
+                    return Err(PolicyError::Input(format!("{what} holds a non-finite value at flat index {i}")));
+                }
+                Ok(t.clone())
+            }
+            Some(t) => Err(PolicyError::Input(format!("{what} has shape {:?}, expected {shape:?}", t.shape))),
+            None => Ok(self.draw(shape)),
+        }
+    }
+}
+
+pub fn to_device<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 tensor data");
+    HostTensor { shape, data }
+}
+
+/// Run the reverse process from `x` through `schedule.steps[steps]` (a full run is `0..nfe`; warm
+/// starts begin later, parity tests may run a single step).
+///
+/// `step_noise(k)` returns the variance noise for step k (only called for steps that draw noise).
+/// Returns the final sample and the number of denoiser evaluations.
+pub fn sample<B: Backend, D: Denoiser<B>>(
+    denoiser: &D,
+    cond: &D::Cond,
+    schedule: &NoiseSchedule,
+    steps: std::ops::Range<usize>,
+    mut x: Tensor<B, 3>,
+    step_noise: &mut dyn FnMut(usize) -> Result<HostTensor, PolicyError>,
+    mut hook: Option<&mut dyn StepHook>,
+) -> Result<(Tensor<B, 3>, usize), PolicyError> {
+    let device = x.device();
+    let clip = schedule.clip();
+    let n_steps = schedule.steps.len();
+    let mut nfe = 0;
+    let (skip, take) = (steps.start, steps.end.saturating_sub(steps.start));
+    for (k, c) in schedule.steps.iter().enumerate().skip(skip).take(take) {
+        let out = denoiser.denoise(x.clone(), c.t, cond);
+        nfe += 1;
+        let mut x0 = x.clone().mul_scalar(c.x0_from_x) + out.clone().mul_scalar(c.x0_from_out);
+        if let Some(r) = clip {
+            x0 = x0.clamp(-r, r);
+        }
+        let mut next = x0.mul_scalar(c.prev_from_x0);
+        if c.prev_from_eps != 0.0 {
+            // DDIM's direction term uses the *unclipped* ε, as diffusers does by default.
+            let eps = x.clone().mul_scalar(c.eps_from_x) + out.mul_scalar(c.eps_from_out);
+            next = next + eps.mul_scalar(c.prev_from_eps);
+        }
+        if c.prev_from_x != 0.0 {
+            next = next + x.mul_scalar(c.prev_from_x);
+        }
+        if c.draws_noise() {
+            let z = step_noise(k)?;
+            next = next + to_device::<B, 3>(&z, &device).mul_scalar(c.noise_std);
+        }
+        x = next;
+        if let Some(h) = hook.as_deref_mut() {
+            let mut host = to_host(x);
+            h.after_step(StepInfo { index: k, t: c.t, n_steps }, &mut host);
+            x = to_device(&host, &device);
+        }
+    }
+    Ok((x, nfe))
+}

@@ -1,0 +1,312 @@
+//! DDPM and DDIM noise schedules, matching diffusers' `DDPMScheduler` / `DDIMScheduler`.
+//!
+//! Schedule constants are computed the way diffusers does (betas in f64, stored f32, f32 cumulative
+//! product) so `alphas_cumprod` agrees bit-for-bit or within an ulp; per-step coefficients are then
+//! derived in f64 from those f32 values and applied to the sample as scalar multiply-adds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PolicyError;
+
+/// How betas are laid out over the training timesteps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    SquaredcosCapV2,
+}
+
+impl BetaSchedule {
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "linear" => Ok(Self::Linear),
+            "scaled_linear" => Ok(Self::ScaledLinear),
+            "squaredcos_cap_v2" => Ok(Self::SquaredcosCapV2),
+            other => Err(PolicyError::Config(format!(
+                "beta_schedule = {other:?} is not supported (use \"squaredcos_cap_v2\", \"linear\" or \"scaled_linear\")"
+            ))),
+        }
+    }
+}
+
+/// What the denoiser predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    Epsilon,
+    Sample,
+    VPrediction,
+}
+
+impl PredictionType {
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "epsilon" => Ok(Self::Epsilon),
+            "sample" => Ok(Self::Sample),
+            "v_prediction" => Ok(Self::VPrediction),
+            other => Err(PolicyError::Config(format!(
+                "prediction_type = {other:?} is not supported (use \"epsilon\", \"sample\" or \"v_prediction\")"
+            ))),
+        }
+    }
+}
+
+/// Which reverse process to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerKind {
+    Ddpm,
+    Ddim,
+}
+
+impl SchedulerKind {
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        match s.to_ascii_uppercase().as_str() {
+            "DDPM" => Ok(Self::Ddpm),
+            "DDIM" => Ok(Self::Ddim),
+            _ => Err(PolicyError::Config(format!(
+                "noise_scheduler_type = {s:?} is not supported (use \"DDPM\" or \"DDIM\")"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddpm => "DDPM",
+            Self::Ddim => "DDIM",
+        }
+    }
+}
+
+/// Everything that defines a DDPM/DDIM schedule (a subset of diffusers' scheduler config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    pub kind: SchedulerKind,
+    pub num_train_timesteps: usize,
+    pub beta_schedule: BetaSchedule,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub prediction_type: PredictionType,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+}
+
+/// diffusers' `torch.linspace(start, end, n, dtype=float32)`: the first half counts up from `start`,
+/// the second half down from `end`, each value rounded to f32.
+fn linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start as f32];
+    }
+    let (s, e) = (start as f32, end as f32);
+    let step = (e - s) / (n as f32 - 1.0);
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                s + step * i as f32
+            } else {
+                e - step * (n - 1 - i) as f32
+            }
+        })
+        .collect()
+}
+
+/// `alphas_cumprod` of a training schedule, as diffusers stores it (f32).
+pub fn alphas_cumprod(schedule: BetaSchedule, t: usize, beta_start: f64, beta_end: f64) -> Vec<f32> {
+    let betas: Vec<f32> = match schedule {
+        BetaSchedule::Linear => linspace_f32(beta_start, beta_end, t),
+        BetaSchedule::ScaledLinear => linspace_f32(beta_start.sqrt(), beta_end.sqrt(), t)
+            .into_iter()
+            .map(|b| b * b)
+            .collect(),
+        BetaSchedule::SquaredcosCapV2 => {
+            let alpha_bar =
+                |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            (0..t)
+                .map(|i| {
+                    let t1 = i as f64 / t as f64;
+                    let t2 = (i + 1) as f64 / t as f64;
+                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+                })
+                .collect()
+        }
+    };
+    let mut acc = 1.0f32;
+    betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - b;
+            acc
+        })
+        .collect()
+}
+
+/// One reverse step, reduced to scalars: `x_prev = c_x·x + c_out·out (+ c_x0 / clip path) + σ·z`.
+///
+/// The step is expressed on the denoiser output `out` and the current sample `x`; clipping of the
+/// predicted x0 is non-linear so the step keeps the two stages (predict x0, then combine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCoefficients {
+    /// Timestep passed to the denoiser.
+    pub t: usize,
+    /// x0 = a_x·x + a_out·out   (before clipping)
+    pub x0_from_x: f64,
+    pub x0_from_out: f64,
+    /// ε = e_x·x + e_out·out    (DDIM direction term, from the *unclipped* prediction)
+    pub eps_from_x: f64,
+    pub eps_from_out: f64,
+    /// x_prev = m_x0·x0 + m_x·x + m_eps·ε + σ·z
+    pub prev_from_x0: f64,
+    pub prev_from_x: f64,
+    pub prev_from_eps: f64,
+    /// Standard deviation of the added noise (0 when no noise is drawn at this step).
+    pub noise_std: f64,
+}
+
+impl StepCoefficients {
+    /// Whether this step draws fresh Gaussian noise (DDPM for t > 0).
+    pub fn draws_noise(&self) -> bool {
+        self.noise_std > 0.0
+    }
+}
+
+/// A schedule set to a number of inference steps: the timesteps and each step's coefficients.
+#[derive(Debug, Clone)]
+pub struct NoiseSchedule {
+    pub config: ScheduleConfig,
+    pub alphas_cumprod: Vec<f32>,
+    pub timesteps: Vec<usize>,
+    pub steps: Vec<StepCoefficients>,
+}
+
+impl NoiseSchedule {
+    pub fn new(config: ScheduleConfig, num_inference_steps: usize) -> Result<Self, PolicyError> {
+        let tt = config.num_train_timesteps;
+        if tt == 0 {
+            return Err(PolicyError::Config("num_train_timesteps must be > 0".into()));
+        }
+        if num_inference_steps == 0 || num_inference_steps > tt {
+            return Err(PolicyError::Config(format!(
+                "num_inference_steps = {num_inference_steps} must be in 1..={tt} (num_train_timesteps)"
+            )));
+        }
+        let ac = alphas_cumprod(config.beta_schedule, tt, config.beta_start, config.beta_end);
+        // "leading" spacing, steps_offset = 0 (what LeRobot constructs).
+        let ratio = tt / num_inference_steps;
+        let timesteps: Vec<usize> = (0..num_inference_steps).rev().map(|i| i * ratio).collect();
+        let steps = timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let prev = match config.kind {
+                    SchedulerKind::Ddpm => timesteps.get(i + 1).map(|&p| p as i64).unwrap_or(-1),
+                    SchedulerKind::Ddim => t as i64 - ratio as i64,
+                };
+                step_coefficients(&config, &ac, t, prev)
+            })
+            .collect();
+        Ok(Self { config, alphas_cumprod: ac, timesteps, steps })
+    }
+
+    /// Number of denoiser evaluations for a full run.
+    pub fn nfe(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Clip range applied to predicted x0, if any.
+    pub fn clip(&self) -> Option<f32> {
+        self.config.clip_sample.then_some(self.config.clip_sample_range as f32)
+    }
+
+    /// `add_noise(x0, ε, t) = √ᾱ_t·x0 + √(1−ᾱ_t)·ε`, as scalars.
+    pub fn add_noise_coefficients(&self, t: usize) -> (f64, f64) {
+        let a = self.alphas_cumprod[t] as f64;
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
+}
+
+fn step_coefficients(cfg: &ScheduleConfig, ac: &[f32], t: usize, prev: i64) -> StepCoefficients {
+    let a_t = ac[t] as f64;
+    let a_p = if prev >= 0 { ac[prev as usize] as f64 } else { 1.0 };
+    let b_t = 1.0 - a_t;
+    let b_p = 1.0 - a_p;
+    // Predicted x0 and ε as linear functions of (x, out).
+    let (x0_from_x, x0_from_out, eps_from_x, eps_from_out) = match cfg.prediction_type {
+        PredictionType::Epsilon => (1.0 / a_t.sqrt(), -b_t.sqrt() / a_t.sqrt(), 0.0, 1.0),
+        PredictionType::Sample => (0.0, 1.0, 1.0 / b_t.sqrt(), -a_t.sqrt() / b_t.sqrt()),
+        PredictionType::VPrediction => (a_t.sqrt(), -b_t.sqrt(), b_t.sqrt(), a_t.sqrt()),
+    };
+    match cfg.kind {
+        SchedulerKind::Ddpm => {
+            let alpha_t = a_t / a_p;
+            let beta_t = 1.0 - alpha_t;
+            let var = if t > 0 { (b_p / b_t * beta_t).max(1e-20) } else { 0.0 };
+            StepCoefficients {
+                t,
+                x0_from_x,
+                x0_from_out,
+                eps_from_x,
+                eps_from_out,
+                prev_from_x0: a_p.sqrt() * beta_t / b_t,
+                prev_from_x: alpha_t.sqrt() * b_p / b_t,
+                prev_from_eps: 0.0,
+                noise_std: var.sqrt(),
+            }
+        }
+        SchedulerKind::Ddim => StepCoefficients {
+            t,
+            x0_from_x,
+            x0_from_out,
+            eps_from_x,
+            eps_from_out,
+            prev_from_x0: a_p.sqrt(),
+            prev_from_x: 0.0,
+            prev_from_eps: (1.0 - a_p).max(0.0).sqrt(),
+            noise_std: 0.0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: SchedulerKind) -> ScheduleConfig {
+        ScheduleConfig {
+            kind,
+            num_train_timesteps: 100,
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            prediction_type: PredictionType::Epsilon,
+            clip_sample: true,
+            clip_sample_range: 1.0,
+        }
+    }
+
+    #[test]
+    fn leading_spacing_matches_diffusers() {
+        let s = NoiseSchedule::new(cfg(SchedulerKind::Ddim), 10).unwrap();
+        assert_eq!(s.timesteps, vec![90, 80, 70, 60, 50, 40, 30, 20, 10, 0]);
+        let s = NoiseSchedule::new(cfg(SchedulerKind::Ddpm), 16).unwrap();
+        assert_eq!(s.timesteps[0], 90);
+        assert_eq!(s.timesteps[1], 84);
+    }
+
+    #[test]
+    fn ddpm_last_step_returns_x0_without_noise() {
+        let s = NoiseSchedule::new(cfg(SchedulerKind::Ddpm), 100).unwrap();
+        let last = s.steps.last().unwrap();
+        assert_eq!(last.t, 0);
+        assert!(!last.draws_noise());
+        assert!((last.prev_from_x0 - 1.0).abs() < 1e-12);
+        assert!(last.prev_from_x.abs() < 1e-12);
+        assert_eq!(s.steps.iter().filter(|c| c.draws_noise()).count(), 99);
+    }
+
+    #[test]
+    fn rejects_bad_step_counts() {
+        assert!(NoiseSchedule::new(cfg(SchedulerKind::Ddim), 0).is_err());
+        assert!(NoiseSchedule::new(cfg(SchedulerKind::Ddim), 101).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Simulation environments, scripted experts, recording and replay (grown by the sim issue).

@@ -1,0 +1,56 @@
+//! Cross-crate integration tests (in `tests/`) and the helpers they share: fixture discovery and
+//! parity checks against LeRobot's reference outputs.
+
+use std::path::{Path, PathBuf};
+
+use riptide_policies::{load_policy, read_safetensors, DeviceSpec, HostTensor};
+use riptide_runtime::cli::request_from_tensors;
+
+/// `tests/fixtures` of the workspace.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Fixture directories (each a LeRobot checkpoint plus inputs/expected) under `root`, sorted.
+pub fn fixture_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("expected.safetensors").exists()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Result of running one fixture through riptide.
+pub struct Parity {
+    pub name: String,
+    /// max |riptide − LeRobot| on normalised actions.
+    pub max_err_normalized: f32,
+    /// max over dims of max |error| / action range of that dim, unnormalised.
+    pub max_err_rel_range: f32,
+    pub exec_err: f32,
+}
+
+/// Run a fixture on `device` and compare with LeRobot's outputs.
+pub fn check_fixture(dir: &Path, device: DeviceSpec) -> Parity {
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut policy = load_policy(dir, device).unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
+    let inputs = read_safetensors(&dir.join("inputs.safetensors")).unwrap();
+    let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
+    let (obs, req) = request_from_tensors(policy.spec(), inputs, Some(0)).unwrap();
+    assert!(req.initial_noise.is_some(), "{name}: fixture lacks `noise`");
+    let chunk = policy.predict(&obs, &req, None).unwrap_or_else(|e| panic!("{name}: predict failed: {e}"));
+    let want_n = &expected["action.normalized"];
+    let want = &expected["action"];
+    let max_err_normalized = chunk.actions_normalized.max_abs_diff(want_n).expect("shape of action.normalized");
+    let d = *want.shape.last().unwrap();
+    let mut max_err_rel_range = 0f32;
+    for j in 0..d {
+        let col = |t: &HostTensor| t.data.iter().skip(j).step_by(d).copied().collect::<Vec<f32>>();
+        let (w, g) = (col(want), col(&chunk.actions));
+        let range = w.iter().fold(f32::MIN, |a, b| a.max(*b)) - w.iter().fold(f32::MAX, |a, b| a.min(*b));
+        let err = w.iter().zip(&g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        max_err_rel_range = max_err_rel_range.max(err / range.max(1e-6));
+    }
+    let exec_err = chunk.executable().max_abs_diff(&expected["action.executed"]).expect("shape of action.executed");
+    Parity { name, max_err_normalized, max_err_rel_range, exec_err }
+}

@@ -63,8 +63,16 @@ pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 /// Load the checkpoint in `dir` onto `device`.
 pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
     match device {
-        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(load_diffusion::<FlexBackend>(dir, "cpu (burn-flex)", &Default::default())?)),
-        DeviceSpec::NdArray => Ok(Box::new(load_diffusion::<NdArrayBackend>(dir, "cpu (burn-ndarray)", &Default::default())?)),
+        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(load_diffusion::<FlexBackend>(
+            dir,
+            "cpu (burn-flex)",
+            &Default::default(),
+        )?)),
+        DeviceSpec::NdArray => Ok(Box::new(load_diffusion::<NdArrayBackend>(
+            dir,
+            "cpu (burn-ndarray)",
+            &Default::default(),
+        )?)),
         DeviceSpec::Cuda(i) => load_cuda(dir, i),
     }
 }
@@ -72,7 +80,11 @@ pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, Po
 #[cfg(feature = "cuda")]
 fn load_cuda(dir: &Path, index: usize) -> Result<Box<dyn Policy>, PolicyError> {
     let device = burn::backend::cuda::CudaDevice::new(index);
-    Ok(Box::new(load_diffusion::<CudaBackend>(dir, &format!("cuda:{index} (burn-cuda)"), &device)?))
+    Ok(Box::new(load_diffusion::<CudaBackend>(
+        dir,
+        &format!("cuda:{index} (burn-cuda)"),
+        &device,
+    )?))
 }
 
 #[cfg(not(feature = "cuda"))]

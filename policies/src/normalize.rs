@@ -51,7 +51,12 @@ pub struct FeatureNorm {
 
 impl FeatureNorm {
     pub fn identity() -> Self {
-        Self { mode: NormMode::Identity, layout: StatsLayout::Processor, a: vec![], b: vec![] }
+        Self {
+            mode: NormMode::Identity,
+            layout: StatsLayout::Processor,
+            a: vec![],
+            b: vec![],
+        }
     }
 
     /// Number of channels the stats cover (0 for identity).

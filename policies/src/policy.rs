@@ -62,7 +62,11 @@ impl ObservationWindow {
                 PolicyError::Input(format!(
                     "observation window lacks feature {:?} (the policy needs: {})",
                     f.name,
-                    spec.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                    spec.inputs
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?;
             let mut want = vec![t.shape.first().copied().unwrap_or(0), spec.n_obs_steps];

@@ -26,25 +26,41 @@ pub struct NoiseSource {
 
 impl NoiseSource {
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed), seed }
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            seed,
+        }
     }
 
     pub fn draw(&mut self, shape: [usize; 3]) -> HostTensor {
         let n = shape.iter().product();
         let data = (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect();
-        HostTensor { shape: shape.to_vec(), data }
+        HostTensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
 
     /// `supplied` if given (shape-checked), else a fresh draw.
-    pub fn take(&mut self, supplied: Option<&HostTensor>, shape: [usize; 3], what: &str) -> Result<HostTensor, PolicyError> {
+    pub fn take(
+        &mut self,
+        supplied: Option<&HostTensor>,
+        shape: [usize; 3],
+        what: &str,
+    ) -> Result<HostTensor, PolicyError> {
         match supplied {
             Some(t) if t.shape == shape => {
                 if let Some(i) = t.first_non_finite() {
-                    return Err(PolicyError::Input(format!("{what} holds a non-finite value at flat index {i}")));
+                    return Err(PolicyError::Input(format!(
+                        "{what} holds a non-finite value at flat index {i}"
+                    )));
                 }
                 Ok(t.clone())
             }
-            Some(t) => Err(PolicyError::Input(format!("{what} has shape {:?}, expected {shape:?}", t.shape))),
+            Some(t) => Err(PolicyError::Input(format!(
+                "{what} has shape {:?}, expected {shape:?}",
+                t.shape
+            ))),
             None => Ok(self.draw(shape)),
         }
     }
@@ -56,7 +72,11 @@ pub fn to_device<B: Backend, const D: usize>(t: &HostTensor, device: &B::Device)
 
 pub fn to_host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 tensor data");
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 tensor data");
     HostTensor { shape, data }
 }
 
@@ -102,7 +122,14 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
         x = next;
         if let Some(h) = hook.as_deref_mut() {
             let mut host = to_host(x);
-            h.after_step(StepInfo { index: k, t: c.t, n_steps }, &mut host);
+            h.after_step(
+                StepInfo {
+                    index: k,
+                    t: c.t,
+                    n_steps,
+                },
+                &mut host,
+            );
             x = to_device(&host, &device);
         }
     }

@@ -120,8 +120,7 @@ pub fn alphas_cumprod(schedule: BetaSchedule, t: usize, beta_start: f64, beta_en
             .map(|b| b * b)
             .collect(),
         BetaSchedule::SquaredcosCapV2 => {
-            let alpha_bar =
-                |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            let alpha_bar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
             (0..t)
                 .map(|i| {
                     let t1 = i as f64 / t as f64;
@@ -205,7 +204,12 @@ impl NoiseSchedule {
                 step_coefficients(&config, &ac, t, prev)
             })
             .collect();
-        Ok(Self { config, alphas_cumprod: ac, timesteps, steps })
+        Ok(Self {
+            config,
+            alphas_cumprod: ac,
+            timesteps,
+            steps,
+        })
     }
 
     /// Number of denoiser evaluations for a full run.

@@ -28,7 +28,10 @@ impl HostTensor {
 
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
-        Self { shape, data: vec![0.0; n] }
+        Self {
+            shape,
+            data: vec![0.0; n],
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -45,7 +48,13 @@ impl HostTensor {
         if self.shape != other.shape {
             return None;
         }
-        Some(self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+        Some(
+            self.data
+                .iter()
+                .zip(&other.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max),
+        )
     }
 
     /// The sub-tensor `[.., start..start+len, ..]` along `dim`.
@@ -90,12 +99,18 @@ fn parse_safetensors_filtered(
         }
         let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F64 => data
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
                 .collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
             Dtype::BF16 => data
                 .chunks_exact(2)
                 .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
@@ -111,7 +126,13 @@ fn parse_safetensors_filtered(
                 })
             }
         };
-        out.insert(name, HostTensor { shape: view.shape().to_vec(), data: values });
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data: values,
+            },
+        );
     }
     Ok(out)
 }
@@ -142,11 +163,22 @@ fn f16_to_f32(h: u16) -> f32 {
 pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<(), PolicyError> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(k, b, s)| (k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, path).map_err(|e| PolicyError::Safetensors {
         path: path.into(),
@@ -156,7 +188,10 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
 
 /// Read only the tensors whose names satisfy `keep` (the file is memory-mapped, so large weight files
 /// cost nothing beyond the tensors read).
-pub fn read_safetensors_where(path: &Path, keep: impl Fn(&str) -> bool) -> Result<BTreeMap<String, HostTensor>, PolicyError> {
+pub fn read_safetensors_where(
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, HostTensor>, PolicyError> {
     let file = std::fs::File::open(path).map_err(|e| PolicyError::io(path, e))?;
     // SAFETY: the mapping is read-only and dropped before returning; checkpoint files are not
     // expected to be modified while riptide loads them.

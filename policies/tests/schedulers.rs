@@ -44,7 +44,10 @@ fn alphas_cumprod_match_diffusers() {
         let got = alphas_cumprod(beta, 100, 1e-4, 0.02);
         assert_eq!(want.len(), got.len());
         for (i, (w, g)) in want.iter().zip(&got).enumerate() {
-            assert!((w - g).abs() <= 1e-6 * w.abs().max(1e-6), "{name} alphas_cumprod[{i}]: diffusers {w}, riptide {g}");
+            assert!(
+                (w - g).abs() <= 1e-6 * w.abs().max(1e-6),
+                "{name} alphas_cumprod[{i}]: diffusers {w}, riptide {g}"
+            );
         }
     }
 }
@@ -55,7 +58,11 @@ fn timesteps_match_diffusers() {
     for (name, beta) in SCHEDULES {
         for (kind, k) in [(SchedulerKind::Ddpm, "ddpm"), (SchedulerKind::Ddim, "ddim")] {
             for n in [10usize, 16, 20, 100] {
-                let want: Vec<usize> = f[&format!("{name}.{k}.timesteps.{n}")].data.iter().map(|v| *v as usize).collect();
+                let want: Vec<usize> = f[&format!("{name}.{k}.timesteps.{n}")]
+                    .data
+                    .iter()
+                    .map(|v| *v as usize)
+                    .collect();
                 let s = NoiseSchedule::new(config(kind, beta, PredictionType::Epsilon, true), n).unwrap();
                 assert_eq!(s.timesteps, want, "{name} {k} N={n}");
             }
@@ -92,7 +99,8 @@ fn step_outputs_match_diffusers() {
                         let Some(want) = f.get(&key) else { continue };
                         let mut z = |_k: usize| Ok(noise.clone());
                         let (x, nfe) =
-                            sampler::sample(&denoiser, &(), &s, idx..idx + 1, to_device(sample, &dev), &mut z, None).unwrap();
+                            sampler::sample(&denoiser, &(), &s, idx..idx + 1, to_device(sample, &dev), &mut z, None)
+                                .unwrap();
                         assert_eq!(nfe, 1);
                         let got = to_host(x);
                         let err = got.max_abs_diff(want).unwrap();

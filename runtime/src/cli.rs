@@ -1,7 +1,7 @@
 //! Sub-commands of the `riptide` binary that work on checkpoints without a robot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -21,13 +21,30 @@ pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
     let spec = policy.spec();
     println!("checkpoint   {}", files.dir.display());
     println!("policy       {} on {}", spec.kind, spec.backend);
-    println!("parameters   {} ({:.1} M)", spec.num_parameters, spec.num_parameters as f64 / 1e6);
+    println!(
+        "parameters   {} ({:.1} M)",
+        spec.num_parameters,
+        spec.num_parameters as f64 / 1e6
+    );
     println!("inputs");
     for f in &spec.inputs {
-        let norm = cfg.norm_modes.get(&f.name).map(|m| format!("{m:?}")).unwrap_or_else(|| "Identity".into());
-        println!("  {:<34} {:<7} {:?}  norm {norm}", f.name, format!("{:?}", f.kind), f.shape);
+        let norm = cfg
+            .norm_modes
+            .get(&f.name)
+            .map(|m| format!("{m:?}"))
+            .unwrap_or_else(|| "Identity".into());
+        println!(
+            "  {:<34} {:<7} {:?}  norm {norm}",
+            f.name,
+            format!("{:?}", f.kind),
+            f.shape
+        );
     }
-    let anorm = cfg.norm_modes.get("action").map(|m| format!("{m:?}")).unwrap_or_default();
+    let anorm = cfg
+        .norm_modes
+        .get("action")
+        .map(|m| format!("{m:?}"))
+        .unwrap_or_default();
     println!("action       dim {}  norm {anorm}", spec.action_dim);
     println!(
         "window       n_obs_steps {}  horizon {}  executes [{}..{}) ({} actions)",
@@ -45,17 +62,27 @@ pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
         s.num_train_timesteps,
         s.beta_schedule,
         s.prediction_type,
-        if s.clip_sample { format!("±{}", s.clip_sample_range) } else { "off".into() }
+        if s.clip_sample {
+            format!("±{}", s.clip_sample_range)
+        } else {
+            "off".into()
+        }
     );
-    println!("unet         down_dims {:?}  kernel {}  groups {}  step-embed {}  FiLM scale {}",
-        cfg.down_dims, cfg.kernel_size, cfg.n_groups, cfg.diffusion_step_embed_dim, cfg.use_film_scale_modulation);
+    println!(
+        "unet         down_dims {:?}  kernel {}  groups {}  step-embed {}  FiLM scale {}",
+        cfg.down_dims, cfg.kernel_size, cfg.n_groups, cfg.diffusion_step_embed_dim, cfg.use_film_scale_modulation
+    );
     if !cfg.cameras().is_empty() {
         println!(
             "vision       resnet18 {}  crop {:?}  keypoints {}  {} encoder(s)",
             if cfg.use_group_norm { "GroupNorm" } else { "BatchNorm" },
             cfg.crop_shape,
             cfg.spatial_softmax_num_keypoints,
-            if cfg.use_separate_rgb_encoder_per_camera { cfg.cameras().len() } else { 1 }
+            if cfg.use_separate_rgb_encoder_per_camera {
+                cfg.cameras().len()
+            } else {
+                1
+            }
         );
     }
     for n in &cfg.notes {
@@ -78,15 +105,25 @@ pub fn request_from_tensors(
                 f.name,
                 spec.n_obs_steps,
                 f.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-                spec.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                spec.inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
         obs.features.insert(f.name.clone(), t);
     }
-    let mut req = SampleRequest { seed, initial_noise: tensors.remove("noise"), ..Default::default() };
+    let mut req = SampleRequest {
+        seed,
+        initial_noise: tensors.remove("noise"),
+        ..Default::default()
+    };
     for (k, v) in std::mem::take(&mut tensors) {
         if let Some(i) = k.strip_prefix("noise.step.") {
-            let i: usize = i.parse().with_context(|| format!("tensor {k:?}: expected noise.step.<integer>"))?;
+            let i: usize = i
+                .parse()
+                .with_context(|| format!("tensor {k:?}: expected noise.step.<integer>"))?;
             req.step_noise.insert(i, v);
         } else {
             tensors.insert(k, v);
@@ -102,7 +139,14 @@ pub fn request_from_tensors(
 }
 
 /// `riptide infer`: one inference from a safetensors file of observations.
-pub fn infer(checkpoint: &Path, inputs: &Path, out: Option<&Path>, device: DeviceSpec, seed: Option<u64>, steps: Option<usize>) -> Result<()> {
+pub fn infer(
+    checkpoint: &Path,
+    inputs: &Path,
+    out: Option<&Path>,
+    device: DeviceSpec,
+    seed: Option<u64>,
+    steps: Option<usize>,
+) -> Result<()> {
     let mut policy = load_policy(checkpoint, device)?;
     let tensors = read_safetensors(inputs)?;
     let (obs, mut req) = request_from_tensors(policy.spec(), tensors, seed)?;
@@ -123,7 +167,10 @@ pub fn infer(checkpoint: &Path, inputs: &Path, out: Option<&Path>, device: Devic
     let [b, n, d] = [exec.shape[0], exec.shape[1], exec.shape[2]];
     println!("executable actions (batch 0 of {b}, {n} steps × {d} dims):");
     for i in 0..n {
-        let row: Vec<String> = exec.data[i * d..(i + 1) * d].iter().map(|v| format!("{v:>10.4}")).collect();
+        let row: Vec<String> = exec.data[i * d..(i + 1) * d]
+            .iter()
+            .map(|v| format!("{v:>10.4}"))
+            .collect();
         println!("  {:>3}  {}", chunk.exec_start + i, row.join(" "));
     }
     if let Some(out) = out {
@@ -146,7 +193,13 @@ pub fn random_window(policy: &dyn Policy, batch: usize, seed: u64) -> Observatio
         shape.extend(&f.shape);
         let n: usize = shape.iter().product();
         let data = (0..n)
-            .map(|_| if f.kind == FeatureKind::Visual { rng.random::<f32>() } else { rng.random_range(-1.0..1.0) })
+            .map(|_| {
+                if f.kind == FeatureKind::Visual {
+                    rng.random::<f32>()
+                } else {
+                    rng.random_range(-1.0..1.0)
+                }
+            })
             .collect();
         obs.features.insert(f.name.clone(), HostTensor { shape, data });
     }
@@ -170,7 +223,14 @@ pub struct BenchReport {
 }
 
 /// `riptide bench`: latency of full inferences after warm-up (warm-up excluded from the numbers).
-pub fn bench(checkpoint: &Path, device: DeviceSpec, batch: usize, iters: usize, warmup: usize, steps: Option<usize>) -> Result<BenchReport> {
+pub fn bench(
+    checkpoint: &Path,
+    device: DeviceSpec,
+    batch: usize,
+    iters: usize,
+    warmup: usize,
+    steps: Option<usize>,
+) -> Result<BenchReport> {
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -181,7 +241,11 @@ pub fn bench(checkpoint: &Path, device: DeviceSpec, batch: usize, iters: usize, 
     let mut enc = Vec::new();
     let mut nfe = 0;
     for i in 0..warmup + iters {
-        let req = SampleRequest { seed: Some(i as u64), num_inference_steps: steps, ..Default::default() };
+        let req = SampleRequest {
+            seed: Some(i as u64),
+            num_inference_steps: steps,
+            ..Default::default()
+        };
         let t = Instant::now();
         let c = policy.predict(&obs, &req, None)?;
         let dt = t.elapsed().as_secs_f64() * 1e3;
@@ -211,8 +275,4 @@ pub fn bench(checkpoint: &Path, device: DeviceSpec, batch: usize, iters: usize, 
         median_denoise_ms: q(&mut den, 0.5),
         median_encode_ms: q(&mut enc, 0.5),
     })
-}
-
-pub fn default_fixture() -> PathBuf {
-    PathBuf::from("tests/fixtures/lerobot/state_env_ddim_eps")
 }

@@ -67,10 +67,22 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Inspect { dir, device } => cli::inspect(&dir, device),
-        Command::Infer { checkpoint, inputs, out, device, seed, steps } => {
-            cli::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
-        }
-        Command::Bench { checkpoint, device, batch, iters, warmup, steps } => {
+        Command::Infer {
+            checkpoint,
+            inputs,
+            out,
+            device,
+            seed,
+            steps,
+        } => cli::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps),
+        Command::Bench {
+            checkpoint,
+            device,
+            batch,
+            iters,
+            warmup,
+            steps,
+        } => {
             let r = cli::bench(&checkpoint, device, batch, iters, warmup, steps)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())

@@ -14,7 +14,12 @@ pub fn fixtures_dir() -> PathBuf {
 /// Fixture directories (each a LeRobot checkpoint plus inputs/expected) under `root`, sorted.
 pub fn fixture_dirs(root: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.join("expected.safetensors").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.join("expected.safetensors").exists())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -27,7 +32,8 @@ pub struct Parity {
     pub max_err_normalized: f32,
     /// max over dims of max |error| / action range of that dim, unnormalised.
     pub max_err_rel_range: f32,
-    pub exec_err: f32,
+    /// The same for the executable slice against LeRobot's `generate_actions` output.
+    pub exec_err_rel_range: f32,
 }
 
 /// Run a fixture on `device` and compare with LeRobot's outputs.
@@ -38,19 +44,42 @@ pub fn check_fixture(dir: &Path, device: DeviceSpec) -> Parity {
     let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
     let (obs, req) = request_from_tensors(policy.spec(), inputs, Some(0)).unwrap();
     assert!(req.initial_noise.is_some(), "{name}: fixture lacks `noise`");
-    let chunk = policy.predict(&obs, &req, None).unwrap_or_else(|e| panic!("{name}: predict failed: {e}"));
+    let chunk = policy
+        .predict(&obs, &req, None)
+        .unwrap_or_else(|e| panic!("{name}: predict failed: {e}"));
     let want_n = &expected["action.normalized"];
     let want = &expected["action"];
-    let max_err_normalized = chunk.actions_normalized.max_abs_diff(want_n).expect("shape of action.normalized");
-    let d = *want.shape.last().unwrap();
-    let mut max_err_rel_range = 0f32;
-    for j in 0..d {
-        let col = |t: &HostTensor| t.data.iter().skip(j).step_by(d).copied().collect::<Vec<f32>>();
-        let (w, g) = (col(want), col(&chunk.actions));
-        let range = w.iter().fold(f32::MIN, |a, b| a.max(*b)) - w.iter().fold(f32::MAX, |a, b| a.min(*b));
-        let err = w.iter().zip(&g).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        max_err_rel_range = max_err_rel_range.max(err / range.max(1e-6));
+    let max_err_normalized = chunk
+        .actions_normalized
+        .max_abs_diff(want_n)
+        .expect("shape of action.normalized");
+    let max_err_rel_range = err_rel_range(want, &chunk.actions, want);
+    let exec = chunk.executable();
+    let want_exec = &expected["action.executed"];
+    assert_eq!(exec.shape, want_exec.shape, "{name}: executable slice shape");
+    let exec_err_rel_range = err_rel_range(want_exec, &exec, want);
+    Parity {
+        name,
+        max_err_normalized,
+        max_err_rel_range,
+        exec_err_rel_range,
     }
-    let exec_err = chunk.executable().max_abs_diff(&expected["action.executed"]).expect("shape of action.executed");
-    Parity { name, max_err_normalized, max_err_rel_range, exec_err }
+}
+
+/// max over action dims of max |want − got| / (range of that dim in `reference`).
+fn err_rel_range(want: &HostTensor, got: &HostTensor, reference: &HostTensor) -> f32 {
+    let d = *want.shape.last().unwrap();
+    let col = |t: &HostTensor, j: usize| t.data.iter().skip(j).step_by(d).copied().collect::<Vec<f32>>();
+    (0..d)
+        .map(|j| {
+            let r = col(reference, j);
+            let range = r.iter().fold(f32::MIN, |a, b| a.max(*b)) - r.iter().fold(f32::MAX, |a, b| a.min(*b));
+            let err = col(want, j)
+                .iter()
+                .zip(col(got, j))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            err / range.max(1e-6)
+        })
+        .fold(0f32, f32::max)
 }

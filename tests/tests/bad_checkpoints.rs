@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use riptide_policies::{load_policy, read_safetensors, write_safetensors, DeviceSpec, HostTensor, ObservationWindow, SampleRequest};
+use riptide_policies::{
+    load_policy, read_safetensors, write_safetensors, DeviceSpec, HostTensor, ObservationWindow, SampleRequest,
+};
 use riptide_tests::fixtures_dir;
 
 fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
@@ -44,13 +46,18 @@ fn missing_and_unexpected_weights_are_listed_by_name() {
     let (_t, dir) = copy_fixture(FIX);
     edit_tensors(&dir.join("model.safetensors"), |t| {
         assert!(t.remove("diffusion.unet.final_conv.1.bias").is_some());
-        assert!(t.remove("diffusion.unet.down_modules.0.1.conv2.block.1.weight").is_some());
+        assert!(t
+            .remove("diffusion.unet.down_modules.0.1.conv2.block.1.weight")
+            .is_some());
         t.insert("diffusion.unet.bogus_layer.weight".into(), HostTensor::zeros(vec![3]));
     });
     let e = load_err(&dir);
     assert!(e.contains("missing"), "{e}");
     assert!(e.contains("diffusion.unet.final_conv.1.bias"), "{e}");
-    assert!(e.contains("diffusion.unet.down_modules.0.1.conv2.block.1.weight"), "{e}");
+    assert!(
+        e.contains("diffusion.unet.down_modules.0.1.conv2.block.1.weight"),
+        "{e}"
+    );
     assert!(e.contains("unexpected") && e.contains("bogus_layer"), "{e}");
 }
 
@@ -126,7 +133,10 @@ fn bad_observations_are_rejected_before_the_policy_runs() {
     for f in &spec.inputs {
         obs.features.insert(f.name.clone(), inputs[&f.name].clone());
     }
-    let req = SampleRequest { seed: Some(1), ..Default::default() };
+    let req = SampleRequest {
+        seed: Some(1),
+        ..Default::default()
+    };
     assert!(policy.predict(&obs, &req, None).is_ok());
 
     let mut nan = obs.clone();
@@ -145,7 +155,10 @@ fn bad_observations_are_rejected_before_the_policy_runs() {
     let e = policy.predict(&missing, &req, None).unwrap_err().to_string();
     assert!(e.contains("observation.environment_state"), "{e}");
 
-    let bad_noise = SampleRequest { initial_noise: Some(HostTensor::zeros(vec![1, 2, 3])), ..Default::default() };
+    let bad_noise = SampleRequest {
+        initial_noise: Some(HostTensor::zeros(vec![1, 2, 3])),
+        ..Default::default()
+    };
     let e = policy.predict(&obs, &bad_noise, None).unwrap_err().to_string();
     assert!(e.contains("initial noise"), "{e}");
 }
@@ -156,6 +169,9 @@ fn cuda_request_without_cuda_build_explains_how_to_rebuild() {
         return; // covered on GPU machines by scripts/gpu-check.sh
     }
     let dir = fixtures_dir().join("lerobot").join(FIX);
-    let e = load_policy(&dir, DeviceSpec::Cuda(0)).err().expect("no CUDA in this build").to_string();
+    let e = load_policy(&dir, DeviceSpec::Cuda(0))
+        .err()
+        .expect("no CUDA in this build")
+        .to_string();
     assert!(e.contains("--features cuda"), "{e}");
 }

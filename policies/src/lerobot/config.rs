@@ -120,7 +120,9 @@ impl DiffusionConfig {
                 v => {
                     let l = usize_list(v, "crop_shape")?;
                     if l.len() != 2 {
-                        return Err(PolicyError::Config(format!("crop_shape must be [height, width], got {v}")));
+                        return Err(PolicyError::Config(format!(
+                            "crop_shape must be [height, width], got {v}"
+                        )));
                     }
                     Some([l[0], l[1]])
                 }
@@ -130,11 +132,18 @@ impl DiffusionConfig {
                     PolicyError::Config("use_separate_rgb_encoder_per_camera must be true or false".into())
                 })?,
                 None => {
-                    c.note("use_separate_rgb_encoder_per_camera is absent (LeRobot before 2024-08): one shared encoder");
+                    c.note(
+                        "use_separate_rgb_encoder_per_camera is absent (LeRobot before 2024-08): one shared encoder",
+                    );
                     false
                 }
             };
-            (crop, c.bool("use_group_norm")?, c.usize("spatial_softmax_num_keypoints")?, separate)
+            (
+                crop,
+                c.bool("use_group_norm")?,
+                c.usize("spatial_softmax_num_keypoints")?,
+                separate,
+            )
         } else {
             (None, false, 0, false)
         };
@@ -186,12 +195,18 @@ impl DiffusionConfig {
         }
         for &d in self.down_dims.iter().chain([self.down_dims[0]].iter()) {
             if d % self.n_groups != 0 || d % 8 != 0 {
-                return err(format!("down_dims entry {d} is not divisible by n_groups = {} (and 8)", self.n_groups));
+                return err(format!(
+                    "down_dims entry {d} is not divisible by n_groups = {} (and 8)",
+                    self.n_groups
+                ));
             }
         }
         for cam in self.cameras() {
             if cam.shape.len() != 3 || cam.shape[0] != 3 {
-                return err(format!("camera {:?} must have shape [3, H, W], got {:?}", cam.name, cam.shape));
+                return err(format!(
+                    "camera {:?} must have shape [3, H, W], got {:?}",
+                    cam.name, cam.shape
+                ));
             }
             if let Some([h, w]) = self.crop_shape {
                 if h > cam.shape[1] || w > cam.shape[2] {
@@ -204,11 +219,15 @@ impl DiffusionConfig {
         }
         for k in [FeatureKind::State, FeatureKind::Env] {
             if self.inputs.iter().filter(|f| f.kind == k).count() > 1 {
-                return err(format!("more than one {k:?} feature; LeRobot diffusion takes at most one"));
+                return err(format!(
+                    "more than one {k:?} feature; LeRobot diffusion takes at most one"
+                ));
             }
         }
         if self.cameras().is_empty() && self.feature(FeatureKind::Env).is_none() {
-            return err("the policy needs an image or observation.environment_state input (as LeRobot requires)".into());
+            return err(
+                "the policy needs an image or observation.environment_state input (as LeRobot requires)".into(),
+            );
         }
         Ok(())
     }
@@ -243,17 +262,20 @@ impl<'a> Reader<'a> {
 
     fn f64(&self, key: &str) -> Result<f64, PolicyError> {
         let v = self.get(key)?;
-        v.as_f64().ok_or_else(|| PolicyError::Config(format!("{key} must be a number, got {v}")))
+        v.as_f64()
+            .ok_or_else(|| PolicyError::Config(format!("{key} must be a number, got {v}")))
     }
 
     fn bool(&self, key: &str) -> Result<bool, PolicyError> {
         let v = self.get(key)?;
-        v.as_bool().ok_or_else(|| PolicyError::Config(format!("{key} must be true or false, got {v}")))
+        v.as_bool()
+            .ok_or_else(|| PolicyError::Config(format!("{key} must be true or false, got {v}")))
     }
 
     fn str(&self, key: &str) -> Result<&'a str, PolicyError> {
         let v = self.get(key)?;
-        v.as_str().ok_or_else(|| PolicyError::Config(format!("{key} must be a string, got {v}")))
+        v.as_str()
+            .ok_or_else(|| PolicyError::Config(format!("{key} must be a string, got {v}")))
     }
 
     fn usize_list(&self, key: &str) -> Result<Vec<usize>, PolicyError> {
@@ -277,9 +299,15 @@ impl<'a> Reader<'a> {
                     Some(v) => NormMode::parse(v.as_str().unwrap_or_default()),
                 }
             };
-            for (name, f) in feats.as_object().ok_or_else(|| PolicyError::Config("input_features must be an object".into()))? {
+            for (name, f) in feats
+                .as_object()
+                .ok_or_else(|| PolicyError::Config("input_features must be an object".into()))?
+            {
                 let ty = f.get("type").and_then(Value::as_str).unwrap_or_default();
-                let shape = usize_list(f.get("shape").unwrap_or(&Value::Null), &format!("input_features.{name}.shape"))?;
+                let shape = usize_list(
+                    f.get("shape").unwrap_or(&Value::Null),
+                    &format!("input_features.{name}.shape"),
+                )?;
                 let kind = match ty {
                     "STATE" => FeatureKind::State,
                     "ENV" => FeatureKind::Env,
@@ -291,22 +319,47 @@ impl<'a> Reader<'a> {
                     }
                 };
                 modes.insert(name.clone(), mode_for(ty)?);
-                inputs.push(InputFeature { name: name.clone(), kind, shape });
+                inputs.push(InputFeature {
+                    name: name.clone(),
+                    kind,
+                    shape,
+                });
             }
-            let outs = self.get("output_features")?.as_object().ok_or_else(|| PolicyError::Config("output_features must be an object".into()))?;
-            let action = outs.get("action").ok_or_else(|| PolicyError::Config("output_features lacks \"action\"".into()))?;
-            let shape = usize_list(action.get("shape").unwrap_or(&Value::Null), "output_features.action.shape")?;
+            let outs = self
+                .get("output_features")?
+                .as_object()
+                .ok_or_else(|| PolicyError::Config("output_features must be an object".into()))?;
+            let action = outs
+                .get("action")
+                .ok_or_else(|| PolicyError::Config("output_features lacks \"action\"".into()))?;
+            let shape = usize_list(
+                action.get("shape").unwrap_or(&Value::Null),
+                "output_features.action.shape",
+            )?;
             if shape.len() != 1 {
-                return Err(PolicyError::Config(format!("action shape must be [action_dim], got {shape:?}")));
+                return Err(PolicyError::Config(format!(
+                    "action shape must be [action_dim], got {shape:?}"
+                )));
             }
             modes.insert("action".into(), mode_for("ACTION")?);
             return Ok((inputs, shape[0], modes));
         }
         // Pre-2025 layout.
-        let shapes = self.get("input_shapes")?.as_object().ok_or_else(|| PolicyError::Config("input_shapes must be an object".into()))?;
+        let shapes = self
+            .get("input_shapes")?
+            .as_object()
+            .ok_or_else(|| PolicyError::Config("input_shapes must be an object".into()))?;
         self.note("input_features is absent: reading the pre-2025 input_shapes / *_normalization_modes layout");
-        let in_modes = self.get("input_normalization_modes")?.as_object().cloned().unwrap_or_default();
-        let out_modes = self.get("output_normalization_modes")?.as_object().cloned().unwrap_or_default();
+        let in_modes = self
+            .get("input_normalization_modes")?
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let out_modes = self
+            .get("output_normalization_modes")?
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let legacy_mode = |m: Option<&Value>| -> Result<NormMode, PolicyError> {
             match m.and_then(Value::as_str) {
                 None => Ok(NormMode::Identity),
@@ -322,10 +375,16 @@ impl<'a> Reader<'a> {
             } else if name == "observation.state" {
                 FeatureKind::State
             } else {
-                return Err(PolicyError::Config(format!("input {name:?} is not a state, environment state or image feature")));
+                return Err(PolicyError::Config(format!(
+                    "input {name:?} is not a state, environment state or image feature"
+                )));
             };
             modes.insert(name.clone(), legacy_mode(in_modes.get(name))?);
-            inputs.push(InputFeature { name: name.clone(), kind, shape });
+            inputs.push(InputFeature {
+                name: name.clone(),
+                kind,
+                shape,
+            });
         }
         let out_shapes = self.get("output_shapes")?;
         let a = usize_list(out_shapes.get("action").unwrap_or(&Value::Null), "output_shapes.action")?;
@@ -336,6 +395,10 @@ impl<'a> Reader<'a> {
 
 fn usize_list(v: &Value, key: &str) -> Result<Vec<usize>, PolicyError> {
     v.as_array()
-        .and_then(|a| a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect::<Option<Vec<_>>>())
+        .and_then(|a| {
+            a.iter()
+                .map(|x| x.as_u64().map(|x| x as usize))
+                .collect::<Option<Vec<_>>>()
+        })
         .ok_or_else(|| PolicyError::Config(format!("{key} must be a list of non-negative integers, got {v}")))
 }

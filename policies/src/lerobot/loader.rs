@@ -28,8 +28,14 @@ const KEY_MAP: &[(&str, &str)] = &[
     (r"\.backbone\.7\.", ".backbone.layer4."),
     (r"\.downsample\.0\.", ".downsample.conv."),
     (r"\.downsample\.1\.", ".downsample.bn."),
-    (r"^unet\.diffusion_step_encoder\.1\.", "unet.diffusion_step_encoder.fc1."),
-    (r"^unet\.diffusion_step_encoder\.3\.", "unet.diffusion_step_encoder.fc2."),
+    (
+        r"^unet\.diffusion_step_encoder\.1\.",
+        "unet.diffusion_step_encoder.fc1.",
+    ),
+    (
+        r"^unet\.diffusion_step_encoder\.3\.",
+        "unet.diffusion_step_encoder.fc2.",
+    ),
     (r"^unet\.(down|up)_modules\.(\d+)\.0\.", "unet.${1}_modules.$2.res0."),
     (r"^unet\.(down|up)_modules\.(\d+)\.1\.", "unet.${1}_modules.$2.res1."),
     (r"^unet\.down_modules\.(\d+)\.2\.", "unet.down_modules.$1.downsample."),
@@ -40,6 +46,10 @@ const KEY_MAP: &[(&str, &str)] = &[
     (r"^unet\.final_conv\.0\.block\.0\.", "unet.final_block.conv."),
     (r"^unet\.final_conv\.0\.block\.1\.", "unet.final_block.norm."),
     (r"^unet\.final_conv\.1\.", "unet.final_conv."),
+    // Norm affine parameters are burn's gamma/beta. burn-store's adapter can look them up by their
+    // PyTorch names, but then reports the file's tensors as unused; renaming here keeps the report exact.
+    (r"\.(norm|bn1|bn2|bn)\.weight$", ".$1.gamma"),
+    (r"\.(norm|bn1|bn2|bn)\.bias$", ".$1.beta"),
 ];
 
 /// Tensors a checkpoint may carry that the model does not load (buffers riptide recomputes or ignores).
@@ -94,7 +104,11 @@ pub struct CheckpointFiles {
 impl CheckpointFiles {
     pub fn locate(dir: &Path) -> Result<Self, PolicyError> {
         // Accept the run directory too: LeRobot writes checkpoints/<step>/pretrained_model/.
-        let dir = if dir.join("config.json").exists() { dir.to_path_buf() } else { dir.join("pretrained_model") };
+        let dir = if dir.join("config.json").exists() {
+            dir.to_path_buf()
+        } else {
+            dir.join("pretrained_model")
+        };
         let config = dir.join("config.json");
         let weights = dir.join("model.safetensors");
         for f in [&config, &weights] {
@@ -167,7 +181,10 @@ fn load_weights<B: Backend>(model: &mut DiffusionModel<B>, path: &Path) -> Resul
         }
     };
     section("missing from model.safetensors", &missing);
-    section("unexpected in model.safetensors (after renaming to riptide paths)", &unexpected);
+    section(
+        "unexpected in model.safetensors (after renaming to riptide paths)",
+        &unexpected,
+    );
     section("shape or dtype mismatches", &errors);
     msg.push_str(&format!(
         "  (file: {}; check that config.json matches the weights: down_dims, kernel_size, features, use_group_norm …)",
@@ -183,8 +200,13 @@ fn group_stats(flat: BTreeMap<String, HostTensor>, features: &[&str]) -> StatsMa
     let mut out: StatsMap = BTreeMap::new();
     for (k, v) in flat {
         // Keys are "<feature>.<stat>"; feature names contain dots, so match known features.
-        if let Some(f) = features.iter().find(|f| k.len() > f.len() && k.starts_with(**f) && k.as_bytes()[f.len()] == b'.') {
-            out.entry(f.to_string()).or_default().insert(k[f.len() + 1..].to_string(), v);
+        if let Some(f) = features
+            .iter()
+            .find(|f| k.len() > f.len() && k.starts_with(**f) && k.as_bytes()[f.len()] == b'.')
+        {
+            out.entry(f.to_string())
+                .or_default()
+                .insert(k[f.len() + 1..].to_string(), v);
         }
     }
     out
@@ -222,51 +244,61 @@ fn load_stats(
     names.push("action");
     let pre = processor_state_file(&files.dir, "policy_preprocessor", "normalizer_processor")?;
     let post = processor_state_file(&files.dir, "policy_postprocessor", "unnormalizer_processor")?;
-    let (inputs, outputs, layout) = match (pre, post) {
-        (Some(pre), Some(post)) => (
-            group_stats(read_safetensors_where(&pre, |_| true)?, &names),
-            group_stats(read_safetensors_where(&post, |_| true)?, &names),
-            StatsLayout::Processor,
-        ),
-        (None, None) => {
-            // Legacy: buffers inside model.safetensors, "buffer_" + key with '.' → '_'.
-            let flat = read_safetensors_where(&files.weights, |k| {
-                k.starts_with("normalize_inputs.") || k.starts_with("unnormalize_outputs.")
-            })?;
-            let mut inputs: StatsMap = BTreeMap::new();
-            let mut outputs: StatsMap = BTreeMap::new();
-            for (k, v) in flat {
-                let (target, rest) = match k.split_once('.') {
-                    Some(("normalize_inputs", r)) => (&mut inputs, r),
-                    Some((_, r)) => (&mut outputs, r),
-                    None => continue,
-                };
-                if let Some((buf, stat)) = rest.split_once('.') {
-                    if let Some(f) = names.iter().find(|f| format!("buffer_{}", f.replace('.', "_")) == buf) {
-                        target.entry(f.to_string()).or_default().insert(stat.to_string(), v);
+    let (inputs, outputs, layout) =
+        match (pre, post) {
+            (Some(pre), Some(post)) => (
+                group_stats(read_safetensors_where(&pre, |_| true)?, &names),
+                group_stats(read_safetensors_where(&post, |_| true)?, &names),
+                StatsLayout::Processor,
+            ),
+            (None, None) => {
+                // Legacy: buffers inside model.safetensors, "buffer_" + key with '.' → '_'.
+                let flat = read_safetensors_where(&files.weights, |k| {
+                    k.starts_with("normalize_inputs.") || k.starts_with("unnormalize_outputs.")
+                })?;
+                let mut inputs: StatsMap = BTreeMap::new();
+                let mut outputs: StatsMap = BTreeMap::new();
+                for (k, v) in flat {
+                    let (target, rest) = match k.split_once('.') {
+                        Some(("normalize_inputs", r)) => (&mut inputs, r),
+                        Some((_, r)) => (&mut outputs, r),
+                        None => continue,
+                    };
+                    if let Some((buf, stat)) = rest.split_once('.') {
+                        if let Some(f) = names.iter().find(|f| format!("buffer_{}", f.replace('.', "_")) == buf) {
+                            target.entry(f.to_string()).or_default().insert(stat.to_string(), v);
+                        }
                     }
                 }
+                (inputs, outputs, StatsLayout::Legacy)
             }
-            (inputs, outputs, StatsLayout::Legacy)
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(PolicyError::Stats(
-                "the checkpoint has only one of policy_preprocessor.json / policy_postprocessor.json; both are needed".into(),
-            ))
-        }
-    };
+            (Some(_), None) | (None, Some(_)) => return Err(PolicyError::Stats(
+                "the checkpoint has only one of policy_preprocessor.json / policy_postprocessor.json; both are needed"
+                    .into(),
+            )),
+        };
     let empty = BTreeMap::new();
     let mut input_norms = BTreeMap::new();
     for f in &config.inputs {
         let mode = config.norm_modes.get(&f.name).copied().unwrap_or(NormMode::Identity);
-        let channels = if f.kind == FeatureKind::Visual { f.shape[0] } else { f.shape.iter().product() };
+        let channels = if f.kind == FeatureKind::Visual {
+            f.shape[0]
+        } else {
+            f.shape.iter().product()
+        };
         let norm = FeatureNorm::from_stats(&f.name, mode, inputs.get(&f.name).unwrap_or(&empty), layout, channels)
             .map_err(|e| with_layout_hint(e, layout))?;
         input_norms.insert(f.name.clone(), norm);
     }
     let mode = config.norm_modes.get("action").copied().unwrap_or(NormMode::Identity);
-    let action_norm = FeatureNorm::from_stats("action", mode, outputs.get("action").unwrap_or(&empty), layout, config.action_dim)
-        .map_err(|e| with_layout_hint(e, layout))?;
+    let action_norm = FeatureNorm::from_stats(
+        "action",
+        mode,
+        outputs.get("action").unwrap_or(&empty),
+        layout,
+        config.action_dim,
+    )
+    .map_err(|e| with_layout_hint(e, layout))?;
     Ok((input_norms, action_norm))
 }
 

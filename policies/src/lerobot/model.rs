@@ -28,14 +28,22 @@ pub struct DiffusionModel<B: Backend> {
 impl DiffusionConfig {
     pub fn init_model<B: Backend>(&self, device: &B::Device) -> DiffusionModel<B> {
         let cams = self.cameras();
-        let n_enc = if self.use_separate_rgb_encoder_per_camera { cams.len() } else { cams.len().min(1) };
+        let n_enc = if self.use_separate_rgb_encoder_per_camera {
+            cams.len()
+        } else {
+            cams.len().min(1)
+        };
         let rgb_encoder = cams
             .iter()
             .take(n_enc)
             .map(|cam| {
-                RgbEncoderConfig::new([cam.shape[1], cam.shape[2]], self.use_group_norm, self.spatial_softmax_num_keypoints)
-                    .with_crop_shape(self.crop_shape)
-                    .init(device)
+                RgbEncoderConfig::new(
+                    [cam.shape[1], cam.shape[2]],
+                    self.use_group_norm,
+                    self.spatial_softmax_num_keypoints,
+                )
+                .with_crop_shape(self.crop_shape)
+                .init(device)
             })
             .collect();
         let unet = ConditionalUnet1dConfig::new(
@@ -89,7 +97,11 @@ impl<B: Backend> FilmCache<B> {
         let [rows, _] = w_all.dims();
         let w_t = w_all.clone().narrow(0, 0, dsed);
         let w_obs = w_all.narrow(0, dsed, rows - dsed);
-        let mut cache = Self { w_obs, step_terms: BTreeMap::new(), widths };
+        let mut cache = Self {
+            w_obs,
+            step_terms: BTreeMap::new(),
+            widths,
+        };
         for &t in timesteps {
             let temb = mish(unet.diffusion_step_encoder.forward(t, device));
             cache.step_terms.insert(t, temb.matmul(w_t.clone()) + b_all.clone());
@@ -143,7 +155,16 @@ impl<B: Backend> DiffusionPolicy<B> {
             num_parameters: model.num_params(),
             backend: backend_name.to_string(),
         };
-        Ok(Self { config, model, input_norms, action_norm, schedule, film, spec, device })
+        Ok(Self {
+            config,
+            model,
+            input_norms,
+            action_norm,
+            schedule,
+            film,
+            spec,
+            device,
+        })
     }
 
     pub fn schedule(&self) -> &NoiseSchedule {
@@ -198,7 +219,9 @@ impl<B: Backend> DiffusionPolicy<B> {
 
     /// Observation conditioning ready for the denoiser.
     pub fn condition(&self, global_cond: Tensor<B, 2>) -> DiffusionCond<B> {
-        DiffusionCond { obs_film: mish(global_cond).matmul(self.film.w_obs.clone()) }
+        DiffusionCond {
+            obs_film: mish(global_cond).matmul(self.film.w_obs.clone()),
+        }
     }
 }
 
@@ -244,7 +267,10 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         let mut noise = NoiseSource::new(seed);
         let shape = [batch, self.config.horizon, self.config.action_dim];
         let x_t = noise.take(req.initial_noise.as_ref(), shape, "initial noise")?;
-        let mut timings = StageTimings { preprocess_s: t0.elapsed().as_secs_f64(), ..Default::default() };
+        let mut timings = StageTimings {
+            preprocess_s: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
 
         let t1 = Instant::now();
         let cond = self.condition(self.global_conditioning(obs, batch));
@@ -266,7 +292,13 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
             actions_normalized: normalized,
             exec_start: self.spec.exec_start,
             n_exec: self.spec.n_action_steps,
-            meta: ChunkMeta { kind: self.spec.kind.clone(), nfe, seed, warm_started: false, timings },
+            meta: ChunkMeta {
+                kind: self.spec.kind.clone(),
+                nfe,
+                seed,
+                warm_started: false,
+                timings,
+            },
         })
     }
 }

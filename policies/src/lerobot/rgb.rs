@@ -1,10 +1,10 @@
 //! LeRobot's `DiffusionRgbEncoder`: center crop → ResNet18 trunk (GroupNorm or BatchNorm) →
 //! SpatialSoftmax keypoints → Linear + ReLU.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::{relu, softmax};
 
@@ -135,7 +135,13 @@ impl<B: Backend> ResNet18Trunk<B> {
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = self.maxpool.forward(relu(self.bn1.forward(self.conv1.forward(x))));
-        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
             h = block.forward(h);
         }
         h
@@ -166,7 +172,13 @@ pub struct SpatialSoftmax<B: Backend> {
 }
 
 pub fn spatial_softmax_grid(h: usize, w: usize) -> Vec<f32> {
-    let lin = |n: usize, i: usize| if n == 1 { -1.0 } else { -1.0 + 2.0 * i as f64 / (n as f64 - 1.0) };
+    let lin = |n: usize, i: usize| {
+        if n == 1 {
+            -1.0
+        } else {
+            -1.0 + 2.0 * i as f64 / (n as f64 - 1.0)
+        }
+    };
     let mut g = Vec::with_capacity(h * w * 2);
     for y in 0..h {
         for x in 0..w {

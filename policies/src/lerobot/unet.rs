@@ -53,7 +53,11 @@ pub struct ResBlock<B: Backend> {
 
 impl<B: Backend> ResBlock<B> {
     fn new(c_in: usize, c_out: usize, cfg: &ConditionalUnet1dConfig, cond_dim: usize, device: &B::Device) -> Self {
-        let film = if cfg.use_film_scale_modulation { 2 * c_out } else { c_out };
+        let film = if cfg.use_film_scale_modulation {
+            2 * c_out
+        } else {
+            c_out
+        };
         Self {
             conv1: Conv1dBlock::new(c_in, c_out, cfg.kernel_size, cfg.n_groups, device),
             conv2: Conv1dBlock::new(c_out, c_out, cfg.kernel_size, cfg.n_groups, device),
@@ -146,14 +150,19 @@ impl ConditionalUnet1dConfig {
             })
             .collect();
         let last = *self.down_dims.last().expect("down_dims is not empty");
-        let mid_modules = (0..2).map(|_| ResBlock::new(last, last, self, cond_dim, device)).collect();
+        let mid_modules = (0..2)
+            .map(|_| ResBlock::new(last, last, self, cond_dim, device))
+            .collect();
         let up_modules = in_out[1..]
             .iter()
             .rev()
             .map(|&(a, b)| UpLevel {
                 res0: ResBlock::new(2 * b, a, self, cond_dim, device),
                 res1: ResBlock::new(a, a, self, cond_dim, device),
-                upsample: ConvTranspose1dConfig::new([a, a], 4).with_stride(2).with_padding(1).init(device),
+                upsample: ConvTranspose1dConfig::new([a, a], 4)
+                    .with_stride(2)
+                    .with_padding(1)
+                    .init(device),
             })
             .collect();
         let d0 = self.down_dims[0];

@@ -60,19 +60,37 @@ impl fmt::Display for DeviceSpec {
 /// Whether this build can run on CUDA.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 
+/// Knobs for loading a policy.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Fuse the U-Net's element-wise tails in host memory on CPU backends (default on; ignored on GPU).
+    pub cpu_fusion: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { cpu_fusion: true }
+    }
+}
+
 /// Load the checkpoint in `dir` onto `device`.
 pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
+    load_policy_with(dir, device, LoadOptions::default())
+}
+
+/// [`load_policy`] with explicit options.
+pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Box<dyn Policy>, PolicyError> {
     match device {
-        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(load_diffusion::<FlexBackend>(
-            dir,
-            "cpu (burn-flex)",
-            &Default::default(),
-        )?)),
-        DeviceSpec::NdArray => Ok(Box::new(load_diffusion::<NdArrayBackend>(
-            dir,
-            "cpu (burn-ndarray)",
-            &Default::default(),
-        )?)),
+        DeviceSpec::Cpu | DeviceSpec::Flex => {
+            let mut p = load_diffusion::<FlexBackend>(dir, "cpu (burn-flex)", &Default::default())?;
+            p.set_host_fusion(opts.cpu_fusion);
+            Ok(Box::new(p))
+        }
+        DeviceSpec::NdArray => {
+            let mut p = load_diffusion::<NdArrayBackend>(dir, "cpu (burn-ndarray)", &Default::default())?;
+            p.set_host_fusion(opts.cpu_fusion);
+            Ok(Box::new(p))
+        }
         DeviceSpec::Cuda(i) => load_cuda(dir, i),
     }
 }

@@ -12,7 +12,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensor;
 
-pub use backend::{load_policy, DeviceSpec, CUDA_COMPILED};
+pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
 pub use error::PolicyError;
 pub use policy::{
     ActionChunk, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, Policy, PolicySpec, SampleRequest,

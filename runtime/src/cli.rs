@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use riptide_policies::lerobot::{read_config, CheckpointFiles};
 use riptide_policies::{
-    load_policy, read_safetensors, write_safetensors, DeviceSpec, FeatureKind, HostTensor, ObservationWindow, Policy,
-    SampleRequest,
+    load_policy, load_policy_with, read_safetensors, write_safetensors, DeviceSpec, FeatureKind, HostTensor,
+    LoadOptions, ObservationWindow, Policy, SampleRequest,
 };
 
 /// `riptide inspect DIR`: what a checkpoint is, without running it.
@@ -226,6 +226,7 @@ pub struct BenchReport {
 pub fn bench(
     checkpoint: &Path,
     device: DeviceSpec,
+    opts: LoadOptions,
     batch: usize,
     iters: usize,
     warmup: usize,
@@ -234,7 +235,7 @@ pub fn bench(
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let mut policy = load_policy(checkpoint, device)?;
+    let mut policy = load_policy_with(checkpoint, device, opts)?;
     let obs = random_window(policy.as_ref(), batch, 0);
     let mut lat = Vec::new();
     let mut den = Vec::new();

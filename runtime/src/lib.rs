@@ -2,3 +2,4 @@
 //! and, as it grows, the on-robot daemon that turns observations into time-stamped action chunks.
 
 pub mod cli;
+pub mod window;

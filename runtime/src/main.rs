@@ -57,6 +57,9 @@ enum Command {
         warmup: usize,
         #[arg(long)]
         steps: Option<usize>,
+        /// Disable the fused host epilogue on CPU backends (for before/after measurements).
+        #[arg(long)]
+        no_cpu_fusion: bool,
     },
 }
 
@@ -82,8 +85,12 @@ fn main() -> Result<()> {
             iters,
             warmup,
             steps,
+            no_cpu_fusion,
         } => {
-            let r = cli::bench(&checkpoint, device, batch, iters, warmup, steps)?;
+            let opts = riptide_policies::LoadOptions {
+                cpu_fusion: !no_cpu_fusion,
+            };
+            let r = cli::bench(&checkpoint, device, opts, batch, iters, warmup, steps)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use riptide_policies::{load_policy, read_safetensors, DeviceSpec, HostTensor};
+use riptide_policies::{load_policy_with, read_safetensors, DeviceSpec, HostTensor, LoadOptions};
 use riptide_runtime::cli::request_from_tensors;
 
 /// `tests/fixtures` of the workspace.
@@ -37,9 +37,9 @@ pub struct Parity {
 }
 
 /// Run a fixture on `device` and compare with LeRobot's outputs.
-pub fn check_fixture(dir: &Path, device: DeviceSpec) -> Parity {
+pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Parity {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut policy = load_policy(dir, device).unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
+    let mut policy = load_policy_with(dir, device, opts).unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
     let inputs = read_safetensors(&dir.join("inputs.safetensors")).unwrap();
     let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
     let (obs, req) = request_from_tensors(policy.spec(), inputs, Some(0)).unwrap();

@@ -1,18 +1,18 @@
 //! riptide's Diffusion Policy against LeRobot's outputs for the same checkpoint, inputs and noise.
 //! Fixtures: tests/fixtures/make_lerobot_fixtures.py (LeRobot + diffusers from PyPI).
 
-use riptide_policies::DeviceSpec;
+use riptide_policies::{DeviceSpec, LoadOptions};
 use riptide_tests::{check_fixture, fixture_dirs, fixtures_dir};
 
 const TOL: f32 = 1e-4;
 
-fn run_all(root: &std::path::Path, device: DeviceSpec) -> usize {
+fn run_all(root: &std::path::Path, device: DeviceSpec, opts: LoadOptions) -> usize {
     let dirs = fixture_dirs(root);
     for dir in &dirs {
-        let p = check_fixture(dir, device);
+        let p = check_fixture(dir, device, opts);
         println!(
-            "{:<36} {device}: max|Δ| normalised {:.2e}, unnormalised/range {:.2e}, executed slice/range {:.2e}",
-            p.name, p.max_err_normalized, p.max_err_rel_range, p.exec_err_rel_range
+            "{:<36} {device} fused={}: max|Δ| normalised {:.2e}, unnormalised/range {:.2e}, executed slice/range {:.2e}",
+            p.name, opts.cpu_fusion, p.max_err_normalized, p.max_err_rel_range, p.exec_err_rel_range
         );
         assert!(
             p.max_err_normalized <= TOL,
@@ -38,13 +38,27 @@ fn run_all(root: &std::path::Path, device: DeviceSpec) -> usize {
 
 #[test]
 fn small_state_env_models_match_lerobot() {
-    let n = run_all(&fixtures_dir().join("lerobot"), DeviceSpec::Cpu);
+    let n = run_all(&fixtures_dir().join("lerobot"), DeviceSpec::Cpu, LoadOptions::default());
     assert!(n >= 5, "expected the committed fixtures, found {n}");
+}
+
+/// The unfused tensor path is what GPU backends run: prove it on the CPU too.
+#[test]
+fn small_models_match_lerobot_without_cpu_fusion() {
+    run_all(
+        &fixtures_dir().join("lerobot"),
+        DeviceSpec::Cpu,
+        LoadOptions { cpu_fusion: false },
+    );
 }
 
 #[test]
 fn small_models_match_lerobot_on_ndarray_too() {
-    run_all(&fixtures_dir().join("lerobot"), DeviceSpec::NdArray);
+    run_all(
+        &fixtures_dir().join("lerobot"),
+        DeviceSpec::NdArray,
+        LoadOptions::default(),
+    );
 }
 
 /// The resnet18 image models are generated, not committed (≈46 MB each): `.ci/run` builds them.
@@ -52,10 +66,13 @@ fn small_models_match_lerobot_on_ndarray_too() {
 fn image_models_match_lerobot() {
     let root = fixtures_dir().join("generated");
     let n = if root.exists() {
-        run_all(&root, DeviceSpec::Cpu)
+        run_all(&root, DeviceSpec::Cpu, LoadOptions::default())
     } else {
         0
     };
+    if n > 0 {
+        run_all(&root, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false });
+    }
     if n == 0 {
         let msg = "image fixtures not generated: run `.venv/bin/python tests/fixtures/make_lerobot_fixtures.py \
                    --only image --out tests/fixtures/generated` (see .ci/run)";

@@ -9,7 +9,7 @@ use burn::tensor::activation::mish;
 
 use super::config::DiffusionConfig;
 use super::rgb::{RgbEncoder, RgbEncoderConfig};
-use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
+use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig, Film};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
 use crate::policy::{
@@ -128,6 +128,7 @@ pub struct DiffusionPolicy<B: Backend> {
     pub action_norm: FeatureNorm,
     schedule: NoiseSchedule,
     film: FilmCache<B>,
+    host_fusion: bool,
     spec: PolicySpec,
     device: B::Device,
 }
@@ -162,9 +163,21 @@ impl<B: Backend> DiffusionPolicy<B> {
             action_norm,
             schedule,
             film,
+            host_fusion: false,
             spec,
             device,
         })
+    }
+
+    /// Run the element-wise tails of the U-Net's conv blocks in host memory (CPU backends only: see
+    /// [`super::unet::HostGroupNorm`]). Results agree with the tensor path to float rounding.
+    pub fn set_host_fusion(&mut self, on: bool) {
+        self.host_fusion = on;
+        self.model.unet.set_host_fusion(on);
+    }
+
+    pub fn host_fusion(&self) -> bool {
+        self.host_fusion
     }
 
     pub fn schedule(&self) -> &NoiseSchedule {
@@ -231,16 +244,33 @@ impl<B: Backend> Denoiser<B> for DiffusionPolicy<B> {
     fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3> {
         let all = cond.obs_film.clone() + self.film.step_terms[&t].clone();
         let mut offset = 0;
-        let films: Vec<Tensor<B, 2>> = self
-            .film
-            .widths
-            .iter()
-            .map(|&w| {
-                let f = all.clone().narrow(1, offset, w);
-                offset += w;
-                f
-            })
-            .collect();
+        let films: Vec<Film<B>> = if self.host_fusion {
+            // One transfer for all blocks; each block reads its columns.
+            let [rows, total] = all.dims();
+            let host = all.into_data().into_vec::<f32>().expect("f32 FiLM");
+            self.film
+                .widths
+                .iter()
+                .map(|&w| {
+                    let mut v = Vec::with_capacity(rows * w);
+                    for r in 0..rows {
+                        v.extend_from_slice(&host[r * total + offset..r * total + offset + w]);
+                    }
+                    offset += w;
+                    Film::Host(std::sync::Arc::new(v), rows, w)
+                })
+                .collect()
+        } else {
+            self.film
+                .widths
+                .iter()
+                .map(|&w| {
+                    let f = all.clone().narrow(1, offset, w);
+                    offset += w;
+                    Film::Device(f)
+                })
+                .collect()
+        };
         self.model.unet.forward_with_film(x, &films)
     }
 }

@@ -1,0 +1,98 @@
+//! The `riptide` binary end to end: `infer` reproduces LeRobot's actions from a file, `inspect` reports
+//! the checkpoint, and bad requests fail with a message instead of a panic.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use riptide_policies::read_safetensors;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/lerobot")
+        .join(name)
+}
+
+fn riptide(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_riptide"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn infer_writes_lerobots_actions() {
+    let dir = fixture("state_env_ddpm_eps");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let o = riptide(&[
+        "infer",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+        "--inputs",
+        dir.join("inputs.safetensors").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("NFE 20"), "{stdout}");
+    let got = read_safetensors(&out).unwrap();
+    let want = read_safetensors(&dir.join("expected.safetensors")).unwrap();
+    for key in ["action", "action.executed"] {
+        let err = got[key]
+            .max_abs_diff(&want[key])
+            .unwrap_or_else(|| panic!("{key}: shape {:?}", got[key].shape));
+        let range = want["action"].data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-4 * range, "{key}: max error {err}");
+    }
+}
+
+#[test]
+fn inspect_reports_the_checkpoint() {
+    let o = riptide(&["inspect", fixture("state_env_ddim_eps").to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{s}");
+    for want in [
+        "observation.environment_state",
+        "DDIM 10 steps",
+        "down_dims [32, 64]",
+        "executes [1..9)",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+}
+
+#[test]
+fn bad_requests_fail_cleanly() {
+    let dir = fixture("state_env_ddim_eps");
+    let o = riptide(&[
+        "infer",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "/nonexistent.safetensors",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("/nonexistent.safetensors") && !e.contains("panicked"), "{e}");
+
+    let o = riptide(&["inspect", dir.to_str().unwrap(), "--device", "tpu"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cuda:N"));
+
+    // Inputs of another checkpoint: the missing feature is named.
+    let other = fixture("state_env_ddim_sample_linear");
+    let o = riptide(&[
+        "infer",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+        "--inputs",
+        other.join("inputs.safetensors").to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("observation.") && !e.contains("panicked"),
+        "{e}"
+    );
+}

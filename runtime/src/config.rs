@@ -1,0 +1,320 @@
+//! Daemon configuration: a TOML file (unknown keys are errors that name the key) plus command-line
+//! overrides, validated against the checkpoint before anything starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
+use serde::Deserialize;
+
+/// Default listen endpoint: loopback only; 7447 stays free for a zenohd router.
+pub const DEFAULT_ENDPOINT: &str = "tcp/127.0.0.1:7450";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// LeRobot pretrained_model/ directory.
+    pub checkpoint: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Control rate of the dataset the policy was trained on (LeRobot's config.json has none).
+    pub fps: Option<f64>,
+    /// Replaces `riptide` in every topic.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Actions due before now + this are dropped from a published chunk.
+    #[serde(default)]
+    pub exec_latency_ms: f64,
+    /// Inferences run at start-up before the first real chunk (excluded from statistics).
+    #[serde(default = "default_warmup")]
+    pub warmup: usize,
+    #[serde(default)]
+    pub zenoh: ZenohConfig,
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+    /// Per input feature (by its LeRobot name); features not listed use the defaults.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_namespace() -> String {
+    "riptide".into()
+}
+fn default_warmup() -> usize {
+    3
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ZenohMode {
+    Peer,
+    Client,
+    Router,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZenohConfig {
+    pub mode: ZenohMode,
+    pub listen: Vec<String>,
+    pub connect: Vec<String>,
+    pub multicast_scouting: bool,
+    /// A zenoh JSON5 config file for everything else (TLS, ACL, …); the fields above override it.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for ZenohConfig {
+    fn default() -> Self {
+        Self {
+            mode: ZenohMode::Peer,
+            listen: vec![DEFAULT_ENDPOINT.into()],
+            connect: vec![],
+            multicast_scouting: false,
+            config_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerMode {
+    /// Infer at a fixed rate.
+    Rate,
+    /// Infer when a driver reports less than `queue_threshold_s` of commands queued.
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    pub mode: TriggerMode,
+    /// Rate for `mode = "rate"`; default: fps / n_action_steps (one chunk per executed slice).
+    pub rate_hz: Option<f64>,
+    pub queue_threshold_s: f64,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self { mode: TriggerMode::Rate, rate_hz: None, queue_threshold_s: 0.2 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    Image,
+    Float32MultiArray,
+    JointState,
+    PoseStamped,
+    TwistStamped,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub topic: Option<String>,
+    #[serde(rename = "type")]
+    pub msg_type: Option<InputType>,
+    /// Frames older than this block inference (a frozen camera must not drive the robot).
+    pub max_age_ms: Option<f64>,
+    /// Images of another size are resized to the checkpoint's input (else rejected).
+    #[serde(default = "yes")]
+    pub resize: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputType {
+    JointTrajectory,
+    MultiDofJointTrajectory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub topic: Option<String>,
+    #[serde(rename = "type")]
+    pub msg_type: OutputType,
+    /// Joint names for JointTrajectory (default: a0, a1, …).
+    pub joint_names: Vec<String>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { topic: None, msg_type: OutputType::JointTrajectory, joint_names: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus text endpoint, e.g. "127.0.0.1:9464" (off when absent).
+    pub listen: Option<String>,
+    pub summary_period_s: f64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None, summary_period_s: 10.0 }
+    }
+}
+
+impl DaemonConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
+        })?;
+        if cfg.checkpoint.is_relative() {
+            if let Some(dir) = path.parent() {
+                cfg.checkpoint = dir.join(&cfg.checkpoint);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// A config with every default, for `riptide run --checkpoint DIR`.
+    pub fn for_checkpoint(checkpoint: PathBuf) -> Self {
+        toml::from_str::<Self>(&format!("checkpoint = {:?}", checkpoint.display().to_string()))
+            .expect("defaults parse")
+    }
+
+    pub fn device(&self) -> Result<DeviceSpec> {
+        self.device.parse().map_err(|e| anyhow::anyhow!("device: {e}"))
+    }
+
+    /// `riptide/...` with the namespace applied.
+    pub fn topic(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.namespace.trim_end_matches('/'))
+    }
+
+    /// Resolve every input against the checkpoint: a missing or mistyped mapping is an error now,
+    /// not at the first frame.
+    pub fn resolve(&self, spec: &PolicySpec) -> Result<Resolved> {
+        let fps = match self.fps {
+            Some(f) if f > 0.0 && f.is_finite() => f,
+            Some(f) => bail!("fps = {f} must be a positive number"),
+            None => bail!(
+                "fps is required: the control rate of the dataset the policy was trained on \
+                 (LeRobot's config.json does not record it); set `fps = 10` in the config or pass --fps"
+            ),
+        };
+        if !self.namespace.chars().all(|c| c.is_ascii_alphanumeric() || "_-/".contains(c)) || self.namespace.is_empty() {
+            bail!("namespace = {:?} must be a non-empty key prefix of letters, digits, '_', '-', '/'", self.namespace);
+        }
+        for name in self.inputs.keys() {
+            if !spec.inputs.iter().any(|f| &f.name == name) {
+                bail!(
+                    "[inputs.\"{name}\"] does not match any input of the checkpoint (it takes: {})",
+                    spec.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let mut inputs = Vec::new();
+        for f in &spec.inputs {
+            let c = self.inputs.get(&f.name);
+            let default_type = match f.kind {
+                FeatureKind::Visual => InputType::Image,
+                FeatureKind::State | FeatureKind::Env => InputType::Float32MultiArray,
+            };
+            let msg_type = c.and_then(|c| c.msg_type).unwrap_or(default_type);
+            let dim: usize = f.shape.iter().product();
+            match (f.kind, msg_type) {
+                (FeatureKind::Visual, InputType::Image) => {}
+                (FeatureKind::Visual, t) => bail!("[inputs.\"{}\"] type = {t:?}: an image feature needs type = \"image\"", f.name),
+                (_, InputType::Image) => bail!("[inputs.\"{}\"] type = \"image\" but the feature is a vector of {dim}", f.name),
+                (_, InputType::PoseStamped) if dim != 7 => {
+                    bail!("[inputs.\"{}\"] pose_stamped gives 7 values (x y z qx qy qz qw) but the feature has {dim}", f.name)
+                }
+                (_, InputType::TwistStamped) if dim != 6 => {
+                    bail!("[inputs.\"{}\"] twist_stamped gives 6 values but the feature has {dim}", f.name)
+                }
+                _ => {}
+            }
+            let topic = c
+                .and_then(|c| c.topic.clone())
+                .unwrap_or_else(|| self.topic(&f.name.replace('.', "/")));
+            let max_age_ms = c.and_then(|c| c.max_age_ms).unwrap_or(500.0);
+            if !(max_age_ms > 0.0) {
+                bail!("[inputs.\"{}\"] max_age_ms must be > 0", f.name);
+            }
+            inputs.push(ResolvedInput {
+                feature: f.name.clone(),
+                kind: f.kind,
+                shape: f.shape.clone(),
+                topic,
+                msg_type,
+                max_age_s: max_age_ms / 1e3,
+                resize: c.map(|c| c.resize).unwrap_or(true),
+            });
+        }
+        let rate_hz = match self.trigger.rate_hz {
+            Some(r) if r > 0.0 && r.is_finite() => r,
+            Some(r) => bail!("trigger.rate_hz = {r} must be a positive number"),
+            None => fps / spec.n_action_steps as f64,
+        };
+        if !self.output.joint_names.is_empty() && self.output.joint_names.len() != spec.action_dim {
+            bail!(
+                "output.joint_names has {} names but the policy's actions have {} dimensions",
+                self.output.joint_names.len(),
+                spec.action_dim
+            );
+        }
+        if self.output.msg_type == OutputType::MultiDofJointTrajectory && !(3..=4).contains(&spec.action_dim) {
+            bail!("output.type = \"multi_dof_joint_trajectory\" needs [x, y, z] or [x, y, z, yaw] actions; the policy has {}", spec.action_dim);
+        }
+        Ok(Resolved {
+            fps,
+            dt_s: 1.0 / fps,
+            rate_hz,
+            inputs,
+            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
+            meta_topic: format!("{}/meta", self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))),
+            queue_topic: self.topic("driver/queue"),
+            alive_topic: self.topic("alive/daemon"),
+            joint_names: if self.output.joint_names.is_empty() {
+                (0..spec.action_dim).map(|i| format!("a{i}")).collect()
+            } else {
+                self.output.joint_names.clone()
+            },
+        })
+    }
+}
+
+/// One input feature, fully resolved.
+#[derive(Debug, Clone)]
+pub struct ResolvedInput {
+    pub feature: String,
+    pub kind: FeatureKind,
+    pub shape: Vec<usize>,
+    pub topic: String,
+    pub msg_type: InputType,
+    pub max_age_s: f64,
+    pub resize: bool,
+}
+
+/// Everything the daemon derives from config + checkpoint.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub fps: f64,
+    pub dt_s: f64,
+    pub rate_hz: f64,
+    pub inputs: Vec<ResolvedInput>,
+    pub chunk_topic: String,
+    pub meta_topic: String,
+    pub queue_topic: String,
+    pub alive_topic: String,
+    pub joint_names: Vec<String>,
+}

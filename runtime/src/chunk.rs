@@ -22,7 +22,13 @@ pub struct TimedChunk {
 }
 
 /// Select the executable actions still in the future. None when every one is already due.
-pub fn time_chunk(chunk: &ActionChunk, n_obs_steps: usize, t_obs_s: f64, dt_s: f64, deadline_s: f64) -> Option<TimedChunk> {
+pub fn time_chunk(
+    chunk: &ActionChunk,
+    n_obs_steps: usize,
+    t_obs_s: f64,
+    dt_s: f64,
+    deadline_s: f64,
+) -> Option<TimedChunk> {
     let d = chunk.actions.shape[2];
     let mut points = Vec::new();
     let mut dropped = 0;
@@ -36,13 +42,20 @@ pub fn time_chunk(chunk: &ActionChunk, n_obs_steps: usize, t_obs_s: f64, dt_s: f
         let s = *start_s.get_or_insert(due);
         points.push((due - s, chunk.actions.data[i * d..(i + 1) * d].to_vec()));
     }
-    start_s.map(|start_s| TimedChunk { start_s, points, dropped })
+    start_s.map(|start_s| TimedChunk {
+        start_s,
+        points,
+        dropped,
+    })
 }
 
 impl TimedChunk {
     pub fn joint_trajectory(&self, joint_names: &[String]) -> JointTrajectory {
         JointTrajectory {
-            header: Header { stamp: Time::from_secs_f64(self.start_s), frame_id: String::new() },
+            header: Header {
+                stamp: Time::from_secs_f64(self.start_s),
+                frame_id: String::new(),
+            },
             joint_names: joint_names.to_vec(),
             points: self
                 .points
@@ -59,7 +72,10 @@ impl TimedChunk {
     /// Drone setpoints: actions are [x, y, z] or [x, y, z, yaw] (ENU, radians).
     pub fn multi_dof(&self, frame: &str) -> MultiDOFJointTrajectory {
         MultiDOFJointTrajectory {
-            header: Header { stamp: Time::from_secs_f64(self.start_s), frame_id: "map".into() },
+            header: Header {
+                stamp: Time::from_secs_f64(self.start_s),
+                frame_id: "map".into(),
+            },
             joint_names: vec![frame.to_string()],
             points: self
                 .points
@@ -68,8 +84,17 @@ impl TimedChunk {
                     let yaw = a.get(3).copied().unwrap_or(0.0) as f64;
                     MultiDOFJointTrajectoryPoint {
                         transforms: vec![Transform {
-                            translation: Vector3 { x: a[0] as f64, y: a[1] as f64, z: a[2] as f64 },
-                            rotation: Quaternion { x: 0.0, y: 0.0, z: (yaw / 2.0).sin(), w: (yaw / 2.0).cos() },
+                            translation: Vector3 {
+                                x: a[0] as f64,
+                                y: a[1] as f64,
+                                z: a[2] as f64,
+                            },
+                            rotation: Quaternion {
+                                x: 0.0,
+                                y: 0.0,
+                                z: (yaw / 2.0).sin(),
+                                w: (yaw / 2.0).cos(),
+                            },
                         }],
                         time_from_start: Duration::from_secs_f64(*t),
                         ..Default::default()
@@ -93,7 +118,13 @@ mod tests {
             actions_normalized: a,
             exec_start: 1,
             n_exec: 4,
-            meta: ChunkMeta { kind: "t".into(), nfe: 1, seed: 0, warm_started: false, timings: StageTimings::default() },
+            meta: ChunkMeta {
+                kind: "t".into(),
+                nfe: 1,
+                seed: 0,
+                warm_started: false,
+                timings: StageTimings::default(),
+            },
         }
     }
 

@@ -185,7 +185,11 @@ pub fn infer(
 
 /// Random observations that fit the policy (uniform in a plausible range; images in [0, 1]).
 pub fn random_window(policy: &dyn Policy, batch: usize, seed: u64) -> ObservationWindow {
-    let spec = policy.spec();
+    random_window_for(policy.spec(), batch, seed)
+}
+
+/// [`random_window`] from a spec.
+pub fn random_window_for(spec: &riptide_policies::PolicySpec, batch: usize, seed: u64) -> ObservationWindow {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut obs = ObservationWindow::default();
     for f in &spec.inputs {

@@ -103,7 +103,11 @@ pub struct TriggerConfig {
 
 impl Default for TriggerConfig {
     fn default() -> Self {
-        Self { mode: TriggerMode::Rate, rate_hz: None, queue_threshold_s: 0.2 }
+        Self {
+            mode: TriggerMode::Rate,
+            rate_hz: None,
+            queue_threshold_s: 0.2,
+        }
     }
 }
 
@@ -153,7 +157,11 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { topic: None, msg_type: OutputType::JointTrajectory, joint_names: vec![] }
+        Self {
+            topic: None,
+            msg_type: OutputType::JointTrajectory,
+            joint_names: vec![],
+        }
     }
 }
 
@@ -167,16 +175,18 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: None, summary_period_s: 10.0 }
+        Self {
+            listen: None,
+            summary_period_s: 10.0,
+        }
     }
 }
 
 impl DaemonConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end())
-        })?;
+        let mut cfg: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         if cfg.checkpoint.is_relative() {
             if let Some(dir) = path.parent() {
                 cfg.checkpoint = dir.join(&cfg.checkpoint);
@@ -187,8 +197,7 @@ impl DaemonConfig {
 
     /// A config with every default, for `riptide run --checkpoint DIR`.
     pub fn for_checkpoint(checkpoint: PathBuf) -> Self {
-        toml::from_str::<Self>(&format!("checkpoint = {:?}", checkpoint.display().to_string()))
-            .expect("defaults parse")
+        toml::from_str::<Self>(&format!("checkpoint = {:?}", checkpoint.display().to_string())).expect("defaults parse")
     }
 
     pub fn device(&self) -> Result<DeviceSpec> {
@@ -211,14 +220,26 @@ impl DaemonConfig {
                  (LeRobot's config.json does not record it); set `fps = 10` in the config or pass --fps"
             ),
         };
-        if !self.namespace.chars().all(|c| c.is_ascii_alphanumeric() || "_-/".contains(c)) || self.namespace.is_empty() {
-            bail!("namespace = {:?} must be a non-empty key prefix of letters, digits, '_', '-', '/'", self.namespace);
+        if !self
+            .namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-/".contains(c))
+            || self.namespace.is_empty()
+        {
+            bail!(
+                "namespace = {:?} must be a non-empty key prefix of letters, digits, '_', '-', '/'",
+                self.namespace
+            );
         }
         for name in self.inputs.keys() {
             if !spec.inputs.iter().any(|f| &f.name == name) {
                 bail!(
                     "[inputs.\"{name}\"] does not match any input of the checkpoint (it takes: {})",
-                    spec.inputs.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                    spec.inputs
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -233,13 +254,25 @@ impl DaemonConfig {
             let dim: usize = f.shape.iter().product();
             match (f.kind, msg_type) {
                 (FeatureKind::Visual, InputType::Image) => {}
-                (FeatureKind::Visual, t) => bail!("[inputs.\"{}\"] type = {t:?}: an image feature needs type = \"image\"", f.name),
-                (_, InputType::Image) => bail!("[inputs.\"{}\"] type = \"image\" but the feature is a vector of {dim}", f.name),
+                (FeatureKind::Visual, t) => bail!(
+                    "[inputs.\"{}\"] type = {t:?}: an image feature needs type = \"image\"",
+                    f.name
+                ),
+                (_, InputType::Image) => bail!(
+                    "[inputs.\"{}\"] type = \"image\" but the feature is a vector of {dim}",
+                    f.name
+                ),
                 (_, InputType::PoseStamped) if dim != 7 => {
-                    bail!("[inputs.\"{}\"] pose_stamped gives 7 values (x y z qx qy qz qw) but the feature has {dim}", f.name)
+                    bail!(
+                        "[inputs.\"{}\"] pose_stamped gives 7 values (x y z qx qy qz qw) but the feature has {dim}",
+                        f.name
+                    )
                 }
                 (_, InputType::TwistStamped) if dim != 6 => {
-                    bail!("[inputs.\"{}\"] twist_stamped gives 6 values but the feature has {dim}", f.name)
+                    bail!(
+                        "[inputs.\"{}\"] twist_stamped gives 6 values but the feature has {dim}",
+                        f.name
+                    )
                 }
                 _ => {}
             }
@@ -281,7 +314,10 @@ impl DaemonConfig {
             rate_hz,
             inputs,
             chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
-            meta_topic: format!("{}/meta", self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))),
+            meta_topic: format!(
+                "{}/meta",
+                self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))
+            ),
             queue_topic: self.topic("driver/queue"),
             alive_topic: self.topic("alive/daemon"),
             joint_names: if self.output.joint_names.is_empty() {

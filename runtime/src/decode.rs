@@ -31,7 +31,13 @@ impl Reject {
         }
     }
 
-    pub const ALL: [Reject; 5] = [Self::Malformed, Self::Encoding, Self::Shape, Self::NonFinite, Self::OutOfOrder];
+    pub const ALL: [Reject; 5] = [
+        Self::Malformed,
+        Self::Encoding,
+        Self::Shape,
+        Self::NonFinite,
+        Self::OutOfOrder,
+    ];
 }
 
 /// A decoded frame: the values and the header stamp, if the message carried a non-zero one.
@@ -69,16 +75,31 @@ pub fn decode(input: &ResolvedInput, payload: &[u8]) -> Result<Decoded, (Reject,
         InputType::PoseStamped => {
             let m: PoseStamped = riptide_msgs::decode(payload).map_err(malformed)?;
             let (p, q) = (&m.pose.position, &m.pose.orientation);
-            (vec![p.x, p.y, p.z, q.x, q.y, q.z, q.w].into_iter().map(|v| v as f32).collect(), stamp(&m.header))
+            (
+                vec![p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect(),
+                stamp(&m.header),
+            )
         }
         InputType::TwistStamped => {
             let m: TwistStamped = riptide_msgs::decode(payload).map_err(malformed)?;
             let (l, a) = (&m.twist.linear, &m.twist.angular);
-            (vec![l.x, l.y, l.z, a.x, a.y, a.z].into_iter().map(|v| v as f32).collect(), stamp(&m.header))
+            (
+                vec![l.x, l.y, l.z, a.x, a.y, a.z]
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect(),
+                stamp(&m.header),
+            )
         }
     };
     if values.len() != dim {
-        return Err((Reject::Shape, format!("{} values, the policy's {} takes {dim}", values.len(), input.feature)));
+        return Err((
+            Reject::Shape,
+            format!("{} values, the policy's {} takes {dim}", values.len(), input.feature),
+        ));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err((Reject::NonFinite, format!("value {i} is {}", values[i])));
@@ -92,7 +113,10 @@ pub fn image_to_chw(img: &Image, shape: &[usize], resize: bool) -> Result<Vec<f3
     let (th, tw) = (shape[1], shape[2]);
     let (h, w) = (img.height as usize, img.width as usize);
     if (h, w) != (th, tw) && !resize {
-        return Err((Reject::Shape, format!("image is {w}×{h}, the policy takes {tw}×{th} (resize is off)")));
+        return Err((
+            Reject::Shape,
+            format!("image is {w}×{h}, the policy takes {tw}×{th} (resize is off)"),
+        ));
     }
     if h == 0 || w == 0 {
         return Err((Reject::Shape, "empty image".into()));
@@ -158,13 +182,25 @@ mod tests {
     #[test]
     fn vectors_decode_and_bad_ones_are_rejected_by_reason() {
         let inp = input(InputType::Float32MultiArray, vec![2]);
-        let ok = riptide_msgs::encode(&Float32MultiArray { layout: MultiArrayLayout::default(), data: vec![1.0, 2.0] }).unwrap();
+        let ok = riptide_msgs::encode(&Float32MultiArray {
+            layout: MultiArrayLayout::default(),
+            data: vec![1.0, 2.0],
+        })
+        .unwrap();
         assert_eq!(decode(&inp, &ok).unwrap().values, vec![1.0, 2.0]);
         assert_eq!(decode(&inp, &ok[..ok.len() - 3]).unwrap_err().0, Reject::Malformed);
         assert_eq!(decode(&inp, b"garbage!").unwrap_err().0, Reject::Malformed);
-        let long = riptide_msgs::encode(&Float32MultiArray { data: vec![1.0; 3], ..Default::default() }).unwrap();
+        let long = riptide_msgs::encode(&Float32MultiArray {
+            data: vec![1.0; 3],
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(decode(&inp, &long).unwrap_err().0, Reject::Shape);
-        let nan = riptide_msgs::encode(&Float32MultiArray { data: vec![1.0, f32::NAN], ..Default::default() }).unwrap();
+        let nan = riptide_msgs::encode(&Float32MultiArray {
+            data: vec![1.0, f32::NAN],
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(decode(&inp, &nan).unwrap_err().0, Reject::NonFinite);
     }
 
@@ -179,7 +215,13 @@ mod tests {
             }
         }
         Image {
-            header: Header { stamp: Time { sec: 5, nanosec: 500_000_000 }, frame_id: "cam".into() },
+            header: Header {
+                stamp: Time {
+                    sec: 5,
+                    nanosec: 500_000_000,
+                },
+                frame_id: "cam".into(),
+            },
             height: h,
             width: w,
             encoding: enc.into(),
@@ -198,15 +240,24 @@ mod tests {
         assert_eq!(d.values[0], 0.0);
         assert!((d.values[4 + 3] - 111.0 / 255.0).abs() < 1e-6); // c=1, y=1, x=1
         let bgr = image("bgr8", 2, 2, |x, y, c| ((2 - c) * 100 + y * 10 + x) as u8);
-        assert_eq!(decode(&inp, &riptide_msgs::encode(&bgr).unwrap()).unwrap().values, d.values);
+        assert_eq!(
+            decode(&inp, &riptide_msgs::encode(&bgr).unwrap()).unwrap().values,
+            d.values
+        );
         // A 4×4 image of constant colour resizes to the same colour.
         let big = image("rgb8", 4, 4, |_, _, c| (c * 50) as u8);
         let r = decode(&inp, &riptide_msgs::encode(&big).unwrap()).unwrap();
         assert!(r.values[8..12].iter().all(|v| (v - 100.0 / 255.0).abs() < 1e-6));
         inp.resize = false;
-        assert_eq!(decode(&inp, &riptide_msgs::encode(&big).unwrap()).unwrap_err().0, Reject::Shape);
+        assert_eq!(
+            decode(&inp, &riptide_msgs::encode(&big).unwrap()).unwrap_err().0,
+            Reject::Shape
+        );
         let mut bad = image("rgb8", 2, 2, |_, _, _| 0);
         bad.encoding = "yuv422".into();
-        assert_eq!(decode(&inp, &riptide_msgs::encode(&bad).unwrap()).unwrap_err().0, Reject::Encoding);
+        assert_eq!(
+            decode(&inp, &riptide_msgs::encode(&bad).unwrap()).unwrap_err().0,
+            Reject::Encoding
+        );
     }
 }

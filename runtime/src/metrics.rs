@@ -24,7 +24,13 @@ impl Default for Histogram {
     fn default() -> Self {
         let bounds = bounds();
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
-        Self { bounds, counts, sum_ns: AtomicU64::new(0), count: AtomicU64::new(0), recent: Mutex::new(Vec::new()) }
+        Self {
+            bounds,
+            counts,
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            recent: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -65,7 +71,10 @@ impl Histogram {
         }
         cum += self.counts[self.bounds.len()].load(Ordering::Relaxed);
         out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {cum}\n"));
-        out.push_str(&format!("{name}_sum {:.9}\n", self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9));
+        out.push_str(&format!(
+            "{name}_sum {:.9}\n",
+            self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        ));
         out.push_str(&format!("{name}_count {}\n", self.count()));
     }
 }
@@ -92,7 +101,12 @@ impl Metrics {
     }
 
     pub fn get(&self, key: &str) -> u64 {
-        self.counters.lock().expect("metrics lock").get(key).copied().unwrap_or(0)
+        self.counters
+            .lock()
+            .expect("metrics lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn counters(&self) -> BTreeMap<String, u64> {
@@ -134,10 +148,24 @@ impl Metrics {
 
     /// Table of p50/p90/p99 per stage (for `riptide run --stats`).
     pub fn table(&self) -> String {
-        let mut s = format!("{:<12} {:>8} {:>10} {:>10} {:>10}\n", "stage", "count", "p50 ms", "p90 ms", "p99 ms");
+        let mut s = format!(
+            "{:<12} {:>8} {:>10} {:>10} {:>10}\n",
+            "stage", "count", "p50 ms", "p90 ms", "p99 ms"
+        );
         for (name, h) in self.stages() {
-            let p = |q| h.percentile(q).map(|v| format!("{:.3}", v * 1e3)).unwrap_or_else(|| "-".into());
-            s.push_str(&format!("{:<12} {:>8} {:>10} {:>10} {:>10}\n", name, h.count(), p(50.0), p(90.0), p(99.0)));
+            let p = |q| {
+                h.percentile(q)
+                    .map(|v| format!("{:.3}", v * 1e3))
+                    .unwrap_or_else(|| "-".into())
+            };
+            s.push_str(&format!(
+                "{:<12} {:>8} {:>10} {:>10} {:>10}\n",
+                name,
+                h.count(),
+                p(50.0),
+                p(90.0),
+                p(99.0)
+            ));
         }
         s
     }

@@ -16,6 +16,8 @@ pub struct Job {
     pub window: TimedWindow,
     /// When the job was handed over (for queueing latency).
     pub submitted: Instant,
+    /// Time spent building the window, seconds (reported in the chunk metadata).
+    pub window_s: f64,
     pub request: SampleRequest,
 }
 
@@ -24,6 +26,7 @@ pub struct Outcome {
     pub id: u64,
     pub t_obs_s: f64,
     pub submitted: Instant,
+    pub window_s: f64,
     pub started: Instant,
     pub finished: Instant,
     pub result: Result<ActionChunk, PolicyError>,
@@ -76,7 +79,10 @@ impl Worker {
                 let mut last_s = 0.0;
                 for i in 0..warmup {
                     let t = Instant::now();
-                    let req = SampleRequest { seed: Some(i as u64), ..Default::default() };
+                    let req = SampleRequest {
+                        seed: Some(i as u64),
+                        ..Default::default()
+                    };
                     if let Err(e) = policy.predict(&w.window, &req, None) {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -92,7 +98,14 @@ impl Worker {
         let (spec, warm) = ready_rx
             .await
             .map_err(|_| PolicyError::Device("the inference thread died while loading the policy".into()))??;
-        Ok((Self { shared, thread: Some(thread), spec }, warm))
+        Ok((
+            Self {
+                shared,
+                thread: Some(thread),
+                spec,
+            },
+            warm,
+        ))
     }
 
     /// Queue a job; returns true when it replaced a job that had not started yet.
@@ -146,6 +159,7 @@ fn run(shared: &(Mutex<Slot>, Condvar), policy: &mut dyn Policy, results: &mpsc:
             id: job.id,
             t_obs_s: job.window.t_obs_s,
             submitted: job.submitted,
+            window_s: job.window_s,
             started,
             finished: Instant::now(),
             result,

@@ -96,3 +96,44 @@ fn bad_requests_fail_cleanly() {
         "{e}"
     );
 }
+
+#[test]
+fn check_config_validates_against_the_checkpoint_and_names_bad_keys() {
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/robot.toml");
+    let o = riptide(&["check-config", example.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        s.contains("riptide/observation/state") && s.contains("riptide/action/chunk"),
+        "{s}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let ckpt = fixture("state_env_ddim_eps");
+    let text = text.replace("../tests/fixtures/lerobot/state_env_ddim_eps", ckpt.to_str().unwrap());
+    let cases = [
+        (text.replace("rate_hz = 2.5", "rate_hzz = 2.5"), "rate_hzz"),
+        (text.replace("fps = 10.0", ""), "fps is required"),
+        (
+            text.replace("[inputs.\"observation.state\"]", "[inputs.\"observation.stat\"]"),
+            "observation.stat",
+        ),
+        (
+            text.replace("joint_names = [\"x\", \"y\"]", "joint_names = [\"x\"]"),
+            "joint_names",
+        ),
+        (
+            text.replace("type = \"float32_multi_array\"", "type = \"image\""),
+            "observation.state",
+        ),
+    ];
+    for (i, (bad, want)) in cases.iter().enumerate() {
+        let p = tmp.path().join(format!("bad{i}.toml"));
+        std::fs::write(&p, bad).unwrap();
+        let o = riptide(&["check-config", p.to_str().unwrap()]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "case {i} should fail");
+        assert!(e.contains(want) && !e.contains("panicked"), "case {i}: {e}");
+    }
+}

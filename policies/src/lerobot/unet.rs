@@ -25,7 +25,42 @@ pub struct Conv1dBlock<B: Backend> {
     /// Host copy of the norm's affine parameters when the fused CPU epilogue is enabled.
     #[module(skip)]
     pub host: Option<HostGroupNorm>,
+    /// The conv weight as a [c_out, c_in·k] matrix, for large convs on CPU backends (see
+    /// [`conv1d_as_matmul`]).
+    #[module(skip)]
+    pub weight_matrix: Option<Tensor<B, 2>>,
 }
+
+/// Stride-1 "same" Conv1d as one matrix product: stack the k shifted views of the padded input
+/// ([B, c_in·k, L]) and multiply by the [c_out, c_in·k] weight matrix.
+///
+/// burn-flex's direct convolution parallelises over batch and output tiles, which a length-4 action
+/// sequence at batch 1 does not have; its matmul spreads over all cores. For the PushT-size U-Net
+/// (2048 channels) this is the difference between one and all cores.
+pub fn conv1d_as_matmul<B: Backend>(
+    x: Tensor<B, 3>,
+    w: &Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    k: usize,
+) -> Tensor<B, 3> {
+    let [b, c, l] = x.dims();
+    let p = k / 2;
+    let device = x.device();
+    let zeros = Tensor::<B, 3>::zeros([b, c, p], &device);
+    let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 2);
+    let views: Vec<Tensor<B, 3>> = (0..k).map(|i| padded.clone().narrow(2, i, l)).collect();
+    let cols: Tensor<B, 4> = Tensor::stack(views, 2); // [B, C, K, L]
+    let cols = cols.reshape([b, c * k, l]);
+    let [co, _] = w.dims();
+    let out = w.clone().unsqueeze_dim::<3>(0).expand([b, co, c * k]).matmul(cols);
+    match bias {
+        Some(bias) => out + bias.reshape([1, co, 1]),
+        None => out,
+    }
+}
+
+/// Convs with at least this many multiply-adds per output position take the matmul path on CPU.
+const MATMUL_CONV_MIN_MACS: usize = 1 << 18;
 
 /// FiLM parameters of one residual block: on the device, or in host memory for the fused CPU path.
 #[derive(Debug, Clone)]
@@ -100,6 +135,7 @@ impl<B: Backend> Conv1dBlock<B> {
                 .init(device),
             norm: GroupNormConfig::new(groups, c_out).init(device),
             host: None,
+            weight_matrix: None,
         }
     }
 
@@ -109,7 +145,10 @@ impl<B: Backend> Conv1dBlock<B> {
 
     /// conv → GroupNorm → Mish, then FiLM if given (`scale·h + bias`, or `h + bias`).
     pub fn forward_film(&self, x: Tensor<B, 3>, film: Option<(&Film<B>, bool)>) -> Tensor<B, 3> {
-        let h = self.conv.forward(x);
+        let h = match &self.weight_matrix {
+            Some(w) => conv1d_as_matmul(x, w, self.conv.bias.as_ref().map(|b| b.val()), self.conv.kernel_size),
+            None => self.conv.forward(x),
+        };
         match (&self.host, film) {
             (Some(hn), f) if !matches!(f, Some((Film::Device(_), _))) => {
                 let [b, c, l] = h.dims();
@@ -148,6 +187,9 @@ impl<B: Backend> Conv1dBlock<B> {
 
     /// Enable or disable the fused host epilogue (CPU backends only).
     pub fn set_host_fusion(&mut self, on: bool) {
+        let [co, ci, k] = self.conv.weight.dims();
+        self.weight_matrix =
+            (on && ci * k * co >= MATMUL_CONV_MIN_MACS).then(|| self.conv.weight.val().reshape([co, ci * k]));
         self.host = on.then(|| HostGroupNorm {
             gamma: self
                 .norm
@@ -410,7 +452,10 @@ mod tests {
             let x = i as f64 / 100.0;
             let want = x * (x.exp().ln_1p()).tanh();
             let got = mish_f32(x as f32) as f64;
-            assert!((got - want).abs() <= 2e-6 * want.abs().max(1e-3), "x={x}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 2e-6 * want.abs().max(1e-3),
+                "x={x}: {got} vs {want}"
+            );
         }
     }
 }

@@ -1,0 +1,232 @@
+//! The daemon over real zenoh sessions on loopback: observations in, time-stamped chunks out; bad
+//! payloads are counted and never reach the policy; a frozen input stops the chunks; shutdown is clean.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riptide_msgs::ros::{Float32MultiArray, JointTrajectory};
+use riptide_runtime::config::DaemonConfig;
+use riptide_runtime::daemon::{now_s, run};
+use riptide_runtime::metrics::Metrics;
+use riptide_tests::fixtures_dir;
+use tokio::sync::{oneshot, Mutex};
+
+const FIX: &str = "state_env_ddim_eps";
+
+fn config(port: u16, ns: &str) -> DaemonConfig {
+    let mut cfg = DaemonConfig::for_checkpoint(fixtures_dir().join("lerobot").join(FIX));
+    cfg.fps = Some(30.0);
+    cfg.namespace = ns.into();
+    cfg.zenoh.listen = vec![format!("tcp/127.0.0.1:{port}")];
+    cfg.trigger.rate_hz = Some(10.0);
+    cfg.warmup = 1;
+    cfg.inputs.insert(
+        "observation.environment_state".into(),
+        toml::from_str("max_age_ms = 300").unwrap(),
+    );
+    cfg
+}
+
+async fn client(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("listen/endpoints", "[]").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}
+
+/// Wait until the daemon's liveliness token is visible (no sleeps guessing start-up time).
+async fn wait_alive(s: &zenoh::Session, ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let replies = s.liveliness().get(format!("{ns}/alive/daemon")).await.unwrap();
+        if let Ok(r) = replies.recv_async().await {
+            if r.result().is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "daemon never became alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn vector(v: &[f32]) -> Vec<u8> {
+    riptide_msgs::encode(&Float32MultiArray {
+        data: v.to_vec(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+struct Harness {
+    ns: String,
+    session: zenoh::Session,
+    metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    stop: Option<oneshot::Sender<()>>,
+    daemon: tokio::task::JoinHandle<anyhow::Result<Arc<Metrics>>>,
+    chunks: Arc<Mutex<Vec<(f64, JointTrajectory)>>>,
+}
+
+async fn start(port: u16, tag: &str) -> Harness {
+    let ns = format!("rt{}{tag}", std::process::id());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let metrics: Arc<Mutex<Option<Arc<Metrics>>>> = Arc::default();
+    let m2 = metrics.clone();
+    let cfg = config(port, &ns);
+    let daemon = tokio::spawn(async move {
+        run(
+            cfg,
+            async {
+                let _ = stop_rx.await;
+            },
+            move |r| {
+                *m2.try_lock().unwrap() = Some(r.metrics.clone());
+            },
+        )
+        .await
+    });
+    let session = client(port).await;
+    wait_alive(&session, &ns).await;
+    let chunks: Arc<Mutex<Vec<(f64, JointTrajectory)>>> = Arc::default();
+    let sub = session.declare_subscriber(format!("{ns}/action/chunk")).await.unwrap();
+    let c2 = chunks.clone();
+    tokio::spawn(async move {
+        while let Ok(s) = sub.recv_async().await {
+            let jt: JointTrajectory =
+                riptide_msgs::decode(&s.payload().to_bytes()).expect("chunk decodes as JointTrajectory");
+            c2.lock().await.push((now_s(), jt));
+        }
+    });
+    Harness {
+        ns,
+        session,
+        metrics,
+        stop: Some(stop_tx),
+        daemon,
+        chunks,
+    }
+}
+
+impl Harness {
+    async fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.lock().await.clone().expect("daemon ready")
+    }
+
+    async fn stop(mut self) -> Arc<Metrics> {
+        self.stop.take().unwrap().send(()).unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(30), self.daemon)
+            .await
+            .expect("clean shutdown")
+            .unwrap()
+            .unwrap();
+        self.session.close().await.unwrap();
+        m
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
+    let h = start(17_461, "a").await;
+    let state = h
+        .session
+        .declare_publisher(format!("{}/observation/state", h.ns))
+        .await
+        .unwrap();
+    let env = h
+        .session
+        .declare_publisher(format!("{}/observation/environment_state", h.ns))
+        .await
+        .unwrap();
+    let t_start = now_s();
+    let period = Duration::from_secs_f64(1.0 / 30.0);
+    for i in 0..60 {
+        let x = (i as f32 * 0.1).sin();
+        state.put(vector(&[x, -x])).await.unwrap();
+        env.put(vector(&[x, 0.5, -0.5, 0.1, 0.2, x])).await.unwrap();
+        if i % 10 == 3 {
+            state.put(b"\x00\x01\x00\x00garbage".to_vec()).await.unwrap();
+            state.put(vector(&[f32::NAN, 1.0])).await.unwrap();
+            state.put(vector(&[1.0, 2.0, 3.0])).await.unwrap();
+        }
+        tokio::time::sleep(period).await;
+    }
+    let m = h.metrics().await;
+    let chunks = h.chunks.lock().await.clone();
+    assert!(chunks.len() >= 5, "only {} chunks in 2 s at 10 Hz", chunks.len());
+    let dt = 1.0 / 30.0;
+    for (received, jt) in &chunks {
+        assert!(
+            !jt.points.is_empty() && jt.points.len() <= 8,
+            "{} points",
+            jt.points.len()
+        );
+        assert_eq!(jt.joint_names, vec!["a0", "a1"]);
+        let stamp = jt.header.stamp.as_secs_f64();
+        // The first point is due at or after the observation it came from and not far in the future.
+        assert!(
+            stamp >= t_start && stamp <= received + 1.0,
+            "stamp {stamp} vs received {received}"
+        );
+        for (k, p) in jt.points.iter().enumerate() {
+            assert!(
+                (p.time_from_start.as_secs_f64() - k as f64 * dt).abs() < 1e-6,
+                "point {k} at {:?}",
+                p.time_from_start
+            );
+            assert_eq!(p.positions.len(), 2);
+            assert!(p.positions.iter().all(|v| v.is_finite()));
+        }
+    }
+    assert!(m.get("rejected_total{reason=\"malformed\"}") >= 6, "{}", m.summary());
+    assert!(m.get("rejected_total{reason=\"non_finite\"}") >= 6, "{}", m.summary());
+    assert!(m.get("rejected_total{reason=\"shape\"}") >= 6, "{}", m.summary());
+    assert_eq!(m.get("inference_errors_total"), 0);
+    let m = h.stop().await;
+    assert!(m.inference.count() >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_input_stops_the_chunks() {
+    let h = start(17_462, "b").await;
+    let state = h
+        .session
+        .declare_publisher(format!("{}/observation/state", h.ns))
+        .await
+        .unwrap();
+    let env = h
+        .session
+        .declare_publisher(format!("{}/observation/environment_state", h.ns))
+        .await
+        .unwrap();
+    let period = Duration::from_secs_f64(1.0 / 30.0);
+    for i in 0..30 {
+        state.put(vector(&[0.1 * i as f32, 0.0])).await.unwrap();
+        env.put(vector(&[0.0; 6])).await.unwrap();
+        tokio::time::sleep(period).await;
+    }
+    assert!(
+        !h.chunks.lock().await.is_empty(),
+        "no chunks while both inputs were live"
+    );
+    // The environment "camera" freezes; state keeps coming. Within max_age (300 ms) + one trigger
+    // period the chunks must stop.
+    let frozen_at = now_s();
+    for i in 0..45 {
+        state.put(vector(&[0.1 * i as f32, 0.0])).await.unwrap();
+        tokio::time::sleep(period).await;
+    }
+    let late: Vec<_> = h
+        .chunks
+        .lock()
+        .await
+        .iter()
+        .filter(|(t, _)| *t > frozen_at + 0.6)
+        .cloned()
+        .collect();
+    assert!(late.is_empty(), "{} chunks published from a frozen input", late.len());
+    let m = h.metrics().await;
+    assert!(m.get("blocked_total{reason=\"stale\"}") >= 5, "{}", m.summary());
+    h.stop().await;
+}

@@ -70,11 +70,16 @@ struct Harness {
 }
 
 async fn start(port: u16, tag: &str) -> Harness {
+    start_with(port, tag, |_| {}).await
+}
+
+async fn start_with(port: u16, tag: &str, edit: impl FnOnce(&mut DaemonConfig)) -> Harness {
     let ns = format!("rt{}{tag}", std::process::id());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let metrics: Arc<Mutex<Option<Arc<Metrics>>>> = Arc::default();
     let m2 = metrics.clone();
-    let cfg = config(port, &ns);
+    let mut cfg = config(port, &ns);
+    edit(&mut cfg);
     let daemon = tokio::spawn(async move {
         run(
             cfg,
@@ -228,5 +233,35 @@ async fn a_frozen_input_stops_the_chunks() {
     assert!(late.is_empty(), "{} chunks published from a frozen input", late.len());
     let m = h.metrics().await;
     assert!(m.get("blocked_total{reason=\"stale\"}") >= 5, "{}", m.summary());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_demand_trigger_follows_the_driver_queue() {
+    let h = start_with(17_463, "c", |c| {
+        c.trigger.mode = riptide_runtime::config::TriggerMode::OnDemand;
+        c.trigger.queue_threshold_s = 0.2;
+    })
+    .await;
+    let state = h.session.declare_publisher(format!("{}/observation/state", h.ns)).await.unwrap();
+    let env = h.session.declare_publisher(format!("{}/observation/environment_state", h.ns)).await.unwrap();
+    let queue = h.session.declare_publisher(format!("{}/driver/queue", h.ns)).await.unwrap();
+    let period = Duration::from_secs_f64(1.0 / 30.0);
+    // A full queue: no inference wanted.
+    for _ in 0..20 {
+        state.put(vector(&[0.0, 0.0])).await.unwrap();
+        env.put(vector(&[0.0; 6])).await.unwrap();
+        queue.put(vector(&[1.0])).await.unwrap();
+        tokio::time::sleep(period).await;
+    }
+    assert!(h.chunks.lock().await.is_empty(), "chunks published while the driver queue was full");
+    // The queue drains below the threshold: chunks follow.
+    for _ in 0..20 {
+        state.put(vector(&[0.0, 0.0])).await.unwrap();
+        env.put(vector(&[0.0; 6])).await.unwrap();
+        queue.put(vector(&[0.05])).await.unwrap();
+        tokio::time::sleep(period).await;
+    }
+    assert!(!h.chunks.lock().await.is_empty(), "no chunk after the queue drained");
     h.stop().await;
 }

@@ -115,6 +115,14 @@ impl DiffusionConfig {
                     ));
                 }
             }
+            // crop_ratio (LeRobot ≥ 2026-05) derives the crop from the image size; absent = 1.0 (no ratio crop).
+            if let Some(r) = obj.get("crop_ratio").and_then(Value::as_f64) {
+                if (r - 1.0).abs() > 1e-12 {
+                    return Err(PolicyError::Config(format!(
+                        "crop_ratio = {r} is not supported yet (riptide implements crop_shape); re-export with crop_ratio = 1.0"
+                    )));
+                }
+            }
             let crop = match c.get("crop_shape")? {
                 Value::Null => None,
                 v => {

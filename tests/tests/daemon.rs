@@ -243,9 +243,21 @@ async fn on_demand_trigger_follows_the_driver_queue() {
         c.trigger.queue_threshold_s = 0.2;
     })
     .await;
-    let state = h.session.declare_publisher(format!("{}/observation/state", h.ns)).await.unwrap();
-    let env = h.session.declare_publisher(format!("{}/observation/environment_state", h.ns)).await.unwrap();
-    let queue = h.session.declare_publisher(format!("{}/driver/queue", h.ns)).await.unwrap();
+    let state = h
+        .session
+        .declare_publisher(format!("{}/observation/state", h.ns))
+        .await
+        .unwrap();
+    let env = h
+        .session
+        .declare_publisher(format!("{}/observation/environment_state", h.ns))
+        .await
+        .unwrap();
+    let queue = h
+        .session
+        .declare_publisher(format!("{}/driver/queue", h.ns))
+        .await
+        .unwrap();
     let period = Duration::from_secs_f64(1.0 / 30.0);
     // A full queue: no inference wanted.
     for _ in 0..20 {
@@ -254,7 +266,10 @@ async fn on_demand_trigger_follows_the_driver_queue() {
         queue.put(vector(&[1.0])).await.unwrap();
         tokio::time::sleep(period).await;
     }
-    assert!(h.chunks.lock().await.is_empty(), "chunks published while the driver queue was full");
+    assert!(
+        h.chunks.lock().await.is_empty(),
+        "chunks published while the driver queue was full"
+    );
     // The queue drains below the threshold: chunks follow.
     for _ in 0..20 {
         state.put(vector(&[0.0, 0.0])).await.unwrap();

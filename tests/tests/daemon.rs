@@ -115,6 +115,14 @@ async fn start_with(port: u16, tag: &str, edit: impl FnOnce(&mut DaemonConfig)) 
 }
 
 impl Harness {
+    /// A publisher on `<namespace>/<rest>`.
+    async fn publisher(&self, rest: &str) -> zenoh::pubsub::Publisher<'static> {
+        self.session
+            .declare_publisher(format!("{}/{rest}", self.ns))
+            .await
+            .unwrap()
+    }
+
     async fn metrics(&self) -> Arc<Metrics> {
         self.metrics.lock().await.clone().expect("daemon ready")
     }
@@ -134,16 +142,8 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
     let h = start(17_461, "a").await;
-    let state = h
-        .session
-        .declare_publisher(format!("{}/observation/state", h.ns))
-        .await
-        .unwrap();
-    let env = h
-        .session
-        .declare_publisher(format!("{}/observation/environment_state", h.ns))
-        .await
-        .unwrap();
+    let state = h.publisher("observation/state").await;
+    let env = h.publisher("observation/environment_state").await;
     let t_start = now_s();
     let period = Duration::from_secs_f64(1.0 / 30.0);
     for i in 0..60 {
@@ -195,16 +195,8 @@ async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_input_stops_the_chunks() {
     let h = start(17_462, "b").await;
-    let state = h
-        .session
-        .declare_publisher(format!("{}/observation/state", h.ns))
-        .await
-        .unwrap();
-    let env = h
-        .session
-        .declare_publisher(format!("{}/observation/environment_state", h.ns))
-        .await
-        .unwrap();
+    let state = h.publisher("observation/state").await;
+    let env = h.publisher("observation/environment_state").await;
     let period = Duration::from_secs_f64(1.0 / 30.0);
     for i in 0..30 {
         state.put(vector(&[0.1 * i as f32, 0.0])).await.unwrap();
@@ -243,21 +235,9 @@ async fn on_demand_trigger_follows_the_driver_queue() {
         c.trigger.queue_threshold_s = 0.2;
     })
     .await;
-    let state = h
-        .session
-        .declare_publisher(format!("{}/observation/state", h.ns))
-        .await
-        .unwrap();
-    let env = h
-        .session
-        .declare_publisher(format!("{}/observation/environment_state", h.ns))
-        .await
-        .unwrap();
-    let queue = h
-        .session
-        .declare_publisher(format!("{}/driver/queue", h.ns))
-        .await
-        .unwrap();
+    let state = h.publisher("observation/state").await;
+    let env = h.publisher("observation/environment_state").await;
+    let queue = h.publisher("driver/queue").await;
     let period = Duration::from_secs_f64(1.0 / 30.0);
     // A full queue: no inference wanted.
     for _ in 0..20 {

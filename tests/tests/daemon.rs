@@ -141,7 +141,7 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
-    let h = start(17_461, "a").await;
+    let h = start_with(17_461, "a", |c| c.metrics.listen = Some("127.0.0.1:17471".into())).await;
     let state = h.publisher("observation/state").await;
     let env = h.publisher("observation/environment_state").await;
     let t_start = now_s();
@@ -188,6 +188,23 @@ async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
     assert!(m.get("rejected_total{reason=\"non_finite\"}") >= 6, "{}", m.summary());
     assert!(m.get("rejected_total{reason=\"shape\"}") >= 6, "{}", m.summary());
     assert_eq!(m.get("inference_errors_total"), 0);
+    // The Prometheus endpoint serves the same counters.
+    let body = tokio::task::spawn_blocking(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:17471").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("riptide_chunks_total ") && body.contains("riptide_inference_seconds_bucket"),
+        "{body}"
+    );
+    assert!(body.contains("riptide_rejected_total{reason=\"malformed\"}"), "{body}");
     let m = h.stop().await;
     assert!(m.inference.count() >= 5);
 }

@@ -1,0 +1,171 @@
+//! Expert episodes to MCAP, on the topics and message types the daemon uses, so a recording can be
+//! played into a live daemon (`riptide play`), replayed through a policy (`riptide replay`) and read by
+//! the trainer ([`crate::dataset`]) unchanged.
+//!
+//! One file per episode. Per control step k (simulated time t_k = k / fps, also the MCAP log time and
+//! every header stamp): `riptide/clock`, `riptide/robot/joint_states` (action-space position),
+//! `riptide/observation/environment_state`, `riptide/observation/image` (when rendered),
+//! `riptide/observation/state` (vectors as `sensor_msgs/JointState.position`), then the command executed
+//! for that step on `riptide/action` (`sensor_msgs/JointState`). The observation after the last action is
+//! recorded too (it has no action). Metadata `riptide.episode` (env, seed, fps, env config) is written
+//! first, `riptide.result` (success, score, steps) last, so a crashed recording still says what it was.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use riptide_msgs::mcap::{McapError, McapRecorder};
+use riptide_msgs::ros::{Clock, Header, Image, JointState, Time};
+
+use crate::{Env, Observation, RgbImage};
+
+/// Topic names (default namespace `riptide`).
+pub mod topics {
+    pub const CLOCK: &str = "riptide/clock";
+    pub const POSITION: &str = "riptide/robot/joint_states";
+    pub const STATE: &str = "riptide/observation/state";
+    pub const ENV_STATE: &str = "riptide/observation/environment_state";
+    pub const IMAGE: &str = "riptide/observation/image";
+    pub const ACTION: &str = "riptide/action";
+}
+
+/// `sensor_msgs/JointState` carrying a vector in `position`, stamped `stamp_s`.
+pub fn joint_state_msg(stamp_s: f64, values: impl IntoIterator<Item = f64>) -> JointState {
+    JointState {
+        header: Header {
+            stamp: Time::from_secs_f64(stamp_s),
+            frame_id: String::new(),
+        },
+        position: values.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// `sensor_msgs/Image` (rgb8) of a rendered frame.
+pub fn image_msg(stamp_s: f64, img: &RgbImage) -> Image {
+    Image {
+        header: Header {
+            stamp: Time::from_secs_f64(stamp_s),
+            frame_id: "camera".into(),
+        },
+        height: img.height,
+        width: img.width,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 3 * img.width,
+        data: img.data.clone(),
+    }
+}
+
+/// What a recorded episode was.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpisodeSummary {
+    pub env: String,
+    pub seed: u64,
+    pub success: bool,
+    pub score: f64,
+    pub steps: usize,
+    pub messages: u64,
+}
+
+/// Writes one episode step by step.
+pub struct EpisodeWriter {
+    rec: McapRecorder,
+    fps: f64,
+}
+
+fn ns(t_s: f64) -> u64 {
+    (t_s.max(0.0) * 1e9).round() as u64
+}
+
+impl EpisodeWriter {
+    /// Create the file and write the `riptide.episode` metadata.
+    pub fn create(path: &Path, env: &dyn Env, seed: u64) -> Result<Self, McapError> {
+        let mut rec = McapRecorder::create(path)?;
+        let spec = env.spec();
+        let meta = BTreeMap::from([
+            ("env".to_string(), spec.name.to_string()),
+            ("seed".to_string(), seed.to_string()),
+            ("fps".to_string(), spec.fps.to_string()),
+            ("config".to_string(), env.config_json().to_string()),
+            ("spec".to_string(), serde_json::to_string(spec).unwrap_or_default()),
+        ]);
+        rec.write_metadata("riptide.episode", &meta)?;
+        Ok(Self { rec, fps: spec.fps })
+    }
+
+    /// Observation (and position) at step `k`.
+    pub fn observation(&mut self, k: usize, obs: &Observation, position: &[f64]) -> Result<(), McapError> {
+        let t = k as f64 / self.fps;
+        let log = ns(t);
+        self.rec.write(topics::CLOCK, log, &Clock { clock: Time::from_secs_f64(t) })?;
+        self.rec
+            .write(topics::POSITION, log, &joint_state_msg(t, position.iter().copied()))?;
+        if !obs.env_state.is_empty() {
+            self.rec.write(
+                topics::ENV_STATE,
+                log,
+                &joint_state_msg(t, obs.env_state.iter().map(|v| *v as f64)),
+            )?;
+        }
+        if let Some(img) = &obs.image {
+            self.rec.write(topics::IMAGE, log, &image_msg(t, img))?;
+        }
+        self.rec
+            .write(topics::STATE, log, &joint_state_msg(t, obs.state.iter().map(|v| *v as f64)))
+    }
+
+    /// The command executed at step `k`.
+    pub fn action(&mut self, k: usize, action: &[f64]) -> Result<(), McapError> {
+        let t = k as f64 / self.fps;
+        self.rec
+            .write(topics::ACTION, ns(t), &joint_state_msg(t, action.iter().copied()))
+    }
+
+    /// Write `riptide.result` and finish the file.
+    pub fn finish(mut self, success: bool, score: f64, steps: usize) -> Result<u64, McapError> {
+        let meta = BTreeMap::from([
+            ("success".to_string(), success.to_string()),
+            ("score".to_string(), score.to_string()),
+            ("steps".to_string(), steps.to_string()),
+        ]);
+        self.rec.write_metadata("riptide.result", &meta)?;
+        let n = self.rec.message_count();
+        self.rec.finish()?;
+        Ok(n)
+    }
+}
+
+/// Run the env's scripted expert for one episode and record it to `path`.
+pub fn record_expert_episode(
+    env: &mut dyn Env,
+    seed: u64,
+    path: &Path,
+    render: bool,
+) -> Result<EpisodeSummary, McapError> {
+    let mut obs = env.reset(seed);
+    let mut w = EpisodeWriter::create(path, env, seed)?;
+    let mut k = 0;
+    loop {
+        if !render {
+            obs.image = None;
+        }
+        w.observation(k, &obs, &env.position())?;
+        if env.done() {
+            break;
+        }
+        let a = env.expert_action();
+        w.action(k, &a)?;
+        obs = if render { env.step(&a) } else { env.step_no_render(&a) };
+        k += 1;
+    }
+    let (success, score, steps) = (env.success(), env.score(), env.steps());
+    let messages = w.finish(success, score, steps)?;
+    Ok(EpisodeSummary {
+        env: env.spec().name.to_string(),
+        seed,
+        success,
+        score,
+        steps,
+        messages,
+    })
+}

@@ -48,32 +48,42 @@ pub fn forward_kinematics(q: &[f64; 3]) -> [[f64; 2]; 4] {
     pts
 }
 
-/// Damped-least-squares IK for the tool tip from the initial guess `q` (keeps continuity with it).
-fn ik(mut q: [f64; 3], target: [f64; 2]) -> [f64; 3] {
-    for _ in 0..30 {
-        let p = forward_kinematics(&q);
-        let e = [target[0] - p[3][0], target[1] - p[3][1]];
-        if e[0].hypot(e[1]) < 1e-5 {
+/// Two-link analytic IK of the wrist for each tool angle on a grid around the current one and both elbow
+/// branches; returns the solution inside the joint limits closest to `q` (continuity), or `q` when none.
+fn ik(q: [f64; 3], target: [f64; 2]) -> [f64; 3] {
+    let [l1, l2, l3] = LINK_LENGTHS_M;
+    let phi0 = q[0] + q[1] + q[2];
+    let mut best: Option<(f64, [f64; 3])> = None;
+    for k in 0..72 {
+        // 0, +5°, -5°, +10°, ...: small changes of the tool angle first.
+        let step = ((k + 1) / 2) as f64 * 5f64.to_radians();
+        let phi = if k % 2 == 1 { phi0 + step } else { phi0 - step };
+        let w = [target[0] - l3 * phi.cos(), target[1] - l3 * phi.sin()];
+        let c2 = (w[0] * w[0] + w[1] * w[1] - l1 * l1 - l2 * l2) / (2.0 * l1 * l2);
+        if !(-1.0..=1.0).contains(&c2) {
+            continue;
+        }
+        for elbow in [1.0, -1.0] {
+            let q1 = elbow * c2.acos();
+            let q0 = w[1].atan2(w[0]) - (l2 * q1.sin()).atan2(l1 + l2 * q1.cos());
+            // Pick the 2π-equivalent closest to the current joint angle.
+            let q0 = q[0] + crate::wrap_angle(q0 - q[0]);
+            let q2 = q[2] + crate::wrap_angle(phi - q0 - q1 - q[2]);
+            let cand = [q0, q1, q2];
+            if (0..3).any(|i| cand[i] < JOINT_LOW_RAD[i] || cand[i] > JOINT_HIGH_RAD[i]) {
+                continue;
+            }
+            let margin: f64 = (0..3).map(|i| (cand[i] - JOINT_LOW_RAD[i]).min(JOINT_HIGH_RAD[i] - cand[i])).fold(f64::MAX, f64::min);
+            let cost = (0..3).map(|i| (cand[i] - q[i]).powi(2)).sum::<f64>() + 0.05 * (0.3 - margin).max(0.0);
+            if best.is_none_or(|b| cost < b.0) {
+                best = Some((cost, cand));
+            }
+        }
+        if best.is_some_and(|b| b.0 < 1e-4) {
             break;
         }
-        // Jacobian columns: d tip / d q_i = z × (tip - joint_i).
-        let mut j = [[0.0; 3]; 2];
-        for i in 0..3 {
-            j[0][i] = -(p[3][1] - p[i][1]);
-            j[1][i] = p[3][0] - p[i][0];
-        }
-        // dq = Jᵀ (J Jᵀ + λ² I)⁻¹ e
-        let lambda2 = 0.01;
-        let a = j[0].iter().map(|x| x * x).sum::<f64>() + lambda2;
-        let b = (0..3).map(|i| j[0][i] * j[1][i]).sum::<f64>();
-        let d = j[1].iter().map(|x| x * x).sum::<f64>() + lambda2;
-        let det = a * d - b * b;
-        let y = [(d * e[0] - b * e[1]) / det, (-b * e[0] + a * e[1]) / det];
-        for i in 0..3 {
-            q[i] = (q[i] + j[0][i] * y[0] + j[1][i] * y[1]).clamp(JOINT_LOW_RAD[i], JOINT_HIGH_RAD[i]);
-        }
     }
-    q
+    best.map_or(q, |b| b.1)
 }
 
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {

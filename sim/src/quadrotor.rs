@@ -370,6 +370,13 @@ fn sample_task(rng: &mut StdRng) -> Task {
         if pts.iter().any(|p| xy_dist(p, pillar) < pillar_r + 0.9) {
             continue;
         }
+        // The other legs must pass well clear of it too (courses can double back).
+        let blocked = (0..N_WAYPOINTS)
+            .filter(|&l| l != pillar_leg)
+            .any(|l| segment_xy_dist(&pts[l], &pts[l + 1], pillar) < pillar_r + 1.0);
+        if blocked {
+            continue;
+        }
         let inside = [-1.0, 1.0].iter().all(|&side| {
             detour(&a, &b, pillar, pillar_r, side, 0.9).iter().all(|p| p.x.abs() < ARENA_HALF_M - 0.3 && p.y.abs() < ARENA_HALF_M - 0.3)
         });
@@ -378,6 +385,14 @@ fn sample_task(rng: &mut StdRng) -> Task {
         }
         return Task { start, waypoints: [pts[1], pts[2], pts[3]], pillar, pillar_r, pillar_leg };
     }
+}
+
+/// Horizontal distance from `c` to the segment a→b.
+fn segment_xy_dist(a: &Vector3<f64>, b: &Vector3<f64>, c: [f64; 2]) -> f64 {
+    let d = (b - a).xy();
+    let t = ((nalgebra::Vector2::new(c[0], c[1]) - a.xy()).dot(&d) / d.norm_squared().max(1e-12)).clamp(0.0, 1.0);
+    let p = a.xy() + d * t;
+    (p.x - c[0]).hypot(p.y - c[1])
 }
 
 /// Via points round the pillar on `side` (+1 left of a→b, -1 right), at the leg's interpolated height.

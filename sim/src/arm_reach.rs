@@ -8,6 +8,8 @@
 //! them must avoid); it sits on the straight line from start to target, so the tool must go round it on
 //! the left or on the right — the expert picks a side at random, which makes the demonstrations bimodal.
 //!
+//! Start, target and both detours lie in front of the robot (x ≥ [`FRONT_MIN_X_M`]).
+//!
 //! Collision (tool disc touching the obstacle) is a failure: it latches, the score becomes 0, success can
 //! no longer happen, and the episode is done.
 
@@ -36,6 +38,8 @@ pub const SUCCESS_TOL_M: f64 = 0.03;
 /// Radius of the tool tip for the obstacle check.
 pub const TOOL_RADIUS_M: f64 = 0.02;
 const IMAGE_PX: usize = 96;
+/// Tasks live in front of the robot (x ≥ this), so reaching never needs the base to wrap round ±π.
+pub const FRONT_MIN_X_M: f64 = 0.05;
 
 /// Forward kinematics: joint positions (base, elbow, tool tip) for joint angles `q`.
 pub fn forward_kinematics(q: &[f64; 3]) -> [[f64; 2]; 4] {
@@ -48,42 +52,85 @@ pub fn forward_kinematics(q: &[f64; 3]) -> [[f64; 2]; 4] {
     pts
 }
 
-/// Two-link analytic IK of the wrist for each tool angle on a grid around the current one and both elbow
-/// branches; returns the solution inside the joint limits closest to `q` (continuity), or `q` when none.
-fn ik(q: [f64; 3], target: [f64; 2]) -> [f64; 3] {
+/// All IK solutions inside the joint limits for the tool tip at `p`: tool angle on a 10° grid (through
+/// `phi_anchor`, the start's tool angle, so the tool may keep its orientation exactly) × both
+/// elbow branches (analytic two-link IK of the wrist).
+fn ik_all(p: [f64; 2], phi_anchor: f64) -> Vec<[f64; 3]> {
     let [l1, l2, l3] = LINK_LENGTHS_M;
-    let phi0 = q[0] + q[1] + q[2];
-    let mut best: Option<(f64, [f64; 3])> = None;
-    for k in 0..72 {
-        // 0, +5°, -5°, +10°, ...: small changes of the tool angle first.
-        let step = ((k + 1) / 2) as f64 * 5f64.to_radians();
-        let phi = if k % 2 == 1 { phi0 + step } else { phi0 - step };
-        let w = [target[0] - l3 * phi.cos(), target[1] - l3 * phi.sin()];
+    let mut out = Vec::new();
+    for k in 0..36 {
+        let phi = phi_anchor + k as f64 * 10f64.to_radians();
+        let w = [p[0] - l3 * phi.cos(), p[1] - l3 * phi.sin()];
         let c2 = (w[0] * w[0] + w[1] * w[1] - l1 * l1 - l2 * l2) / (2.0 * l1 * l2);
         if !(-1.0..=1.0).contains(&c2) {
             continue;
         }
         for elbow in [1.0, -1.0] {
             let q1 = elbow * c2.acos();
-            let q0 = w[1].atan2(w[0]) - (l2 * q1.sin()).atan2(l1 + l2 * q1.cos());
-            // Pick the 2π-equivalent closest to the current joint angle.
-            let q0 = q[0] + crate::wrap_angle(q0 - q[0]);
-            let q2 = q[2] + crate::wrap_angle(phi - q0 - q1 - q[2]);
-            let cand = [q0, q1, q2];
-            if (0..3).any(|i| cand[i] < JOINT_LOW_RAD[i] || cand[i] > JOINT_HIGH_RAD[i]) {
-                continue;
+            let q0 = crate::wrap_angle(w[1].atan2(w[0]) - (l2 * q1.sin()).atan2(l1 + l2 * q1.cos()));
+            let q2 = crate::wrap_angle(phi - q0 - q1);
+            let q = [q0, q1, q2];
+            if (0..3).all(|i| q[i] >= JOINT_LOW_RAD[i] && q[i] <= JOINT_HIGH_RAD[i]) {
+                out.push(q);
             }
-            let margin: f64 = (0..3).map(|i| (cand[i] - JOINT_LOW_RAD[i]).min(JOINT_HIGH_RAD[i] - cand[i])).fold(f64::MAX, f64::min);
-            let cost = (0..3).map(|i| (cand[i] - q[i]).powi(2)).sum::<f64>() + 0.05 * (0.3 - margin).max(0.0);
-            if best.is_none_or(|b| cost < b.0) {
-                best = Some((cost, cand));
-            }
-        }
-        if best.is_some_and(|b| b.0 < 1e-4) {
-            break;
         }
     }
-    best.map_or(q, |b| b.1)
+    out
+}
+
+/// Spacing of the planned path's points.
+const PLAN_STEP_M: f64 = 0.02;
+
+/// Plans joint positions along the Cartesian polyline `path` (starting at the tip of `q_start`) by dynamic
+/// programming over the IK solutions of each point: least total joint motion, no branch jumps (each joint
+/// moves at most 0.5 rad between neighbouring points), a penalty near the limits. `None` if infeasible.
+fn plan_joint_path(q_start: [f64; 3], path: &[[f64; 2]]) -> Option<Vec<[f64; 3]>> {
+    let mut pts = Vec::new();
+    for w in path.windows(2) {
+        let k = (dist(w[0], w[1]) / PLAN_STEP_M).ceil().max(1.0) as usize;
+        for i in 1..=k {
+            let t = i as f64 / k as f64;
+            pts.push([w[0][0] + (w[1][0] - w[0][0]) * t, w[0][1] + (w[1][1] - w[0][1]) * t]);
+        }
+    }
+    let limit_pen = |q: &[f64; 3]| -> f64 {
+        (0..3).map(|i| (0.4 - (q[i] - JOINT_LOW_RAD[i]).min(JOINT_HIGH_RAD[i] - q[i])).max(0.0)).sum::<f64>()
+    };
+    let mut layers: Vec<Vec<[f64; 3]>> = vec![vec![q_start]];
+    let mut costs: Vec<Vec<f64>> = vec![vec![0.0]];
+    let mut back: Vec<Vec<usize>> = vec![vec![0]];
+    for p in &pts {
+        let cands = ik_all(*p, q_start.iter().sum());
+        let (prev, prev_cost) = (layers.last().unwrap(), costs.last().unwrap());
+        let mut cost = vec![f64::INFINITY; cands.len()];
+        let mut from = vec![0; cands.len()];
+        for (j, q) in cands.iter().enumerate() {
+            for (k, r) in prev.iter().enumerate() {
+                if !prev_cost[k].is_finite() || (0..3).any(|i| (q[i] - r[i]).abs() > 0.5) {
+                    continue;
+                }
+                let c = prev_cost[k] + (0..3).map(|i| (q[i] - r[i]).powi(2)).sum::<f64>() + 0.02 * limit_pen(q);
+                if c < cost[j] {
+                    cost[j] = c;
+                    from[j] = k;
+                }
+            }
+        }
+        if !cost.iter().any(|c| c.is_finite()) {
+            return None;
+        }
+        layers.push(cands);
+        costs.push(cost);
+        back.push(from);
+    }
+    let last = costs.last().unwrap();
+    let mut j = (0..last.len()).min_by(|&a, &b| last[a].total_cmp(&last[b]))?;
+    let mut out = vec![[0.0; 3]; layers.len()];
+    for i in (0..layers.len()).rev() {
+        out[i] = layers[i][j];
+        j = back[i][j];
+    }
+    Some(out)
 }
 
 fn dist(a: [f64; 2], b: [f64; 2]) -> f64 {
@@ -101,13 +148,17 @@ struct Task {
 
 fn sample_task(rng: &mut impl Rng) -> Task {
     loop {
-        let q_start = [rng.random_range(-2.5..2.5), rng.random_range(-2.0..2.0), rng.random_range(-2.0..2.0)];
-        let start = forward_kinematics(&q_start)[3];
-        let rs = start[0].hypot(start[1]);
-        if !(0.35..=0.85).contains(&rs) {
+        let q_start: [f64; 3] = [rng.random_range(-2.5..2.5), rng.random_range(-2.0..2.0), rng.random_range(-2.0..2.0)];
+        // No near-straight elbow at the start (a singular start makes the first motions jerky).
+        if q_start[1].abs() < 0.3 {
             continue;
         }
-        let (r, a) = (rng.random_range(0.35..0.85), rng.random_range(-PI..PI));
+        let start = forward_kinematics(&q_start)[3];
+        let rs = start[0].hypot(start[1]);
+        if !(0.35..=0.85).contains(&rs) || start[0] < FRONT_MIN_X_M {
+            continue;
+        }
+        let (r, a) = (rng.random_range(0.35..0.85), rng.random_range(-PI / 2.0..PI / 2.0));
         let target = [r * f64::cos(a), r * f64::sin(a)];
         let d = dist(start, target);
         if !(0.5..=1.2).contains(&d) {
@@ -122,7 +173,7 @@ fn sample_task(rng: &mut impl Rng) -> Task {
         let ok = [-1.0, 1.0].iter().all(|&side| {
             detour(start, target, obstacle, obstacle_r, side, 0.12).iter().all(|p| {
                 let r = p[0].hypot(p[1]);
-                (0.12..=0.86).contains(&r)
+                (0.12..=0.86).contains(&r) && p[0] >= FRONT_MIN_X_M
             })
         });
         if ok {
@@ -143,16 +194,17 @@ fn detour(start: [f64; 2], target: [f64; 2], c: [f64; 2], r: f64, side: f64, cle
     ]
 }
 
-/// Scripted expert: a carrot moving along start → detour → target at a per-episode speed, converted to
-/// joint targets by IK continuing from its previous solution.
+/// Scripted expert: picks a side at random, plans joint positions along start → detour → target
+/// ([`plan_joint_path`]), and moves a carrot along that plan at a per-episode speed, waiting while the tip
+/// lags behind; small joint noise on the way, none at the end.
 #[derive(Debug, Clone)]
 struct Expert {
     rng: rand::rngs::StdRng,
-    path: Vec<[f64; 2]>,
-    /// Arc length travelled along `path`.
-    s_m: f64,
+    /// Planned joint positions, [`PLAN_STEP_M`] apart along the tool path.
+    plan: Vec<[f64; 3]>,
+    /// Position along `plan` in points.
+    s: f64,
     speed_m_s: f64,
-    q_cmd: [f64; 3],
     side: f64,
 }
 
@@ -161,40 +213,45 @@ impl Expert {
         let mut rng = rng_for(seed, 2);
         let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
         let clearance = rng.random_range(0.08..0.14);
-        let start = forward_kinematics(&task.q_start)[3];
-        let via = detour(start, task.target, task.obstacle, task.obstacle_r, side, clearance);
         let speed_m_s = rng.random_range(0.22..0.32);
-        Self { rng, path: vec![start, via[0], via[1], task.target], s_m: 0.0, speed_m_s, q_cmd: task.q_start, side }
+        let start = forward_kinematics(&task.q_start)[3];
+        let mut plan = None;
+        let mut chosen = side;
+        // Fall back to the other side (then to holding still) if a side is infeasible.
+        for s in [side, -side] {
+            let via = detour(start, task.target, task.obstacle, task.obstacle_r, s, clearance);
+            plan = plan_joint_path(task.q_start, &[start, via[0], via[1], task.target]);
+            if plan.is_some() {
+                chosen = s;
+                break;
+            }
+        }
+        Self { rng, plan: plan.unwrap_or_else(|| vec![task.q_start]), s: 0.0, speed_m_s, side: chosen }
     }
 
-    fn point_at(&self, s: f64) -> [f64; 2] {
-        let mut s = s;
-        for w in self.path.windows(2) {
-            let l = dist(w[0], w[1]);
-            if s <= l {
-                let t = s / l.max(1e-9);
-                return [w[0][0] + (w[1][0] - w[0][0]) * t, w[0][1] + (w[1][1] - w[0][1]) * t];
-            }
-            s -= l;
-        }
-        *self.path.last().unwrap()
+    fn q_at(&self, s: f64) -> [f64; 3] {
+        let n = self.plan.len();
+        let i = (s.floor() as usize).min(n - 1);
+        let j = (i + 1).min(n - 1);
+        let t = s - i as f64;
+        let (a, b) = (self.plan[i], self.plan[j]);
+        [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
     }
 
     fn action(&mut self, tip: [f64; 2]) -> Vec<f64> {
+        let end = (self.plan.len() - 1) as f64;
         // Do not run away from a lagging arm: wait while the tip is far behind the carrot.
-        let carrot = self.point_at(self.s_m);
-        if dist(carrot, tip) < 0.08 {
-            self.s_m += self.speed_m_s / FPS;
+        if dist(forward_kinematics(&self.q_at(self.s))[3], tip) < 0.08 {
+            self.s = (self.s + self.speed_m_s / FPS / PLAN_STEP_M).min(end);
         }
-        let total: f64 = self.path.windows(2).map(|w| dist(w[0], w[1])).sum();
-        let mut goal = self.point_at(self.s_m);
-        if self.s_m < total {
-            let noise = Normal::new(0.0, 0.004).unwrap();
-            goal[0] += noise.sample(&mut self.rng);
-            goal[1] += noise.sample(&mut self.rng);
+        let mut q = self.q_at(self.s);
+        if self.s < end {
+            let noise = Normal::new(0.0, 0.01).unwrap();
+            for v in q.iter_mut() {
+                *v += noise.sample(&mut self.rng);
+            }
         }
-        self.q_cmd = ik(self.q_cmd, goal);
-        self.q_cmd.to_vec()
+        q.to_vec()
     }
 }
 
@@ -244,14 +301,7 @@ impl ArmReach {
             collided: false,
             faults: 0,
             start_dist_m: 1.0,
-            expert: Expert {
-                rng: rng_for(0, 2),
-                path: vec![[0.0; 2]],
-                s_m: 0.0,
-                speed_m_s: 0.0,
-                q_cmd: [0.0; 3],
-                side: 1.0,
-            },
+            expert: Expert { rng: rng_for(0, 2), plan: vec![[0.0; 3]], s: 0.0, speed_m_s: 0.0, side: 1.0 },
         };
         env.reset(0);
         env

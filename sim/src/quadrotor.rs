@@ -166,14 +166,21 @@ impl Motors {
     }
 
     /// Advances the motors towards the thrusts that realise the command; returns (collective, torque).
-    /// Saturation keeps collective thrust and roll/pitch first by shedding yaw torque.
+    /// Saturation keeps collective thrust and roll/pitch first by scaling down the yaw torque.
     pub fn step(&mut self, p: &QuadParams, dt_s: f64, thrust_n: f64, torque_nm: Vector3<f64>) -> (f64, Vector3<f64>) {
-        let mut cmd = Vector4::new(thrust_n, torque_nm.x, torque_nm.y, torque_nm.z);
-        let mut f = self.mix * cmd;
-        if f.iter().any(|&v| v < 0.0 || v > p.motor_max_n) {
-            cmd[3] = 0.0;
-            f = self.mix * cmd;
+        // Largest share of the yaw torque that keeps every motor in range (yaw is shed first).
+        let base = self.mix * Vector4::new(thrust_n, torque_nm.x, torque_nm.y, 0.0);
+        let yaw = self.mix.column(3) * torque_nm.z;
+        let mut share: f64 = 1.0;
+        for i in 0..4 {
+            let v = base[i] + yaw[i];
+            if v > p.motor_max_n && yaw[i] > 0.0 {
+                share = share.min(((p.motor_max_n - base[i]) / yaw[i]).max(0.0));
+            } else if v < 0.0 && yaw[i] < 0.0 {
+                share = share.min((base[i] / -yaw[i]).max(0.0));
+            }
         }
+        let f = base + yaw * share;
         let alpha = if p.motor_tau_s > 0.0 { 1.0 - (-dt_s / p.motor_tau_s).exp() } else { 1.0 };
         for i in 0..4 {
             let target = f[i].clamp(0.0, p.motor_max_n);
@@ -270,15 +277,26 @@ impl Controller {
         let rd = nalgebra::Rotation3::from_basis_unchecked(&[xb, yb, zb]);
         let qd = UnitQuaternion::from_rotation_matrix(&rd);
         let thrust = f.dot(&(b.att * Vector3::z())).max(0.0);
-        // Attitude P on the quaternion error → body-rate setpoint.
-        let mut qe = b.att.inverse() * qd;
+        // Attitude P (PX4): reduced attitude first (tilt the thrust axis the shortest way), then add only
+        // a weighted share of the yaw, so a large yaw error never starves roll/pitch.
+        let ez = b.att * Vector3::z();
+        let q_red = UnitQuaternion::rotation_between(&ez, &zb).unwrap_or_else(UnitQuaternion::identity) * b.att;
+        let mut q_mix = (q_red.inverse() * qd).into_inner();
+        if q_mix.w < 0.0 {
+            q_mix = -q_mix;
+        }
+        let yaw_w = (g.att_p[2] / g.att_p[0]).clamp(0.0, 1.0);
+        let (w, z) = (q_mix.w.clamp(-1.0, 1.0), q_mix.k.clamp(-1.0, 1.0));
+        let q_yaw = UnitQuaternion::from_quaternion(Quaternion::new((yaw_w * w.acos()).cos(), 0.0, 0.0, (yaw_w * z.asin()).sin()));
+        let mut qe = b.att.inverse() * (q_red * q_yaw);
         if qe.w < 0.0 {
             qe = UnitQuaternion::from_quaternion(-qe.into_inner());
         }
         let ev = qe.imag() * 2.0;
+        let att_gain = [g.att_p[0], g.att_p[1], g.att_p[0]];
         let mut rate_sp = Vector3::zeros();
         for i in 0..3 {
-            rate_sp[i] = (g.att_p[i] * ev[i]).clamp(-g.max_rate_rad_s[i], g.max_rate_rad_s[i]);
+            rate_sp[i] = (att_gain[i] * ev[i]).clamp(-g.max_rate_rad_s[i], g.max_rate_rad_s[i]);
         }
         // Rate P with gyroscopic feed-forward.
         let inertia = Vector3::from(p.inertia_kg_m2);

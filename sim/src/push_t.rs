@@ -2,7 +2,8 @@
 //!
 //! Coordinates follow LeRobot's gym-pusht so its conventions carry over: a 512×512 workspace in pixels
 //! (x right, y down in the image), walls at 5 and 507, a round pusher of radius 15 whose [x, y] target is
-//! tracked by gym-pusht's PD law (kp 100, kv 20, per physics substep at 100 Hz, 10 Hz control), a T block
+//! tracked by gym-pusht's PD law (kp 100, kv 20, per physics substep at 100 Hz, 10 Hz control; here with
+//! an acceleration limit and a speed limit), a T block
 //! made of a 120×30 bar and a 30×90 stem (body origin at the middle of the bar's top edge), and the goal
 //! pose (256, 256, π/4). `observation.state` is the pusher position, `observation.environment_state` is
 //! `[agent_x, agent_y, block_x, block_y, block_angle mod 2π]` like gym-pusht's "state" observation.
@@ -37,6 +38,9 @@ pub const WALL_LO_PX: f64 = 5.0;
 pub const WALL_HI_PX: f64 = 507.0;
 pub const PUSHER_RADIUS_PX: f64 = 15.0;
 pub const PUSHER_MAX_SPEED_PX_S: f64 = 500.0;
+/// Force limit of the pusher's drive (per unit mass): a pinned pusher only gains this much speed per
+/// substep, which the contact solver can always take back (no crushing through the block or a wall).
+pub const PUSHER_MAX_ACCEL_PX_S2: f64 = 4000.0;
 pub const PD_KP: f64 = 100.0;
 pub const PD_KV: f64 = 20.0;
 pub const BLOCK_DAMPING_1_S: f64 = 30.0;
@@ -44,7 +48,7 @@ pub const SUCCESS_COVERAGE: f64 = 0.95;
 pub const GOAL_POSE: [f64; 3] = [256.0, 256.0, PI / 4.0];
 const IMAGE_PX: usize = 96;
 const BLOCK_MASS: f64 = 1.0;
-const PUSHER_MASS: f64 = 50.0;
+const PUSHER_MASS: f64 = 10.0;
 
 /// The T in its body frame as two rectangles [x0, y0, x1, y1]: the bar, then the stem.
 pub const T_RECTS: [[f64; 4]; 2] = [[-60.0, 0.0, 60.0, 30.0], [-15.0, 30.0, 15.0, 120.0]];
@@ -585,10 +589,15 @@ impl PushT {
         let dt = 1.0 / SIM_HZ;
         let pos = self.agent();
         let vel = self.agent_velocity();
-        let mut v = [
-            vel[0] + (PD_KP * (self.target[0] - pos[0]) - PD_KV * vel[0]) * dt,
-            vel[1] + (PD_KP * (self.target[1] - pos[1]) - PD_KV * vel[1]) * dt,
+        let mut acc = [
+            PD_KP * (self.target[0] - pos[0]) - PD_KV * vel[0],
+            PD_KP * (self.target[1] - pos[1]) - PD_KV * vel[1],
         ];
+        let a = acc[0].hypot(acc[1]);
+        if a > PUSHER_MAX_ACCEL_PX_S2 {
+            acc = [acc[0] * PUSHER_MAX_ACCEL_PX_S2 / a, acc[1] * PUSHER_MAX_ACCEL_PX_S2 / a];
+        }
+        let mut v = [vel[0] + acc[0] * dt, vel[1] + acc[1] * dt];
         let speed = v[0].hypot(v[1]);
         if speed > PUSHER_MAX_SPEED_PX_S {
             v = [v[0] * PUSHER_MAX_SPEED_PX_S / speed, v[1] * PUSHER_MAX_SPEED_PX_S / speed];
@@ -604,6 +613,8 @@ fn build_world(agent: [f64; 2], block: [f64; 3]) -> (PhysicsWorld, RigidBodyHand
     world.integration_parameters.dt = (1.0 / SIM_HZ) as f32;
     world.integration_parameters.length_unit = 10.0;
     world.integration_parameters.num_solver_iterations = 8;
+    // Resolve residual penetration at up to 200 px/s (the default, 3 length units/s, is too gentle).
+    world.integration_parameters.normalized_max_corrective_velocity = 20.0;
     // Walls: thick fixed boxes outside the inner faces.
     let (lo, hi, th) = (WALL_LO_PX as f32, WALL_HI_PX as f32, 50.0f32);
     let mid = (lo + hi) / 2.0;
@@ -748,7 +759,7 @@ impl Env for PushT {
             "walls_px": [WALL_LO_PX, WALL_HI_PX],
             "pusher_radius_px": PUSHER_RADIUS_PX,
             "pusher_max_speed_px_s": PUSHER_MAX_SPEED_PX_S,
-            "pd": {"kp": PD_KP, "kv": PD_KV},
+            "pd": {"kp": PD_KP, "kv": PD_KV, "max_accel_px_s2": PUSHER_MAX_ACCEL_PX_S2},
             "block_damping_1_s": BLOCK_DAMPING_1_S,
             "t_rects_px": T_RECTS,
             "goal_pose": GOAL_POSE,

@@ -120,7 +120,7 @@ def main():
 
     def can_send():
         # A udpin endpoint knows where to send only once something arrived.
-        return args.connect is not None or conn.last_address is not None
+        return args.connect is not None or bool(conn.clients)
 
     setpoints = []  # [t, x, y, z, yaw]
     sp_first = None
@@ -158,7 +158,7 @@ def main():
                 next_pos = now + 0.1
             if args.garbage and not garbage_sent and t is not None and t > 0.2:
                 garbage_sent = True
-                addr = conn.last_address if args.connect is None else conn.destination_addr
+                addr = next(iter(conn.clients)) if args.connect is None else conn.destination_addr
                 conn.port.sendto(b"\xfd\x09\x00\x00garbage-that-is-not-mavlink", addr)
                 conn.port.sendto(bytes(range(256)), addr)
                 # A well-formed frame whose HEARTBEAT carries an out-of-range MAV_TYPE (250): a parse error.

@@ -13,7 +13,14 @@ fn main() {
             while !env.done() {
                 let a = env.expert_action();
                 let o = env.step_no_render(&a);
-                println!("{} a={:.2?} q={:.2?} tip={:.3?} coll={}", env.steps(), a, o.state, env.tip(), env.collided());
+                println!(
+                    "{} a={:.2?} q={:.2?} tip={:.3?} coll={}",
+                    env.steps(),
+                    a,
+                    o.state,
+                    env.tip(),
+                    env.collided()
+                );
             }
         }
         _ => {
@@ -23,7 +30,14 @@ fn main() {
             while !env.done() {
                 let a = env.expert_action();
                 let o = env.step_no_render(&a);
-                println!("{} a={:.2?} s={:.2?} vis={} crash={}", env.steps(), a, o.state, env.visited(), env.crashed());
+                println!(
+                    "{} a={:.2?} s={:.2?} vis={} crash={}",
+                    env.steps(),
+                    a,
+                    o.state,
+                    env.visited(),
+                    env.crashed()
+                );
             }
         }
     }

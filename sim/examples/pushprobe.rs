@@ -12,8 +12,13 @@ fn main() {
         for i in 0..40 {
             env.step_no_render(&target);
             let pen = push_t::PUSHER_RADIUS_PX - push_t::t_signed_distance(&env.block_pose(), env.agent());
-            if pen > worst.0 { worst = (pen, i, env.block_pose(), env.agent()); }
+            if pen > worst.0 {
+                worst = (pen, i, env.block_pose(), env.agent());
+            }
         }
-        println!("dir {k}: worst pen {:.2} at step {} block {:.1?} agent {:.1?}", worst.0, worst.1, worst.2, worst.3);
+        println!(
+            "dir {k}: worst pen {:.2} at step {} block {:.1?} agent {:.1?}",
+            worst.0, worst.1, worst.2, worst.3
+        );
     }
 }

@@ -47,7 +47,10 @@ pub fn forward_kinematics(q: &[f64; 3]) -> [[f64; 2]; 4] {
     let mut a = 0.0;
     for i in 0..3 {
         a += q[i];
-        pts[i + 1] = [pts[i][0] + LINK_LENGTHS_M[i] * a.cos(), pts[i][1] + LINK_LENGTHS_M[i] * a.sin()];
+        pts[i + 1] = [
+            pts[i][0] + LINK_LENGTHS_M[i] * a.cos(),
+            pts[i][1] + LINK_LENGTHS_M[i] * a.sin(),
+        ];
     }
     pts
 }
@@ -94,7 +97,9 @@ fn plan_joint_path(q_start: [f64; 3], path: &[[f64; 2]]) -> Option<Vec<[f64; 3]>
         }
     }
     let limit_pen = |q: &[f64; 3]| -> f64 {
-        (0..3).map(|i| (0.4 - (q[i] - JOINT_LOW_RAD[i]).min(JOINT_HIGH_RAD[i] - q[i])).max(0.0)).sum::<f64>()
+        (0..3)
+            .map(|i| (0.4 - (q[i] - JOINT_LOW_RAD[i]).min(JOINT_HIGH_RAD[i] - q[i])).max(0.0))
+            .sum::<f64>()
     };
     let mut layers: Vec<Vec<[f64; 3]>> = vec![vec![q_start]];
     let mut costs: Vec<Vec<f64>> = vec![vec![0.0]];
@@ -148,7 +153,11 @@ struct Task {
 
 fn sample_task(rng: &mut impl Rng) -> Task {
     loop {
-        let q_start: [f64; 3] = [rng.random_range(-2.5..2.5), rng.random_range(-2.0..2.0), rng.random_range(-2.0..2.0)];
+        let q_start: [f64; 3] = [
+            rng.random_range(-2.5..2.5),
+            rng.random_range(-2.0..2.0),
+            rng.random_range(-2.0..2.0),
+        ];
         // No near-straight elbow at the start (a singular start makes the first motions jerky).
         if q_start[1].abs() < 0.3 {
             continue;
@@ -177,7 +186,12 @@ fn sample_task(rng: &mut impl Rng) -> Task {
             })
         });
         if ok {
-            return Task { q_start, target, obstacle, obstacle_r };
+            return Task {
+                q_start,
+                target,
+                obstacle,
+                obstacle_r,
+            };
         }
     }
 }
@@ -226,7 +240,13 @@ impl Expert {
                 break;
             }
         }
-        Self { rng, plan: plan.unwrap_or_else(|| vec![task.q_start]), s: 0.0, speed_m_s, side: chosen }
+        Self {
+            rng,
+            plan: plan.unwrap_or_else(|| vec![task.q_start]),
+            s: 0.0,
+            speed_m_s,
+            side: chosen,
+        }
     }
 
     fn q_at(&self, s: f64) -> [f64; 3] {
@@ -235,7 +255,11 @@ impl Expert {
         let j = (i + 1).min(n - 1);
         let t = s - i as f64;
         let (a, b) = (self.plan[i], self.plan[j]);
-        [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+        [
+            a[0] + (b[0] - a[0]) * t,
+            a[1] + (b[1] - a[1]) * t,
+            a[2] + (b[2] - a[2]) * t,
+        ]
     }
 
     fn action(&mut self, tip: [f64; 2]) -> Vec<f64> {
@@ -293,7 +317,12 @@ impl ArmReach {
         let mut env = Self {
             spec,
             seed: 0,
-            task: Task { q_start: [0.0; 3], target: [0.5, 0.0], obstacle: [0.0, 0.5], obstacle_r: 0.05 },
+            task: Task {
+                q_start: [0.0; 3],
+                target: [0.5, 0.0],
+                obstacle: [0.0, 0.5],
+                obstacle_r: 0.05,
+            },
             q: [0.0; 3],
             target_cmd: [0.0; 3],
             steps: 0,
@@ -301,7 +330,13 @@ impl ArmReach {
             collided: false,
             faults: 0,
             start_dist_m: 1.0,
-            expert: Expert { rng: rng_for(0, 2), plan: vec![[0.0; 3]], s: 0.0, speed_m_s: 0.0, side: 1.0 },
+            expert: Expert {
+                rng: rng_for(0, 2),
+                plan: vec![[0.0; 3]],
+                s: 0.0,
+                speed_m_s: 0.0,
+                side: 1.0,
+            },
         };
         env.reset(0);
         env

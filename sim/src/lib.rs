@@ -128,16 +128,31 @@ pub struct Episode {
 /// Resets `env` with `seed` and runs its scripted expert until [`Env::done`].
 pub fn run_expert_episode(env: &mut dyn Env, seed: u64, render: bool) -> Episode {
     let first = env.reset(seed);
-    let first = if render { first } else { Observation { image: None, ..first } };
+    let first = if render {
+        first
+    } else {
+        Observation { image: None, ..first }
+    };
     let mut observations = vec![first];
     let mut actions = Vec::new();
     while !env.done() {
         let action = env.expert_action();
-        let obs = if render { env.step(&action) } else { env.step_no_render(&action) };
+        let obs = if render {
+            env.step(&action)
+        } else {
+            env.step_no_render(&action)
+        };
         actions.push(action);
         observations.push(obs);
     }
-    Episode { seed, observations, actions, success: env.success(), score: env.score(), steps: env.steps() }
+    Episode {
+        seed,
+        observations,
+        actions,
+        success: env.success(),
+        score: env.score(),
+        steps: env.steps(),
+    }
 }
 
 /// Repairs an action against the spec: wrong length → truncate or pad with `held`; non-finite → the
@@ -145,16 +160,17 @@ pub fn run_expert_episode(env: &mut dyn Env, seed: u64, render: bool) -> Episode
 pub(crate) fn sanitize_action(spec: &EnvSpec, action: &[f64], held: &[f64]) -> (Vec<f64>, bool) {
     let mut fault = action.len() != spec.action_dim;
     let mut out = Vec::with_capacity(spec.action_dim);
-    for i in 0..spec.action_dim {
+    let limits = spec.action_low.iter().zip(&spec.action_high);
+    for (i, (&h, (&lo, &hi))) in held.iter().zip(limits).enumerate().take(spec.action_dim) {
         let v = match action.get(i) {
             Some(v) if v.is_finite() => *v,
             Some(_) => {
                 fault = true;
-                held[i]
+                h
             }
-            None => held[i],
+            None => h,
         };
-        let c = v.clamp(spec.action_low[i], spec.action_high[i]);
+        let c = v.clamp(lo, hi);
         if c != v {
             fault = true;
         }

@@ -169,7 +169,14 @@ pub fn t_signed_distance(pose: &[f64; 3], p: [f64; 2]) -> f64 {
 }
 
 /// Keypoints used by the expert's cost: the T's outer corners and the stem end.
-const KEYPOINTS: [[f64; 2]; 6] = [[-60.0, 0.0], [60.0, 0.0], [-60.0, 30.0], [60.0, 30.0], [-15.0, 120.0], [15.0, 120.0]];
+const KEYPOINTS: [[f64; 2]; 6] = [
+    [-60.0, 0.0],
+    [60.0, 0.0],
+    [-60.0, 30.0],
+    [60.0, 30.0],
+    [-15.0, 120.0],
+    [15.0, 120.0],
+];
 
 fn keypoint_error(pose: &[f64; 3], goal: &[f64; 3]) -> f64 {
     KEYPOINTS
@@ -250,7 +257,11 @@ fn simulate_push(pose: &[f64; 3], push: &Push, checkpoints: &[f64], out: &mut Ve
             // Pusher centre in the body frame against the face line.
             let q = to_body(&pose, p);
             let along = if fn_b[0] != 0.0 { q[1] } else { q[0] };
-            let (lo, hi) = if fn_b[0] != 0.0 { (fa[1].min(fb[1]), fa[1].max(fb[1])) } else { (fa[0].min(fb[0]), fa[0].max(fb[0])) };
+            let (lo, hi) = if fn_b[0] != 0.0 {
+                (fa[1].min(fb[1]), fa[1].max(fb[1]))
+            } else {
+                (fa[0].min(fb[0]), fa[0].max(fb[0]))
+            };
             let dist = (q[0] - fa[0]) * fn_b[0] + (q[1] - fa[1]) * fn_b[1];
             if along < lo - 2.0 || along > hi + 2.0 || dist > PUSHER_RADIUS_PX + PRE_GAP_PX + 1.0 {
                 lost = true;
@@ -333,7 +344,12 @@ impl Expert {
         for face in 0..FACES.len() {
             for &t in &TS {
                 for &ang in &ANGLES_DEG {
-                    let push = Push { face, t, angle: ang.to_radians(), length_px: 0.0 };
+                    let push = Push {
+                        face,
+                        t,
+                        angle: ang.to_radians(),
+                        length_px: 0.0,
+                    };
                     let pre = push.pre_point(block);
                     let m = PUSHER_RADIUS_PX + WALL_LO_PX + 2.0;
                     if pre[0] < m || pre[1] < m || pre[0] > WORKSPACE_PX - m || pre[1] > WORKSPACE_PX - m {
@@ -344,7 +360,13 @@ impl Expert {
                     for (i, pose) in poses.iter().enumerate() {
                         let e = keypoint_error(pose, &goal);
                         let cost = e + 0.02 * travel.min(200.0) * (err0 / 40.0).min(1.0) + 0.03 * LENGTHS_PX[i];
-                        cands.push((cost, Push { length_px: LENGTHS_PX[i], ..push }));
+                        cands.push((
+                            cost,
+                            Push {
+                                length_px: LENGTHS_PX[i],
+                                ..push
+                            },
+                        ));
                     }
                 }
             }
@@ -355,7 +377,12 @@ impl Expert {
         }
         // Sample among pushes within 5 % of the best (a different face can be as good: multimodal demos).
         let best = cands[0].0;
-        let n_ok = cands.iter().take(12).filter(|c| c.0 <= best * 1.05 + 0.05).count().max(1);
+        let n_ok = cands
+            .iter()
+            .take(12)
+            .filter(|c| c.0 <= best * 1.05 + 0.05)
+            .count()
+            .max(1);
         let push = cands[self.rng.random_range(0..n_ok)].1;
         self.enqueue_push(agent, block, &push, err0);
         self.phase = Phase::Execute;
@@ -393,7 +420,7 @@ impl Expert {
             path.push(entry);
             path.push(pre);
         }
-        let path: Vec<[f64; 2]> = path.into_iter().map(|p| clamp_ws(p)).collect();
+        let path: Vec<[f64; 2]> = path.into_iter().map(clamp_ws).collect();
         self.queue.clear();
         let noise = (err / 20.0).clamp(0.05, 1.0);
         self.emit_path(&path, self.approach_speed_px_s, 2.0 * noise);
@@ -414,7 +441,10 @@ impl Expert {
                 let t = i as f64 / k as f64;
                 let mut p = [w[0][0] + (w[1][0] - w[0][0]) * t, w[0][1] + (w[1][1] - w[0][1]) * t];
                 if i < k && sigma_px > 0.0 {
-                    let (nx, ny): (f64, f64) = (StandardNormal.sample(&mut self.rng), StandardNormal.sample(&mut self.rng));
+                    let (nx, ny): (f64, f64) = (
+                        StandardNormal.sample(&mut self.rng),
+                        StandardNormal.sample(&mut self.rng),
+                    );
                     p[0] += sigma_px * nx;
                     p[1] += sigma_px * ny;
                 }
@@ -600,7 +630,10 @@ impl PushT {
         let mut v = [vel[0] + acc[0] * dt, vel[1] + acc[1] * dt];
         let speed = v[0].hypot(v[1]);
         if speed > PUSHER_MAX_SPEED_PX_S {
-            v = [v[0] * PUSHER_MAX_SPEED_PX_S / speed, v[1] * PUSHER_MAX_SPEED_PX_S / speed];
+            v = [
+                v[0] * PUSHER_MAX_SPEED_PX_S / speed,
+                v[1] * PUSHER_MAX_SPEED_PX_S / speed,
+            ];
         }
         self.world.bodies[self.pusher].set_linvel(Vector::new(v[0] as f32, v[1] as f32), true);
         self.world.step();
@@ -615,6 +648,8 @@ fn build_world(agent: [f64; 2], block: [f64; 3]) -> (PhysicsWorld, RigidBodyHand
     world.integration_parameters.num_solver_iterations = 8;
     // Resolve residual penetration at up to 200 px/s (the default, 3 length units/s, is too gentle).
     world.integration_parameters.normalized_max_corrective_velocity = 20.0;
+    // Speculative contacts from 8 px away: a full-speed pusher (5 px per substep) is caught before impact.
+    world.integration_parameters.normalized_prediction_distance = 0.8;
     // Walls: thick fixed boxes outside the inner faces.
     let (lo, hi, th) = (WALL_LO_PX as f32, WALL_HI_PX as f32, 50.0f32);
     let mid = (lo + hi) / 2.0;
@@ -625,7 +660,12 @@ fn build_world(agent: [f64; 2], block: [f64; 3]) -> (PhysicsWorld, RigidBodyHand
         (lo - th, mid, th, half),
         (hi + th, mid, th, half),
     ] {
-        world.insert_collider(ColliderBuilder::cuboid(hx, hy).translation(Vector::new(x, y)).friction(0.5), None);
+        world.insert_collider(
+            ColliderBuilder::cuboid(hx, hy)
+                .translation(Vector::new(x, y))
+                .friction(0.5),
+            None,
+        );
     }
     let block_body = world.insert_body(
         RigidBodyBuilder::dynamic()
@@ -641,7 +681,10 @@ fn build_world(agent: [f64; 2], block: [f64; 3]) -> (PhysicsWorld, RigidBodyHand
         let (hx, hy) = (((r[2] - r[0]) / 2.0) as f32, ((r[3] - r[1]) / 2.0) as f32);
         let (cx, cy) = (((r[0] + r[2]) / 2.0) as f32, ((r[1] + r[3]) / 2.0) as f32);
         world.insert_collider(
-            ColliderBuilder::cuboid(hx, hy).translation(Vector::new(cx, cy)).density(density).friction(0.5),
+            ColliderBuilder::cuboid(hx, hy)
+                .translation(Vector::new(cx, cy))
+                .density(density)
+                .friction(0.5),
             Some(block_body),
         );
     }
@@ -668,10 +711,17 @@ fn build_world(agent: [f64; 2], block: [f64; 3]) -> (PhysicsWorld, RigidBodyHand
 fn sample_initial(rng: &mut StdRng) -> ([f64; 2], [f64; 3]) {
     loop {
         let agent = [rng.random_range(50.0..450.0), rng.random_range(50.0..450.0)];
-        let block = [rng.random_range(100.0..400.0), rng.random_range(100.0..400.0), rng.random_range(-PI..PI)];
-        if t_signed_distance(&block, agent) > PUSHER_RADIUS_PX + 2.0 && coverage(&block, &GOAL_POSE) < SUCCESS_COVERAGE {
+        let block = [
+            rng.random_range(100.0..400.0),
+            rng.random_range(100.0..400.0),
+            rng.random_range(-PI..PI),
+        ];
+        if t_signed_distance(&block, agent) > PUSHER_RADIUS_PX + 2.0 && coverage(&block, &GOAL_POSE) < SUCCESS_COVERAGE
+        {
             // The block must start clear of the walls.
-            let inside = t_polygons(&block).iter().flatten().all(|p| p[0] > WALL_LO_PX + 1.0 && p[0] < WALL_HI_PX - 1.0 && p[1] > WALL_LO_PX + 1.0 && p[1] < WALL_HI_PX - 1.0);
+            let inside = t_polygons(&block).iter().flatten().all(|p| {
+                p[0] > WALL_LO_PX + 1.0 && p[0] < WALL_HI_PX - 1.0 && p[1] > WALL_LO_PX + 1.0 && p[1] < WALL_HI_PX - 1.0
+            });
             if inside {
                 return (agent, block);
             }
@@ -715,7 +765,13 @@ impl Env for PushT {
         let b = self.block_pose();
         Observation {
             state: vec![a[0] as f32, a[1] as f32],
-            env_state: vec![a[0] as f32, a[1] as f32, b[0] as f32, b[1] as f32, b[2].rem_euclid(2.0 * PI) as f32],
+            env_state: vec![
+                a[0] as f32,
+                a[1] as f32,
+                b[0] as f32,
+                b[1] as f32,
+                b[2].rem_euclid(2.0 * PI) as f32,
+            ],
             image: render.then(|| self.render()),
         }
     }

@@ -85,7 +85,12 @@ pub struct QuadBody {
 
 impl QuadBody {
     pub fn at(pos_m: Vector3<f64>) -> Self {
-        Self { pos_m, vel_m_s: Vector3::zeros(), att: UnitQuaternion::identity(), rate_rad_s: Vector3::zeros() }
+        Self {
+            pos_m,
+            vel_m_s: Vector3::zeros(),
+            att: UnitQuaternion::identity(),
+            rate_rad_s: Vector3::zeros(),
+        }
     }
 
     /// Advances `dt_s` under collective thrust `thrust_n` (body +z), body torque `torque_nm`, gravity and
@@ -162,7 +167,11 @@ impl Motors {
         }
         let mix = alloc.try_inverse().unwrap_or_else(Matrix4::zeros);
         let hover = p.mass_kg * GRAVITY_M_S2 / 4.0;
-        Self { thrust_n: [hover; 4], alloc, mix }
+        Self {
+            thrust_n: [hover; 4],
+            alloc,
+            mix,
+        }
     }
 
     /// Advances the motors towards the thrusts that realise the command; returns (collective, torque).
@@ -181,7 +190,11 @@ impl Motors {
             }
         }
         let f = base + yaw * share;
-        let alpha = if p.motor_tau_s > 0.0 { 1.0 - (-dt_s / p.motor_tau_s).exp() } else { 1.0 };
+        let alpha = if p.motor_tau_s > 0.0 {
+            1.0 - (-dt_s / p.motor_tau_s).exp()
+        } else {
+            1.0
+        };
         for i in 0..4 {
             let target = f[i].clamp(0.0, p.motor_max_n);
             self.thrust_n[i] += (target - self.thrust_n[i]) * alpha;
@@ -232,11 +245,21 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(gains: ControllerGains) -> Self {
-        Self { gains, vel_int: Vector3::zeros() }
+        Self {
+            gains,
+            vel_int: Vector3::zeros(),
+        }
     }
 
     /// One control update: setpoint (ENU position, yaw) → (collective thrust, body torque).
-    pub fn update(&mut self, p: &QuadParams, b: &QuadBody, sp_pos: Vector3<f64>, sp_yaw: f64, dt_s: f64) -> (f64, Vector3<f64>) {
+    pub fn update(
+        &mut self,
+        p: &QuadParams,
+        b: &QuadBody,
+        sp_pos: Vector3<f64>,
+        sp_yaw: f64,
+        dt_s: f64,
+    ) -> (f64, Vector3<f64>) {
         let g = &self.gains;
         // Position P → velocity setpoint with speed limits.
         let e = sp_pos - b.pos_m;
@@ -287,7 +310,12 @@ impl Controller {
         }
         let yaw_w = (g.att_p[2] / g.att_p[0]).clamp(0.0, 1.0);
         let (w, z) = (q_mix.w.clamp(-1.0, 1.0), q_mix.k.clamp(-1.0, 1.0));
-        let q_yaw = UnitQuaternion::from_quaternion(Quaternion::new((yaw_w * w.acos()).cos(), 0.0, 0.0, (yaw_w * z.asin()).sin()));
+        let q_yaw = UnitQuaternion::from_quaternion(Quaternion::new(
+            (yaw_w * w.acos()).cos(),
+            0.0,
+            0.0,
+            (yaw_w * z.asin()).sin(),
+        ));
         let mut qe = b.att.inverse() * (q_red * q_yaw);
         if qe.w < 0.0 {
             qe = UnitQuaternion::from_quaternion(-qe.into_inner());
@@ -365,7 +393,11 @@ fn sample_task(rng: &mut StdRng) -> Task {
         for _ in 0..N_WAYPOINTS {
             let mut ok = None;
             for _ in 0..100 {
-                let w = Vector3::new(rng.random_range(-lim..lim), rng.random_range(-lim..lim), rng.random_range(0.8..2.5));
+                let w = Vector3::new(
+                    rng.random_range(-lim..lim),
+                    rng.random_range(-lim..lim),
+                    rng.random_range(0.8..2.5),
+                );
                 let d = (w - pts.last().unwrap()).xy().norm();
                 if (2.5..5.0).contains(&d) {
                     ok = Some(w);
@@ -396,12 +428,20 @@ fn sample_task(rng: &mut StdRng) -> Task {
             continue;
         }
         let inside = [-1.0, 1.0].iter().all(|&side| {
-            detour(&a, &b, pillar, pillar_r, side, 0.9).iter().all(|p| p.x.abs() < ARENA_HALF_M - 0.3 && p.y.abs() < ARENA_HALF_M - 0.3)
+            detour(&a, &b, pillar, pillar_r, side, 0.9)
+                .iter()
+                .all(|p| p.x.abs() < ARENA_HALF_M - 0.3 && p.y.abs() < ARENA_HALF_M - 0.3)
         });
         if !inside {
             continue;
         }
-        return Task { start, waypoints: [pts[1], pts[2], pts[3]], pillar, pillar_r, pillar_leg };
+        return Task {
+            start,
+            waypoints: [pts[1], pts[2], pts[3]],
+            pillar,
+            pillar_r,
+            pillar_leg,
+        };
     }
 }
 
@@ -464,7 +504,16 @@ impl Expert {
         }
         let d = task.waypoints[0] - task.start;
         let last = [task.start.x, task.start.y, task.start.z, d.y.atan2(d.x)];
-        Self { rng, path, wp_vertex, s_m: 0.0, speed_m_s, lead_m, last, side }
+        Self {
+            rng,
+            path,
+            wp_vertex,
+            s_m: 0.0,
+            speed_m_s,
+            lead_m,
+            last,
+            side,
+        }
     }
 
     /// Arc length at vertex `v`.
@@ -488,7 +537,11 @@ impl Expert {
     }
 
     fn action(&mut self, pos: &Vector3<f64>, visited: usize) -> Vec<f64> {
-        let hold_s = if visited < N_WAYPOINTS { self.s_at(self.wp_vertex[visited]) } else { f64::INFINITY };
+        let hold_s = if visited < N_WAYPOINTS {
+            self.s_at(self.wp_vertex[visited])
+        } else {
+            f64::INFINITY
+        };
         let (carrot, _) = self.at(self.s_m);
         if (carrot - pos).norm() < self.lead_m {
             self.s_m = (self.s_m + self.speed_m_s / FPS).min(hold_s);
@@ -502,11 +555,19 @@ impl Expert {
                 sp[i] += 0.03 * n;
             }
         }
-        let yaw = if dir.xy().norm() > 0.1 { dir.y.atan2(dir.x) } else { self.last[3] };
+        let yaw = if dir.xy().norm() > 0.1 {
+            dir.y.atan2(dir.x)
+        } else {
+            self.last[3]
+        };
         let mut out = [sp.x, sp.y, sp.z, yaw];
         for i in 0..4 {
             let lim = MAX_SETPOINT_SPEED[i] / FPS * 0.95;
-            let d = if i == 3 { wrap_angle(out[i] - self.last[i]) } else { out[i] - self.last[i] };
+            let d = if i == 3 {
+                wrap_angle(out[i] - self.last[i])
+            } else {
+                out[i] - self.last[i]
+            };
             out[i] = self.last[i] + d.clamp(-lim, lim);
         }
         out[3] = wrap_angle(out[3]);
@@ -600,7 +661,10 @@ impl Quadrotor {
         if b.pos_m.z < 0.0 || xy_dist(&b.pos_m, self.task.pillar) < self.task.pillar_r + BODY_RADIUS_M {
             self.crashed = true;
         }
-        if !self.crashed && self.visited < N_WAYPOINTS && (b.pos_m - self.task.waypoints[self.visited]).norm() < WAYPOINT_TOL_M {
+        if !self.crashed
+            && self.visited < N_WAYPOINTS
+            && (b.pos_m - self.task.waypoints[self.visited]).norm() < WAYPOINT_TOL_M
+        {
             self.visited += 1;
         }
     }
@@ -608,7 +672,10 @@ impl Quadrotor {
     fn render(&self) -> RgbImage {
         let view = View::square(-5.0, 5.0, IMAGE_PX, false);
         let mut img = RgbImage::new(IMAGE_PX as u32, IMAGE_PX as u32, [225, 230, 215]);
-        let edge = [view.px([-ARENA_HALF_M, -ARENA_HALF_M]), view.px([ARENA_HALF_M, ARENA_HALF_M])];
+        let edge = [
+            view.px([-ARENA_HALF_M, -ARENA_HALF_M]),
+            view.px([ARENA_HALF_M, ARENA_HALF_M]),
+        ];
         img.fill_convex(
             &[edge[0], [edge[1][0], edge[0][1]], edge[1], [edge[0][0], edge[1][1]]],
             [205, 215, 195],
@@ -633,7 +700,12 @@ impl Quadrotor {
         let scale = 0.25 * (1.0 + b.pos_m.z.max(0.0) / 3.0);
         for arm in [PI / 4.0, 3.0 * PI / 4.0] {
             let d = b.att * Vector3::new(arm.cos(), arm.sin(), 0.0) * scale;
-            img.thick_line(view.px([center[0] - d.x, center[1] - d.y]), view.px([center[0] + d.x, center[1] + d.y]), 2.0, [30, 30, 40]);
+            img.thick_line(
+                view.px([center[0] - d.x, center[1] - d.y]),
+                view.px([center[0] + d.x, center[1] + d.y]),
+                2.0,
+                [30, 30, 40],
+            );
         }
         let fwd = b.att * Vector3::x() * scale;
         let f = view.px([center[0] + fwd.x, center[1] + fwd.y]);
@@ -691,7 +763,12 @@ impl Env for Quadrotor {
 
     fn observe(&self, render: bool) -> Observation {
         let b = &self.body;
-        let mut env_state: Vec<f32> = self.task.waypoints.iter().flat_map(|w| [w.x as f32, w.y as f32, w.z as f32]).collect();
+        let mut env_state: Vec<f32> = self
+            .task
+            .waypoints
+            .iter()
+            .flat_map(|w| [w.x as f32, w.y as f32, w.z as f32])
+            .collect();
         env_state.extend([
             self.task.pillar[0] as f32,
             self.task.pillar[1] as f32,
@@ -699,10 +776,18 @@ impl Env for Quadrotor {
             (self.visited as f64 / N_WAYPOINTS as f64) as f32,
         ]);
         Observation {
-            state: [b.pos_m.x, b.pos_m.y, b.pos_m.z, b.vel_m_s.x, b.vel_m_s.y, b.vel_m_s.z, b.yaw()]
-                .iter()
-                .map(|&v| v as f32)
-                .collect(),
+            state: [
+                b.pos_m.x,
+                b.pos_m.y,
+                b.pos_m.z,
+                b.vel_m_s.x,
+                b.vel_m_s.y,
+                b.vel_m_s.z,
+                b.yaw(),
+            ]
+            .iter()
+            .map(|&v| v as f32)
+            .collect(),
             env_state,
             image: render.then(|| self.render()),
         }

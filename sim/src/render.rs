@@ -47,7 +47,9 @@ impl RgbImage {
 
     /// Fills the disc of radius `r` (pixels) centred at (`cx`, `cy`) (pixel coordinates, x right, y down).
     pub fn fill_circle(&mut self, cx: f64, cy: f64, r: f64, color: [u8; 3]) {
-        let Some((x0, x1, y0, y1)) = self.span(cx - r, cx + r, cy - r, cy + r) else { return };
+        let Some((x0, x1, y0, y1)) = self.span(cx - r, cx + r, cy - r, cy + r) else {
+            return;
+        };
         let r2 = r * r;
         for y in y0..=y1 {
             let dy = y as f64 + 0.5 - cy;
@@ -72,7 +74,9 @@ impl RgbImage {
             min_y = min_y.min(p[1]);
             max_y = max_y.max(p[1]);
         }
-        let Some((x0, x1, y0, y1)) = self.span(min_x, max_x, min_y, max_y) else { return };
+        let Some((x0, x1, y0, y1)) = self.span(min_x, max_x, min_y, max_y) else {
+            return;
+        };
         let n = pts.len();
         for y in y0..=y1 {
             let py = y as f64 + 0.5;
@@ -104,7 +108,12 @@ impl RgbImage {
         if len > 1e-9 {
             let (nx, ny) = (-dy / len * h, dx / len * h);
             self.fill_convex(
-                &[[a[0] + nx, a[1] + ny], [b[0] + nx, b[1] + ny], [b[0] - nx, b[1] - ny], [a[0] - nx, a[1] - ny]],
+                &[
+                    [a[0] + nx, a[1] + ny],
+                    [b[0] + nx, b[1] + ny],
+                    [b[0] - nx, b[1] - ny],
+                    [a[0] - nx, a[1] - ny],
+                ],
                 color,
             );
         }
@@ -127,7 +136,13 @@ pub struct View {
 impl View {
     /// A view of the square [`lo`, `hi`]² on an `size_px` square image.
     pub fn square(lo: f64, hi: f64, size_px: usize, y_down: bool) -> Self {
-        Self { x_min: lo, y_min: lo, scale: size_px as f64 / (hi - lo), height_px: size_px as f64, y_down }
+        Self {
+            x_min: lo,
+            y_min: lo,
+            scale: size_px as f64 / (hi - lo),
+            height_px: size_px as f64,
+            y_down,
+        }
     }
 
     pub fn px(&self, p: [f64; 2]) -> [f64; 2] {

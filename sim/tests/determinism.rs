@@ -31,10 +31,25 @@ fn same_seed_same_bytes_different_seed_differs() {
         let b = episode(name, 7, 60);
         let c = episode(name, 8, 60);
         assert!(a.observations.len() > 5, "{name}: episode too short to test");
-        assert!(a.observations.iter().all(|o| o.image.is_some()), "{name}: frames missing");
-        assert_eq!(bytes(&a.observations), bytes(&b.observations), "{name}: same seed diverged");
-        assert_eq!(a.actions[..a.observations.len() - 1], b.actions[..b.observations.len() - 1], "{name}: expert diverged");
-        assert_ne!(bytes(&a.observations[..1]), bytes(&c.observations[..1]), "{name}: seeds 7 and 8 start identically");
+        assert!(
+            a.observations.iter().all(|o| o.image.is_some()),
+            "{name}: frames missing"
+        );
+        assert_eq!(
+            bytes(&a.observations),
+            bytes(&b.observations),
+            "{name}: same seed diverged"
+        );
+        assert_eq!(
+            a.actions[..a.observations.len() - 1],
+            b.actions[..b.observations.len() - 1],
+            "{name}: expert diverged"
+        );
+        assert_ne!(
+            bytes(&a.observations[..1]),
+            bytes(&c.observations[..1]),
+            "{name}: seeds 7 and 8 start identically"
+        );
         let img = a.observations[0].image.as_ref().unwrap();
         let spec = make_env(name).unwrap().spec().clone();
         assert_eq!((img.height as usize, img.width as usize), spec.image_hw);
@@ -84,7 +99,10 @@ fn bad_actions_are_repaired_and_counted() {
         env.step(&vec![f64::NEG_INFINITY; dim]);
         assert_eq!(env.action_faults(), 4, "{name}");
         let after = env.observe(false);
-        assert!(after.state.iter().chain(&after.env_state).all(|v| v.is_finite()), "{name}: {after:?}");
+        assert!(
+            after.state.iter().chain(&after.env_state).all(|v| v.is_finite()),
+            "{name}: {after:?}"
+        );
         assert_eq!(before.state.len(), after.state.len());
         // Stepping past the end keeps working.
         for _ in 0..env.spec().max_steps {

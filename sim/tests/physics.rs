@@ -2,6 +2,7 @@
 
 use nalgebra::Vector3;
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use riptide_sim::arm_reach::{self, ArmReach};
 use riptide_sim::push_t::{self, PushT};
 use riptide_sim::quadrotor::{self, Controller, ControllerGains, Motors, QuadBody, QuadParams, GRAVITY_M_S2};
@@ -10,7 +11,12 @@ use riptide_sim::Env;
 const DT: f64 = 1.0 / quadrotor::SIM_HZ;
 
 fn passive() -> QuadParams {
-    QuadParams { drag_n_s_m: 0.0, motor_tau_s: 0.0, inertia_kg_m2: [0.005, 0.008, 0.014], ..QuadParams::default() }
+    QuadParams {
+        drag_n_s_m: 0.0,
+        motor_tau_s: 0.0,
+        inertia_kg_m2: [0.005, 0.008, 0.014],
+        ..QuadParams::default()
+    }
 }
 
 #[test]
@@ -25,7 +31,10 @@ fn quadrotor_free_falls_at_g_without_thrust() {
     let z = 100.0 + 0.5 * t - 0.5 * GRAVITY_M_S2 * t * t;
     assert!((b.pos_m.z - z).abs() < 1e-9, "z {} vs {z}", b.pos_m.z);
     assert!((b.vel_m_s.z - (0.5 - GRAVITY_M_S2 * t)).abs() < 1e-9);
-    assert!((b.pos_m.x - 2.0).abs() < 1e-9 && (b.pos_m.y + 4.0).abs() < 1e-9, "horizontal motion is uniform");
+    assert!(
+        (b.pos_m.x - 2.0).abs() < 1e-9 && (b.pos_m.y + 4.0).abs() < 1e-9,
+        "horizontal motion is uniform"
+    );
 }
 
 #[test]
@@ -71,7 +80,10 @@ fn quadrotor_torque_free_rotation_conserves_momentum_and_energy() {
 
 #[test]
 fn quadrotor_drag_only_removes_energy() {
-    let p = QuadParams { motor_tau_s: 0.0, ..QuadParams::default() };
+    let p = QuadParams {
+        motor_tau_s: 0.0,
+        ..QuadParams::default()
+    };
     let mut b = QuadBody::at(Vector3::new(0.0, 0.0, 50.0));
     b.vel_m_s = Vector3::new(4.0, -3.0, 2.0);
     let mut e = b.energy_j(&p);
@@ -101,10 +113,18 @@ fn quadrotor_controller_tracks_setpoints_within_limits() {
         let tilt = (b.att * Vector3::z()).z.clamp(-1.0, 1.0).acos();
         max_tilt_seen = max_tilt_seen.max(tilt);
         if i as f64 * DT > 2.0 {
-            overshoot = overshoot.max((b.pos_m - Vector3::new(0.0, 0.0, 1.0)).dot(&sp.normalize()) - (sp - Vector3::new(0.0, 0.0, 1.0)).norm());
+            overshoot = overshoot.max(
+                (b.pos_m - Vector3::new(0.0, 0.0, 1.0)).dot(&sp.normalize())
+                    - (sp - Vector3::new(0.0, 0.0, 1.0)).norm(),
+            );
         }
     }
-    println!("step response: final error {:.4} m, max tilt {:.1}°, overshoot {:.3} m", (b.pos_m - sp).norm(), max_tilt_seen.to_degrees(), overshoot);
+    println!(
+        "step response: final error {:.4} m, max tilt {:.1}°, overshoot {:.3} m",
+        (b.pos_m - sp).norm(),
+        max_tilt_seen.to_degrees(),
+        overshoot
+    );
     assert!((b.pos_m - sp).norm() < 0.02, "final {:?}", b.pos_m);
     assert!((b.yaw() - 1.0).abs() < 0.01, "yaw {}", b.yaw());
     assert!(max_tilt_seen < max_tilt + 5f64.to_radians(), "tilt {max_tilt_seen}");
@@ -157,8 +177,13 @@ fn push_t_fast_push_never_tunnels() {
 #[test]
 fn push_t_block_pinned_against_wall_stays_inside() {
     let mut env = PushT::new();
-    for (k, (agent, target)) in
-        [([256.0, 150.0], [256.0, 600.0]), ([150.0, 256.0], [600.0, 256.0]), ([400.0, 400.0], [-100.0, -100.0])].iter().enumerate()
+    for (k, (agent, target)) in [
+        ([256.0, 150.0], [256.0, 600.0]),
+        ([150.0, 256.0], [600.0, 256.0]),
+        ([400.0, 400.0], [-100.0, -100.0]),
+    ]
+    .iter()
+    .enumerate()
     {
         env.reset_to(k as u64, *agent, [256.0, 256.0, 1.0 + k as f64]);
         for _ in 0..60 {
@@ -175,14 +200,23 @@ fn assert_block_inside(env: &PushT) {
     for q in push_t::t_polygons(&env.block_pose()) {
         for p in q {
             assert!(
-                p[0] > push_t::WALL_LO_PX - tol && p[0] < push_t::WALL_HI_PX + tol && p[1] > push_t::WALL_LO_PX - tol && p[1] < push_t::WALL_HI_PX + tol,
+                p[0] > push_t::WALL_LO_PX - tol
+                    && p[0] < push_t::WALL_HI_PX + tol
+                    && p[1] > push_t::WALL_LO_PX - tol
+                    && p[1] < push_t::WALL_HI_PX + tol,
                 "block corner {p:?} outside the walls"
             );
         }
     }
     let a = env.agent();
     let m = push_t::PUSHER_RADIUS_PX - tol;
-    assert!(a[0] > push_t::WALL_LO_PX + m && a[0] < push_t::WALL_HI_PX - m && a[1] > push_t::WALL_LO_PX + m && a[1] < push_t::WALL_HI_PX - m, "pusher {a:?}");
+    assert!(
+        a[0] > push_t::WALL_LO_PX + m
+            && a[0] < push_t::WALL_HI_PX - m
+            && a[1] > push_t::WALL_LO_PX + m
+            && a[1] < push_t::WALL_HI_PX - m,
+        "pusher {a:?}"
+    );
 }
 
 #[test]
@@ -193,12 +227,16 @@ fn push_t_coverage_is_exact_on_known_poses() {
     let (s, c) = g[2].sin_cos();
     let shifted = [g[0] + 10.0 * c, g[1] + 10.0 * s, g[2]];
     let expect = 1.0 - (10.0 * 30.0 + 10.0 * 90.0) / 6300.0;
-    assert!((push_t::coverage(&shifted, &g) - expect).abs() < 1e-9, "{}", push_t::coverage(&shifted, &g));
+    assert!(
+        (push_t::coverage(&shifted, &g) - expect).abs() < 1e-9,
+        "{}",
+        push_t::coverage(&shifted, &g)
+    );
     assert!(push_t::coverage(&[50.0, 50.0, 0.0], &g) == 0.0);
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, rng_seed: RngSeed::Fixed(0x5eed), ..ProptestConfig::default() })]
 
     /// Whatever the action sequence (out-of-range, NaN, wrong length), joints stay inside their limits
     /// and never move faster than their speed limits.

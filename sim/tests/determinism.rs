@@ -113,3 +113,19 @@ fn bad_actions_are_repaired_and_counted() {
         assert!((0.0..=1.0).contains(&s), "{name}: score {s}");
     }
 }
+
+/// Frames show what the state says: the pusher is drawn where `observation.state` puts it.
+#[test]
+fn push_t_frame_shows_the_pusher_at_its_state() {
+    let mut env = make_env("push-t").unwrap();
+    let obs = env.reset(5);
+    let img = obs.image.unwrap();
+    let (x, y) = (obs.state[0] as f64 * 96.0 / 512.0, obs.state[1] as f64 * 96.0 / 512.0);
+    assert_eq!(
+        img.pixel(x as u32, y as u32),
+        [65, 105, 225],
+        "pusher colour at {x:.1},{y:.1}"
+    );
+    let greens = img.data.chunks(3).filter(|p| p == &[144, 238, 144]).count();
+    assert!(greens > 50, "goal region visible: {greens} px");
+}

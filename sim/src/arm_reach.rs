@@ -438,6 +438,10 @@ impl Env for ArmReach {
         self.observe(false)
     }
 
+    fn position(&self) -> Vec<f64> {
+        self.q.to_vec()
+    }
+
     fn observe(&self, render: bool) -> Observation {
         let t = &self.task;
         Observation {

@@ -123,7 +123,10 @@ pub fn read_episode(path: &Path) -> Result<EpisodeData, DatasetError> {
         path: path.to_path_buf(),
         env: meta.and_then(|m| m.get("env").cloned()),
         seed: meta.and_then(|m| m.get("seed")).and_then(|s| s.parse().ok()),
-        fps: meta.and_then(|m| m.get("fps")).and_then(|s| s.parse().ok()).unwrap_or(0.0),
+        fps: meta
+            .and_then(|m| m.get("fps"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0),
         success: result.and_then(|m| m.get("success")).and_then(|s| s.parse().ok()),
         times_s: vec![],
         state: vec![],

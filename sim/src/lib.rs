@@ -24,8 +24,10 @@
 //! [`Env::action_faults`].
 
 pub mod arm_reach;
+pub mod dataset;
 pub mod push_t;
 pub mod quadrotor;
+pub mod record;
 pub mod render;
 
 use serde::Serialize;
@@ -97,6 +99,9 @@ pub trait Env: Send {
     /// Success, failure that ends the episode (documented per env), or `steps() >= max_steps`.
     fn done(&self) -> bool;
     fn steps(&self) -> usize;
+    /// Where the device is now in action space (arm joints, pusher xy, drone [x, y, z, yaw]): what a
+    /// driver engages from.
+    fn position(&self) -> Vec<f64>;
     /// The scripted expert's next position target (its own RNG, seeded from the reset seed).
     fn expert_action(&mut self) -> Vec<f64>;
     fn seed(&self) -> u64;

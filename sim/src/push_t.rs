@@ -760,6 +760,10 @@ impl Env for PushT {
         self.observe(false)
     }
 
+    fn position(&self) -> Vec<f64> {
+        self.agent().to_vec()
+    }
+
     fn observe(&self, render: bool) -> Observation {
         let a = self.agent();
         let b = self.block_pose();

@@ -761,6 +761,10 @@ impl Env for Quadrotor {
         self.observe(false)
     }
 
+    fn position(&self) -> Vec<f64> {
+        vec![self.body.pos_m.x, self.body.pos_m.y, self.body.pos_m.z, self.body.yaw()]
+    }
+
     fn observe(&self, render: bool) -> Observation {
         let b = &self.body;
         let mut env_state: Vec<f32> = self

@@ -97,7 +97,13 @@ impl EpisodeWriter {
     pub fn observation(&mut self, k: usize, obs: &Observation, position: &[f64]) -> Result<(), McapError> {
         let t = k as f64 / self.fps;
         let log = ns(t);
-        self.rec.write(topics::CLOCK, log, &Clock { clock: Time::from_secs_f64(t) })?;
+        self.rec.write(
+            topics::CLOCK,
+            log,
+            &Clock {
+                clock: Time::from_secs_f64(t),
+            },
+        )?;
         self.rec
             .write(topics::POSITION, log, &joint_state_msg(t, position.iter().copied()))?;
         if !obs.env_state.is_empty() {
@@ -110,8 +116,11 @@ impl EpisodeWriter {
         if let Some(img) = &obs.image {
             self.rec.write(topics::IMAGE, log, &image_msg(t, img))?;
         }
-        self.rec
-            .write(topics::STATE, log, &joint_state_msg(t, obs.state.iter().map(|v| *v as f64)))
+        self.rec.write(
+            topics::STATE,
+            log,
+            &joint_state_msg(t, obs.state.iter().map(|v| *v as f64)),
+        )
     }
 
     /// The command executed at step `k`.

@@ -18,7 +18,8 @@
 //!
 //! Respecting the vehicle: riptide never arms the vehicle or changes its mode unless configured (`arm`,
 //! `set_offboard_mode`), and then only while the vehicle is connected and setpoints have been streaming for a
-//! second. Each request is made until the vehicle first reports the state, then never again: a pilot who takes
+//! second. Each request is repeated (1 s apart, at most 5 times) until the vehicle accepts it (COMMAND_ACK) or
+//! reports the state in its HEARTBEAT, and is never made again after that or after a refusal: a pilot who takes
 //! over (leaves offboard) or disarms is not overridden. Arming is requested only in offboard mode. While the
 //! vehicle is not connected, armed and in offboard mode, [`VehicleState::gate`] says why and every setpoint sent
 //! is counted as not executed: the driver must not treat its commands as executed then. A landing

@@ -259,7 +259,7 @@ fn streams_ned_setpoints_at_rate_and_never_arms_by_default() {
 #[test]
 fn requests_offboard_then_arm_when_configured() {
     let Some(py) = python() else { return };
-    let peer = Peer::start(&py, &["--duration", "3.5", "--accept-commands", "--heartbeat-hz", "2"]);
+    let peer = Peer::start(&py, &["--duration", "3", "--accept-commands", "--heartbeat-hz", "2"]);
     let link = link_to(&peer, |c| {
         c.arm = true;
         c.set_offboard_mode = true;
@@ -303,7 +303,7 @@ fn param(cmd: &toml::Table, n: usize) -> f64 {
 fn refused_commands_are_not_repeated() {
     let Some(py) = python() else { return };
     // The vehicle refuses everything: one DO_SET_MODE, no retry, no arm (not offboard).
-    let peer = Peer::start(&py, &["--duration", "3.5"]);
+    let peer = Peer::start(&py, &["--duration", "2.5"]);
     let link = link_to(&peer, |c| {
         c.arm = true;
         c.set_offboard_mode = true;

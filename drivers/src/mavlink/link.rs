@@ -167,7 +167,7 @@ pub struct MavlinkCounters {
 struct Request {
     attempts: u8,
     last_sent: Option<Instant>,
-    /// ACKed as accepted, or its effect seen: no more attempts.
+    /// Accepted (ACK), or its effect seen in a HEARTBEAT: no more attempts.
     done: bool,
     /// Refused by the vehicle, or out of attempts: no more attempts.
     given_up: bool,
@@ -274,7 +274,7 @@ impl MavlinkLink {
         let (s, c) = (shared.clone(), connection.clone());
         let rx = std::thread::Builder::new()
             .name("riptide-mavlink-rx".into())
-            .spawn(move || receive_loop(&s, &*c))
+            .spawn(move || receive_loop(&s, &c))
             .map_err(|source| MavlinkError::Spawn {
                 which: "receiver",
                 source,
@@ -282,7 +282,7 @@ impl MavlinkLink {
         link.threads.push(rx);
         let tx = std::thread::Builder::new()
             .name("riptide-mavlink-tx".into())
-            .spawn(move || send_loop(&shared, &*connection))
+            .spawn(move || send_loop(&shared, &connection))
             .map_err(|source| MavlinkError::Spawn {
                 which: "sender",
                 source,
@@ -378,7 +378,10 @@ impl MavlinkLink {
     }
 
     fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _guard = self.shared.lock();
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
         self.shared.wake.notify_all();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -488,12 +491,7 @@ fn on_message(shared: &Shared, header: MavHeader, msg: &MavMessage) {
             }
             inner.counters.command_acks += 1;
             match ack.result {
-                MavResult::MAV_RESULT_ACCEPTED => {
-                    // Arm/mode: done once the heartbeat shows it; land: done now.
-                    if ack.command == MavCmd::MAV_CMD_NAV_LAND {
-                        request.done = true;
-                    }
-                }
+                MavResult::MAV_RESULT_ACCEPTED => request.done = true,
                 MavResult::MAV_RESULT_IN_PROGRESS => {}
                 _ => {
                     request.given_up = true;
@@ -583,11 +581,11 @@ fn send_loop(shared: &Shared, conn: &Connection<MavMessage>) {
         }
         let deadline = next_heartbeat.min(next_setpoint);
         let guard = shared.lock();
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if !wait.is_zero()
-            && !shared.stop.load(Ordering::SeqCst)
-            && !(guard.land_called && guard.land.due(Instant::now()))
-        {
+        let now = Instant::now();
+        let wait = deadline.saturating_duration_since(now);
+        // Checked under the lock that `land` and `stop` take: no wake-up is lost.
+        let busy = shared.stop.load(Ordering::SeqCst) || (guard.land_called && guard.land.due(now));
+        if !wait.is_zero() && !busy {
             let _ = shared.wake.wait_timeout(guard, wait);
         }
     }

@@ -437,6 +437,19 @@ impl McapRecorder {
         Ok(())
     }
 
+    /// Write out the chunk being built if it is older than [`RecorderOptions::max_chunk_age`] (writes check this
+    /// themselves; call it from a timer when a stream may go quiet). Returns whether a chunk was written.
+    pub fn flush_if_due(&mut self) -> Result<bool, McapError> {
+        let due = match (self.chunk_started, self.options.max_chunk_age) {
+            (Some(started), Some(age)) => started.elapsed() >= age,
+            _ => false,
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
     /// Write the last chunk, the summary (schemas, channels, statistics, indexes) and the footer.
     pub fn finish(mut self) -> Result<(), McapError> {
         self.finish_inner()
@@ -630,7 +643,6 @@ struct MessageRef {
 
 /// A recording read back: channels, metadata and messages in log-time order. Opens finished files and files
 /// cut short by a crash alike (see [`McapEpisode::truncation`]).
-#[derive(Debug)]
 pub struct McapEpisode {
     path: PathBuf,
     data: Vec<u8>,
@@ -760,6 +772,20 @@ impl McapEpisode {
             sequence: m.sequence,
             data: &self.data[m.start..m.end],
         }
+    }
+}
+
+impl fmt::Debug for McapEpisode {
+    // Not derived: the file's bytes would be printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McapEpisode")
+            .field("path", &self.path)
+            .field("bytes", &self.data.len())
+            .field("channels", &self.channels.len())
+            .field("metadata", &self.metadata.len())
+            .field("messages", &self.messages.len())
+            .field("truncation", &self.truncation)
+            .finish()
     }
 }
 

@@ -389,7 +389,8 @@ impl McapRecorder {
 
     /// Record an already CDR-encoded payload of a type known by name (e.g. from a live topic), with its
     /// `ros2msg` schema text ([`schema_for_type_name`] has riptide's). `type_name` becomes the schema name,
-    /// which Foxglove expects as `pkg/msg/Type`.
+    /// which Foxglove expects as `pkg/msg/Type`: riptide's types are stored under that spelling whichever one
+    /// is given (`sensor_msgs::msg::dds_::Image_` → `sensor_msgs/msg/Image`), others as given.
     pub fn write_raw(
         &mut self,
         topic: &str,
@@ -398,6 +399,7 @@ impl McapRecorder {
         log_time_ns: u64,
         payload: &[u8],
     ) -> Result<(), McapError> {
+        let type_name = canonical_type_name(type_name).unwrap_or(type_name);
         self.write_record(
             topic,
             type_name,

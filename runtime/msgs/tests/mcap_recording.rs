@@ -384,7 +384,9 @@ fn write_raw_records_live_topics_by_type_name() {
     let dds_name = "sensor_msgs::msg::dds_::JointState_";
     let type_name = canonical_type_name(dds_name).expect("known type");
     let schema = schema_for_type_name(dds_name).expect("known schema");
-    rec.write_raw("robot/joint_states", type_name, schema, 10, &payload)
+    assert_eq!(type_name, JointState::TYPE_NAME);
+    // Given in rmw's spelling, stored as `pkg/msg/Type` (what Foxglove expects), so the typed write matches.
+    rec.write_raw("robot/joint_states", dds_name, schema, 10, &payload)
         .expect("raw");
     rec.write("robot/joint_states", 20, &js)
         .expect("typed on the same channel");
@@ -392,6 +394,7 @@ fn write_raw_records_live_topics_by_type_name() {
 
     let ep = McapEpisode::open(&path).expect("open");
     assert_eq!(ep.channels().len(), 1);
+    assert_eq!(ep.channels()[0].type_name, "sensor_msgs/msg/JointState");
     let msgs: Vec<_> = ep.messages().collect();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0].data, &payload[..]);

@@ -21,11 +21,13 @@
 
 pub mod driver;
 pub mod executor;
+pub mod mavlink;
 pub mod safety;
 pub mod supervisor;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::mavlink::{MavlinkConfig, MavlinkCounters, MavlinkError, MavlinkLink, VehicleGate, VehicleState};
 pub use driver::{Driver, DriverConfig, DriverCounters};
 pub use executor::{
     ChunkExecutor, ChunkRejected, ExecutorConfig, ExecutorCounters, Interpolation, PreparedChunk, PushReport, Switching,

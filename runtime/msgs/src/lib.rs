@@ -26,6 +26,8 @@
 
 mod cdr;
 mod error;
+#[cfg(feature = "mcap")]
+pub mod mcap;
 pub mod ros;
 
 use serde::de::DeserializeOwned;

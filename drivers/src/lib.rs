@@ -15,12 +15,15 @@
 //! * [`supervisor`]: [`Supervisor`], the engage/disengage state machine, watchdog (hold, then land for drones)
 //!   and latched e-stop.
 //! * [`driver`]: [`Driver`], which ties them together: `on_chunk` and `step(now) -> Command`.
+//! * [`guidance`]: [`TrackingModel`] and [`EadpGuidance`], the drone controller's tracking cost of a candidate
+//!   chunk and its gradient, for embodiment-aware (EADP) diffusion guidance.
 //!
 //! Configuration structs deserialize with serde (unknown keys are errors) and are validated by the
 //! constructors; a [`ConfigError`] names the offending key.
 
 pub mod driver;
 pub mod executor;
+pub mod guidance;
 pub mod mavlink;
 pub mod safety;
 pub mod supervisor;
@@ -31,6 +34,9 @@ pub use self::mavlink::{MavlinkConfig, MavlinkCounters, MavlinkError, MavlinkLin
 pub use driver::{Driver, DriverConfig, DriverCounters};
 pub use executor::{
     ChunkExecutor, ChunkRejected, ExecutorConfig, ExecutorCounters, Interpolation, PreparedChunk, PushReport, Switching,
+};
+pub use guidance::{
+    clip_per_waypoint, DroneState, EadpConfig, EadpGuidance, GuidanceStep, TrackingModel, TrackingModelConfig,
 };
 pub use safety::{
     Checked, DroneLimits, Geofence, SafetyConfig, SafetyEnvelope, ViolationCounters, ViolationMode, Violations,

@@ -13,32 +13,36 @@
 //! chunk period:
 //!
 //! ```text
-//! v_sp  = sat_v(K_p ⊙ (sp − p))                 horizontal speed ≤ max_vel_xy, vertical in [−down, up]
+//! v_sp  = sat_v(K_p ⊙ (sp − p) + vel_ff·v_i)     horizontal speed ≤ max_vel_xy, vertical in [−down, up]
 //! I    ← clamp(I + h·(v_sp − v), ±lim/K_i)       velocity integral, anti-windup as in PX4 / the sim
 //! a_cmd = K_v ⊙ (v_sp − v) + K_i ⊙ I
 //! a_z   ∈ [thrust_min − g, thrust_max − g]        collective thrust limits
 //! |a_xy| ≤ min((g + a_z)·tan(max_tilt), √(thrust_max² − (g + a_z)²))     tilt / total-thrust limit
 //! a    ← a + (1 − e^{−h/τ}) (a_cmd − a)           τ = tilt_lag_s (x, y: attitude loop), thrust_lag_s (z)
 //! v    ← v + h (a − drag·v);   p ← p + h v        semi-implicit Euler
-//! r    ← r + (1 − e^{−h/τ_r}) (clamp(k_ψ · wrap(ψ_sp − ψ), ±r_max) − r);   ψ ← ψ + h r
+//! r    ← r + (1 − e^{−h/τ_r}) (clamp(k_ψ · wrap(ψ_sp − ψ) + vel_ff·ψ̇_i, ±r_max) − r);   ψ ← ψ + h r
 //! ```
 //!
 //! Setpoint `i` of the chunk is held (zero-order hold) during `[i·dt, (i+1)·dt)`, as the sim's `Env::step` does
-//! with each action. The tracked pose at the end of that period is compared with it:
+//! with each action. The tracked pose at the end of that period (by default; see
+//! [`TrackingModelConfig::eval_fraction`]) is compared with it:
 //!
 //! ```text
 //! J(τ) = Σ_i ‖p((i+1)·dt) − sp_i‖² + w_yaw · wrap(ψ((i+1)·dt) − ψ_sp_i)²
 //! ```
 //!
 //! so `J` is the squared position error (m²) the drone has when each setpoint's period ends, which is what the
-//! sim observes after each step. The rollout starts from [`DroneState`] (position, velocity, yaw) with the
+//! sim observes after each step. `vel_ff` (default 0, the sim's controller) optionally feeds the chunk's own
+//! velocity `v_i = (sp_{i+1} − sp_i)/dt` forward, modelling a driver that sends velocity with each setpoint. The rollout starts from [`DroneState`] (position, velocity, yaw) with the
 //! internal acceleration and velocity integral *trimmed* for steady flight at that velocity in still air.
 //!
 //! Note what this cost measures with a controller that has no velocity feed-forward (the sim's, and PX4 in
 //! position-only offboard mode): a setpoint ramp at speed `v` is tracked with a steady lag of `v / K_p` (≈ 0.9 s
 //! × v horizontally), so any moving chunk costs something and the cost grows with speed squared; jumps cost far
 //! more because the drone cannot get there (speed, tilt and lag limits). The minimum, `J = 0`, is hovering in
-//! place. Guidance therefore shortens and smooths chunks; the diffusion prior keeps them on task.
+//! place. Guidance therefore shortens and slows chunks; the diffusion prior keeps them on task. With
+//! `vel_ff = 1` (and `eval_fraction = 0.5`) a chunk that continues the drone's motion costs almost nothing, and
+//! only what the vehicle cannot do (jumps, speed, tilt and acceleration limits) is penalised.
 //!
 //! # The gradient
 //!
@@ -106,6 +110,17 @@ pub struct TrackingModelConfig {
     /// Time constant of the yaw rate's response to its setpoint, s. The sim's rate P 10 alone gives 0.1; its
     /// motors' limited yaw torque slows it further, and 0.15 fits its yaw steps best.
     pub yaw_rate_lag_s: f64,
+    /// Velocity feed-forward weight, 0–1: the velocity setpoint becomes `K_p (sp_i − p) + vel_ff · v_i` and the
+    /// yaw-rate setpoint `k_ψ wrap(ψ_sp_i − ψ) + vel_ff · ψ̇_i`, with `v_i = (sp_{i+1} − sp_i) / dt` (the last
+    /// point repeats the previous difference). 0 (default) is the sim's controller and PX4 driven with
+    /// position-only setpoints (what [`crate::MavlinkLink`] sends), which lag a ramp by `v / K_p`; 1 models a
+    /// driver that also sends the chunk's velocity (PX4 trajectory setpoints), which tracks feasible ramps
+    /// without that lag.
+    pub vel_ff: f64,
+    /// Where in each setpoint's period the tracked pose is compared with it, as a fraction of the period in
+    /// (0, 1] (rounded to a substep). 1 (default): at the end, what the sim observes after each step. With
+    /// `vel_ff` under zero-order hold the drone passes each setpoint mid-period, so use 0.5 there.
+    pub eval_fraction: f64,
     /// Integration substep, s. Each chunk period is split into `ceil(dt / substep_s)` equal substeps.
     pub substep_s: f64,
     /// Weight of the squared yaw error (rad²) against the squared position error (m²) in the cost; 0 = ignore
@@ -132,6 +147,8 @@ impl Default for TrackingModelConfig {
             yaw_p: 3.0,
             max_yaw_rate_rad_s: 2.0,
             yaw_rate_lag_s: 0.15,
+            vel_ff: 0.0,
+            eval_fraction: 1.0,
             substep_s: 0.01,
             yaw_weight: 0.1,
         }
@@ -177,6 +194,14 @@ impl TrackingModelConfig {
         require_positive("yaw_p", self.yaw_p)?;
         require_positive("max_yaw_rate_rad_s", self.max_yaw_rate_rad_s)?;
         require_non_negative("yaw_rate_lag_s", self.yaw_rate_lag_s)?;
+        require_non_negative("vel_ff", self.vel_ff)?;
+        require_positive("eval_fraction", self.eval_fraction)?;
+        if self.eval_fraction > 1.0 {
+            return Err(ConfigError::new(
+                "eval_fraction",
+                format!("must be <= 1 (got {})", self.eval_fraction),
+            ));
+        }
         require_positive("substep_s", self.substep_s)?;
         require_non_negative("yaw_weight", self.yaw_weight)?;
         Ok(())
@@ -299,10 +324,11 @@ impl TrackingModel {
         &self.cfg
     }
 
-    /// Substeps per chunk period and their length.
-    fn substeps(&self, dt: f64) -> (usize, f64) {
+    /// Substeps per chunk period, their length, and the substep count after which the pose is compared.
+    fn substeps(&self, dt: f64) -> (usize, f64, usize) {
         let n = ((dt / self.cfg.substep_s) - 1e-9).ceil().max(1.0) as usize;
-        (n, dt / n as f64)
+        let m = ((self.cfg.eval_fraction * n as f64).round() as usize).clamp(1, n);
+        (n, dt / n as f64, m)
     }
 
     /// Internal state trimmed for steady flight at the initial velocity in still air (acceleration balancing
@@ -328,13 +354,14 @@ impl TrackingModel {
     }
 
     /// One substep of length `h` towards setpoint `sp`; `alpha` = (xy, z, yaw-rate) lag blend factors.
-    fn step(&self, x: &mut State, sp: &[f64; 4], h: f64, alpha: [f64; 3]) -> Local {
+    #[allow(clippy::needless_range_loop)] // parallel per-axis arrays
+    fn step(&self, x: &mut State, sp: &[f64; 4], ff: &[f64; 4], h: f64, alpha: [f64; 3]) -> Local {
         let c = &self.cfg;
         let mut l = Local::default();
         // Position P → velocity setpoint with speed limits.
         let mut vsp = [0.0; 3];
         for k in 0..3 {
-            vsp[k] = c.pos_p[k] * (sp[k] - x.p[k]);
+            vsp[k] = c.pos_p[k] * (sp[k] - x.p[k]) + ff[k];
         }
         l.u_xy = [vsp[0], vsp[1]];
         let n = (vsp[0] * vsp[0] + vsp[1] * vsp[1]).sqrt();
@@ -387,7 +414,7 @@ impl TrackingModel {
             x.p[k] += h * x.v[k];
         }
         // Yaw: P on the wrapped error → rate setpoint (limited) → lagged rate.
-        let q = c.yaw_p * wrap(sp[3] - x.yaw);
+        let q = c.yaw_p * wrap(sp[3] - x.yaw) + ff[3];
         let rsp = q.clamp(-c.max_yaw_rate_rad_s, c.max_yaw_rate_rad_s);
         l.r_sat = rsp != q;
         x.yaw_rate += alpha[2] * (rsp - x.yaw_rate);
@@ -404,6 +431,34 @@ impl TrackingModel {
         ]
     }
 
+    /// The pair of setpoints whose difference is interval `i`'s velocity feed-forward, if any.
+    fn ff_pair(&self, i: usize, len: usize) -> Option<(usize, usize)> {
+        if self.cfg.vel_ff == 0.0 || len < 2 {
+            None
+        } else if i + 1 < len {
+            Some((i, i + 1))
+        } else {
+            Some((len - 2, len - 1))
+        }
+    }
+
+    /// Velocity (and yaw-rate) feed-forward of interval `i`.
+    fn ff(&self, setpoints: &[[f64; 4]], i: usize, dt: f64) -> [f64; 4] {
+        match self.ff_pair(i, setpoints.len()) {
+            None => [0.0; 4],
+            Some((lo, hi)) => {
+                let w = self.cfg.vel_ff / dt;
+                let (a, b) = (&setpoints[lo], &setpoints[hi]);
+                [
+                    w * (b[0] - a[0]),
+                    w * (b[1] - a[1]),
+                    w * (b[2] - a[2]),
+                    w * wrap(b[3] - a[3]),
+                ]
+            }
+        }
+    }
+
     /// Cost terms of one tracked pose against its setpoint: (cost, error xyz, wrapped yaw error).
     fn term(&self, x: &State, sp: &[f64; 4]) -> (f64, [f64; 3], f64) {
         let e = [x.p[0] - sp[0], x.p[1] - sp[1], x.p[2] - sp[2]];
@@ -415,35 +470,45 @@ impl TrackingModel {
         )
     }
 
-    /// The tracked pose `[x, y, z, yaw]` at the end of each setpoint's period (`(i+1)·dt`), setpoint `i` held
-    /// during `[i·dt, (i+1)·dt)`. Yaw is unwrapped (continuous).
+    /// The tracked pose `[x, y, z, yaw]` compared with each setpoint: at `(i + eval_fraction)·dt` (default: the
+    /// end of its period), setpoint `i` held during `[i·dt, (i+1)·dt)`. Yaw is unwrapped (continuous).
     pub fn rollout(&self, initial: &DroneState, setpoints: &[[f64; 4]], dt: f64) -> Vec<[f64; 4]> {
-        let (n, h) = self.substeps(dt);
+        let (n, h, m) = self.substeps(dt);
         let alpha = self.alphas(h);
         let mut x = self.initial(initial);
         setpoints
             .iter()
-            .map(|sp| {
-                for _ in 0..n {
-                    self.step(&mut x, sp, h, alpha);
+            .enumerate()
+            .map(|(i, sp)| {
+                let ff = self.ff(setpoints, i, dt);
+                let mut pose = [0.0; 4];
+                for j in 0..n {
+                    self.step(&mut x, sp, &ff, h, alpha);
+                    if j + 1 == m {
+                        pose = [x.p[0], x.p[1], x.p[2], x.yaw];
+                    }
                 }
-                [x.p[0], x.p[1], x.p[2], x.yaw]
+                pose
             })
             .collect()
     }
 
-    /// Tracking cost `J(τ) = Σ_i ‖p((i+1)·dt) − sp_i‖² + yaw_weight · wrap(ψ((i+1)·dt) − ψ_sp_i)²` of the chunk
-    /// `setpoints` (world `[x, y, z, yaw]`, `dt` seconds apart, the first due now) flown from `initial`.
+    /// Tracking cost `J(τ) = Σ_i ‖p(t_i') − sp_i‖² + yaw_weight · wrap(ψ(t_i') − ψ_sp_i)²`, `t_i' = (i +
+    /// eval_fraction)·dt` (default `(i+1)·dt`), of the chunk `setpoints` (world `[x, y, z, yaw]`, `dt` seconds
+    /// apart, the first due now) flown from `initial`.
     pub fn cost(&self, initial: &DroneState, setpoints: &[[f64; 4]], dt: f64) -> f64 {
-        let (n, h) = self.substeps(dt);
+        let (n, h, m) = self.substeps(dt);
         let alpha = self.alphas(h);
         let mut x = self.initial(initial);
         let mut j = 0.0;
-        for sp in setpoints {
-            for _ in 0..n {
-                self.step(&mut x, sp, h, alpha);
+        for (i, sp) in setpoints.iter().enumerate() {
+            let ff = self.ff(setpoints, i, dt);
+            for k in 0..n {
+                self.step(&mut x, sp, &ff, h, alpha);
+                if k + 1 == m {
+                    j += self.term(&x, sp).0;
+                }
             }
-            j += self.term(&x, sp).0;
         }
         j
     }
@@ -451,7 +516,7 @@ impl TrackingModel {
     /// `J(τ)` and `∂J/∂sp_i` for every setpoint component (exact adjoint of the rollout; at a saturation kink
     /// it is one of the one-sided derivatives).
     pub fn cost_and_grad(&self, initial: &DroneState, setpoints: &[[f64; 4]], dt: f64) -> (f64, Vec<[f64; 4]>) {
-        let (n, h) = self.substeps(dt);
+        let (n, h, m) = self.substeps(dt);
         let alpha = self.alphas(h);
         let c = &self.cfg;
         let mut x = self.initial(initial);
@@ -459,13 +524,16 @@ impl TrackingModel {
         // Per setpoint: d(term)/d(pose) = (2e, 2 w ey).
         let mut dterm: Vec<([f64; 3], f64)> = Vec::with_capacity(setpoints.len());
         let mut j = 0.0;
-        for sp in setpoints {
-            for _ in 0..n {
-                tape.push(self.step(&mut x, sp, h, alpha));
+        for (i, sp) in setpoints.iter().enumerate() {
+            let ff = self.ff(setpoints, i, dt);
+            for k in 0..n {
+                tape.push(self.step(&mut x, sp, &ff, h, alpha));
+                if k + 1 == m {
+                    let (cost, e, ey) = self.term(&x, sp);
+                    j += cost;
+                    dterm.push(([2.0 * e[0], 2.0 * e[1], 2.0 * e[2]], 2.0 * c.yaw_weight * ey));
+                }
             }
-            let (cost, e, ey) = self.term(&x, sp);
-            j += cost;
-            dterm.push(([2.0 * e[0], 2.0 * e[1], 2.0 * e[2]], 2.0 * c.yaw_weight * ey));
         }
 
         // Adjoint pass. `b*` are ∂J/∂(state) at the current point of the backward sweep.
@@ -475,14 +543,19 @@ impl TrackingModel {
         let (ax, az, ar) = (alpha[0], alpha[1], alpha[2]);
         for idx in (0..setpoints.len()).rev() {
             let (de, dey) = dterm[idx];
-            let g = &mut grad[idx];
-            for k in 0..3 {
-                bp[k] += de[k];
-                g[k] -= de[k];
-            }
-            byaw += dey;
-            g[3] -= dey;
-            for l in tape[idx * n..(idx + 1) * n].iter().rev() {
+            // ∂J/∂sp_idx through the error terms, and ∂J/∂(feed-forward of this interval).
+            let mut g = [0.0; 4];
+            let mut bff = [0.0; 4];
+            for (k, l) in tape[idx * n..(idx + 1) * n].iter().enumerate().rev() {
+                if k + 1 == m {
+                    // The error term was taken after this substep.
+                    for a in 0..3 {
+                        bp[a] += de[a];
+                        g[a] -= de[a];
+                    }
+                    byaw += dey;
+                    g[3] -= dey;
+                }
                 // p' = p + h v'  ;  v' = (1 − h d) v + h a'  ;  a' = (1 − α) a + α cmd.
                 let mut bcmd = [0.0; 3];
                 for k in 0..3 {
@@ -547,6 +620,7 @@ impl TrackingModel {
                     let be = c.pos_p[k] * bvsp[k];
                     g[k] += be;
                     bp[k] -= be;
+                    bff[k] += bvsp[k];
                 }
                 // Yaw: ψ' = ψ + h r'  ;  r' = (1 − α) r + α rsp  ;  rsp = clamp(k wrap(sp − ψ)).
                 let br_new = brate + h * byaw;
@@ -556,6 +630,17 @@ impl TrackingModel {
                     let be = c.yaw_p * brsp;
                     g[3] += be;
                     byaw -= be;
+                    bff[3] += brsp;
+                }
+            }
+            for k in 0..4 {
+                grad[idx][k] += g[k];
+            }
+            if let Some((lo, hi)) = self.ff_pair(idx, setpoints.len()) {
+                let w = c.vel_ff / dt;
+                for k in 0..4 {
+                    grad[hi][k] += w * bff[k];
+                    grad[lo][k] -= w * bff[k];
                 }
             }
         }
@@ -601,8 +686,9 @@ pub struct EadpConfig {
     /// `s` in EADP's scale mode, `λ_t = s · ᾱ_t` (the reference ablation sweeps 0.8–1.5 in normalised units).
     /// Plain repeated descent in world units ([`EadpGuidance::step`]) falls monotonically only while
     /// `λ_t < 2 / L`, `L` ≈ 2.9 being the largest curvature of `J` for a 16-point 10 Hz chunk (so `s ≤ 0.69` at
-    /// ᾱ = 1); above that the clip bounds the step and the final approach can oscillate (the denoiser between
-    /// guidance steps damps this in EADP). The default 0.5 is inside the bound.
+    /// ᾱ = 1; with `vel_ff = 1` `L` ≈ 11, so `s ≤ 0.18`); above that the clip bounds the step and the final
+    /// approach can oscillate (the denoiser between guidance steps damps this in EADP). The default 0.5 is
+    /// inside the bound for the default model.
     pub scale: f64,
     /// [`EadpGuidance::step`]: per-waypoint bound on the position gradient's norm, world units (m²/m = m). The
     /// default 0.25 is EADP's 0.05 in normalised units for a range-normalised ±4.5 m workspace (the

@@ -8,6 +8,7 @@ pub mod error;
 pub mod lerobot;
 pub mod normalize;
 pub mod policy;
+pub mod rti;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;

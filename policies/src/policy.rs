@@ -116,6 +116,10 @@ pub struct SampleRequest {
     pub step_noise: BTreeMap<usize, HostTensor>,
     /// Override of the checkpoint's number of inference steps.
     pub num_inference_steps: Option<usize>,
+    /// RTI warm start from the previous chunk (see [`crate::rti`]); None = cold start. On a warm start
+    /// `initial_noise` is the forward noise ε (used only with `RtiConfig::noise`) and `step_noise` is
+    /// keyed by the schedule step index.
+    pub warm_start: Option<crate::rti::WarmStart>,
 }
 
 /// Passed to a [`StepHook`] after every denoising step.

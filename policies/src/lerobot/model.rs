@@ -15,6 +15,7 @@ use crate::normalize::FeatureNorm;
 use crate::policy::{
     ActionChunk, ChunkMeta, FeatureKind, ObservationWindow, Policy, PolicySpec, SampleRequest, StageTimings, StepHook,
 };
+use crate::rti;
 use crate::sampler::{self, to_device, to_host, Denoiser, NoiseSource};
 use crate::schedule::NoiseSchedule;
 
@@ -296,7 +297,11 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         let seed = req.seed.unwrap_or_else(rand::random);
         let mut noise = NoiseSource::new(seed);
         let shape = [batch, self.config.horizon, self.config.action_dim];
-        let x_t = noise.take(req.initial_noise.as_ref(), shape, "initial noise")?;
+        // A warm-start request draws (or falls back to) its own start sample in `rti::denoise`.
+        let x_t = match req.warm_start {
+            None => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
+            Some(_) => None,
+        };
         let mut timings = StageTimings {
             preprocess_s: t0.elapsed().as_secs_f64(),
             ..Default::default()
@@ -307,14 +312,34 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         timings.encode_s = t1.elapsed().as_secs_f64();
 
         let t2 = Instant::now();
-        let x = to_device::<B, 3>(&x_t, &self.device);
-        let mut step_noise = |k: usize| noise.take(req.step_noise.get(&k), shape, &format!("noise for step {k}"));
-        let (x, nfe) = sampler::sample(self, &cond, &schedule, 0..schedule.nfe(), x, &mut step_noise, hook)?;
+        let (x, nfe, warm_started) = match (&req.warm_start, x_t) {
+            (Some(warm), _) => {
+                let ctx = rti::WarmContext {
+                    spec: &self.spec,
+                    norms: &self.input_norms,
+                    obs,
+                    shape,
+                    started: t0,
+                };
+                let out = rti::denoise(self, &cond, &schedule, &self.device, warm, ctx, req, &mut noise, hook)?;
+                (out.x, out.nfe, matches!(out.start, rti::Start::Warm { .. }))
+            }
+            (None, x_t) => {
+                let x = to_device::<B, 3>(&x_t.expect("cold start sample"), &self.device);
+                let mut step_noise =
+                    |k: usize| noise.take(req.step_noise.get(&k), shape, &format!("noise for step {k}"));
+                let (x, nfe) = sampler::sample(self, &cond, &schedule, 0..schedule.nfe(), x, &mut step_noise, hook)?;
+                (x, nfe, false)
+            }
+        };
         let normalized = to_host(x);
         timings.denoise_s = t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();
         let mut actions = normalized.clone();
+        if let Some(warm) = &req.warm_start {
+            rti::discrete_to_unit(&mut actions, &warm.config.discrete);
+        }
         self.action_norm.unnormalize(&mut actions.data, 1);
         timings.postprocess_s = t3.elapsed().as_secs_f64();
         Ok(ActionChunk {
@@ -326,7 +351,7 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                 kind: self.spec.kind.clone(),
                 nfe,
                 seed,
-                warm_started: false,
+                warm_started,
                 timings,
             },
         })

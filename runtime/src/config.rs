@@ -26,6 +26,9 @@ pub struct DaemonConfig {
     /// Actions due before now + this are dropped from a published chunk.
     #[serde(default)]
     pub exec_latency_ms: f64,
+    /// Take time from `<namespace>/clock` (simulated, e.g. `riptide sim --lockstep`) instead of the wall clock.
+    #[serde(default)]
+    pub use_sim_time: bool,
     /// Inferences run at start-up before the first real chunk (excluded from statistics).
     #[serde(default = "default_warmup")]
     pub warmup: usize,
@@ -40,6 +43,9 @@ pub struct DaemonConfig {
     pub output: OutputConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
+    #[serde(default)]
+    pub lockstep: Option<crate::daemon_lockstep::LockstepSection>,
 }
 
 fn default_device() -> String {
@@ -61,12 +67,15 @@ pub enum ZenohMode {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ZenohConfig {
     pub mode: ZenohMode,
     pub listen: Vec<String>,
     pub connect: Vec<String>,
     pub multicast_scouting: bool,
+    /// Zero-copy shared memory with peers on the same host (large camera frames); zenoh falls back to
+    /// the network path for peers that do not support it.
+    pub shared_memory: bool,
     /// A zenoh JSON5 config file for everything else (TLS, ACL, …); the fields above override it.
     pub config_file: Option<PathBuf>,
 }
@@ -78,6 +87,7 @@ impl Default for ZenohConfig {
             listen: vec![DEFAULT_ENDPOINT.into()],
             connect: vec![],
             multicast_scouting: false,
+            shared_memory: true,
             config_file: None,
         }
     }
@@ -90,15 +100,20 @@ pub enum TriggerMode {
     Rate,
     /// Infer when a driver reports less than `queue_threshold_s` of commands queued.
     OnDemand,
+    /// Infer on every new frame of `trigger.feature` (default: the first camera), if no inference
+    /// is in flight: lowest obs→chunk latency, for cameras that set the pace.
+    OnFrame,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TriggerConfig {
     pub mode: TriggerMode,
     /// Rate for `mode = "rate"`; default: fps / n_action_steps (one chunk per executed slice).
     pub rate_hz: Option<f64>,
     pub queue_threshold_s: f64,
+    /// For `mode = "on_frame"`: the input feature whose frames trigger inference.
+    pub feature: Option<String>,
 }
 
 impl Default for TriggerConfig {
@@ -107,6 +122,7 @@ impl Default for TriggerConfig {
             mode: TriggerMode::Rate,
             rate_hz: None,
             queue_threshold_s: 0.2,
+            feature: None,
         }
     }
 }
@@ -146,7 +162,7 @@ pub enum OutputType {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub topic: Option<String>,
     #[serde(rename = "type")]
@@ -166,7 +182,7 @@ impl Default for OutputConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Prometheus text endpoint, e.g. "127.0.0.1:9464" (off when absent).
     pub listen: Option<String>,
@@ -298,6 +314,27 @@ impl DaemonConfig {
             Some(r) => bail!("trigger.rate_hz = {r} must be a positive number"),
             None => fps / spec.n_action_steps as f64,
         };
+        let trigger_feature = match &self.trigger.feature {
+            Some(f) if spec.inputs.iter().any(|i| &i.name == f) => f.clone(),
+            Some(f) => bail!(
+                "trigger.feature = {f:?} is not an input of the checkpoint (it takes: {})",
+                spec.inputs
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => spec
+                .inputs
+                .iter()
+                .find(|f| f.kind == FeatureKind::Visual)
+                .or(spec.inputs.first())
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
+        };
+        if self.trigger.feature.is_some() && self.trigger.mode != TriggerMode::OnFrame {
+            bail!("trigger.feature is only used with trigger.mode = \"on_frame\"; remove it or set the mode");
+        }
         if !self.output.joint_names.is_empty() && self.output.joint_names.len() != spec.action_dim {
             bail!(
                 "output.joint_names has {} names but the policy's actions have {} dimensions",
@@ -312,6 +349,7 @@ impl DaemonConfig {
             fps,
             dt_s: 1.0 / fps,
             rate_hz,
+            trigger_feature,
             inputs,
             chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
             meta_topic: format!(
@@ -347,6 +385,8 @@ pub struct Resolved {
     pub fps: f64,
     pub dt_s: f64,
     pub rate_hz: f64,
+    /// The feature whose frames trigger inference in `on_frame` mode.
+    pub trigger_feature: String,
     pub inputs: Vec<ResolvedInput>,
     pub chunk_topic: String,
     pub meta_topic: String,

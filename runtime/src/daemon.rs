@@ -32,7 +32,11 @@ pub fn now_s() -> f64 {
 
 /// Build a zenoh config: loopback-only peer by default, no multicast scouting.
 pub fn zenoh_config(cfg: &DaemonConfig) -> Result<zenoh::Config> {
-    let z = &cfg.zenoh;
+    zenoh_config_from(&cfg.zenoh)
+}
+
+/// The zenoh config of any riptide node from its `[zenoh]` table.
+pub fn zenoh_config_from(z: &crate::config::ZenohConfig) -> Result<zenoh::Config> {
     let mut c = match &z.config_file {
         Some(p) => zenoh::Config::from_file(p).map_err(|e| anyhow!("zenoh.config_file {}: {e}", p.display()))?,
         None => zenoh::Config::default(),
@@ -50,6 +54,7 @@ pub fn zenoh_config(cfg: &DaemonConfig) -> Result<zenoh::Config> {
     set(&mut c, "listen/endpoints", serde_json::to_string(&z.listen)?)?;
     set(&mut c, "connect/endpoints", serde_json::to_string(&z.connect)?)?;
     set(&mut c, "scouting/multicast/enabled", z.multicast_scouting.to_string())?;
+    set(&mut c, "transport/shared_memory/enabled", z.shared_memory.to_string())?;
     Ok(c)
 }
 
@@ -92,6 +97,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Running),
 ) -> Result<Arc<Metrics>> {
+    if let Some(section) = cfg.lockstep.clone() {
+        return crate::daemon_lockstep::run_lockstep(cfg, section, shutdown, on_ready).await;
+    }
     let device = cfg.device()?;
     let checkpoint = cfg.checkpoint.clone();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
@@ -118,6 +126,11 @@ pub async fn run(
     let session = zenoh::open(zenoh_config(&cfg)?)
         .await
         .map_err(|e| anyhow!("cannot open the zenoh session: {e}"))?;
+    let clock = if cfg.use_sim_time {
+        crate::clock::Clock::sim(&session, &cfg.topic("clock")).await?
+    } else {
+        crate::clock::Clock::Wall
+    };
     let metrics = Arc::new(Metrics::default());
     let log = Arc::new(RateLimitedLog { last: Mutex::default() });
     let builder = Arc::new(Mutex::new(WindowBuilder::new(
@@ -129,6 +142,9 @@ pub async fn run(
             .map(|i| (i.feature.clone(), i.shape.clone(), i.max_age_s)),
     )));
     let mut tasks = tokio::task::JoinSet::new();
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let (trigger_tx, mut trigger_rx) = mpsc::channel::<()>(1);
+    let on_frame = cfg.trigger.mode == crate::config::TriggerMode::OnFrame;
 
     // Inputs: one subscriber per feature.
     for input in resolved.inputs.iter().cloned() {
@@ -136,11 +152,13 @@ pub async fn run(
             .declare_subscriber(input.topic.clone())
             .await
             .map_err(|e| anyhow!("subscribing to {}: {e}", input.topic))?;
-        let (metrics, builder, log) = (metrics.clone(), builder.clone(), log.clone());
+        let (metrics, builder, log, clock) = (metrics.clone(), builder.clone(), log.clone(), clock.clone());
+        let frame_trigger =
+            (on_frame && input.feature == resolved.trigger_feature).then(|| (trigger_tx.clone(), in_flight.clone()));
         tracing::info!("{} ← {} ({:?})", input.feature, input.topic, input.msg_type);
         tasks.spawn(async move {
             while let Ok(sample) = sub.recv_async().await {
-                let received_s = now_s();
+                let received_s = clock.now_s();
                 let t = Instant::now();
                 let bytes = sample.payload().to_bytes();
                 metrics.inc("messages_total", Some(("feature", &input.feature)));
@@ -155,6 +173,11 @@ pub async fn run(
                             metrics.inc("rejected_total", Some(("reason", "out_of_order")));
                         }
                         metrics.decode.record(t.elapsed().as_secs_f64());
+                        if let Some((tx, in_flight)) = &frame_trigger {
+                            if fresh && !in_flight.load(Ordering::Acquire) {
+                                let _ = tx.try_send(());
+                            }
+                        }
                     }
                     Err((reason, detail)) => {
                         metrics.inc("rejected_total", Some(("reason", reason.label())));
@@ -178,10 +201,11 @@ pub async fn run(
         .map_err(|e| anyhow!("publisher {}: {e}", resolved.meta_topic))?;
 
     // Triggers.
-    let in_flight = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(0));
-    let (trigger_tx, mut trigger_rx) = mpsc::channel::<()>(1);
     match cfg.trigger.mode {
+        crate::config::TriggerMode::OnFrame => {
+            tracing::info!("triggering on each new frame of {}", resolved.trigger_feature);
+        }
         crate::config::TriggerMode::Rate => {
             let period = Duration::from_secs_f64(1.0 / resolved.rate_hz);
             let tx = trigger_tx.clone();
@@ -273,7 +297,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             Some(()) = trigger_rx.recv() => {
                 let t = Instant::now();
-                let built = builder.lock().expect("window lock").build(now_s());
+                let built = builder.lock().expect("window lock").build(clock.now_s());
                 match built {
                     Ok(window) => {
                         let window_s = t.elapsed().as_secs_f64();
@@ -294,7 +318,7 @@ pub async fn run(
             }
             Some(out) = results_rx.recv() => {
                 in_flight.store(false, Ordering::Release);
-                publish(&out, &spec, &resolved, output_type, exec_latency_s, &chunk_pub, &meta_pub, &metrics, &log).await;
+                publish(&out, &spec, &resolved, output_type, exec_latency_s, &chunk_pub, &meta_pub, &metrics, &log, &clock).await;
             }
         }
     }
@@ -320,6 +344,7 @@ async fn publish(
     meta_pub: &zenoh::pubsub::Publisher<'_>,
     metrics: &Metrics,
     log: &RateLimitedLog,
+    clock: &crate::clock::Clock,
 ) {
     let chunk = match &out.result {
         Ok(c) => c,
@@ -332,7 +357,7 @@ async fn publish(
     let inference_s = out.finished.duration_since(out.started).as_secs_f64();
     metrics.inference.record(inference_s);
     let t = Instant::now();
-    let now = now_s();
+    let now = clock.now_s();
     let Some(timed) = time_chunk(chunk, spec.n_obs_steps, out.t_obs_s, r.dt_s, now + exec_latency_s) else {
         metrics.inc("over_budget_total", None);
         log.warn("over_budget", || {
@@ -364,7 +389,12 @@ async fn publish(
     }
     let publish_s = t.elapsed().as_secs_f64();
     metrics.publish.record(publish_s);
-    let total_s = now_s() - out.t_obs_s;
+    // End to end in wall time; under a simulated clock, from the window's assembly instead.
+    let total_s = if clock.is_sim() {
+        out.window_s + out.submitted.elapsed().as_secs_f64()
+    } else {
+        now_s() - out.t_obs_s
+    };
     metrics.end_to_end.record(total_s);
     metrics.inc("chunks_total", None);
     let meta = ChunkMeta {

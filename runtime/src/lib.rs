@@ -3,11 +3,23 @@
 //! and publishes time-stamped action chunks; the CLI inspects checkpoints, runs offline inference
 //! and benchmarks.
 
+pub mod bag;
+pub mod bench_transport;
 pub mod chunk;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod daemon_lockstep;
 pub mod decode;
+pub mod demo;
+pub mod drive;
+pub mod evaluate;
+pub mod lockstep;
 pub mod metrics;
+pub mod replay;
+pub mod report;
+pub mod simnode;
+pub mod train_cmd;
 pub mod window;
 pub mod worker;

@@ -69,6 +69,194 @@ enum Command {
         #[arg(long)]
         no_cpu_fusion: bool,
     },
+    /// Run a driver node: chunks in, a safe command stream out at the driver's rate.
+    Drive {
+        /// The driver config (TOML); see examples/arm-driver.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Validate the config and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The whole system on this machine: sim node → zenoh → daemon (shipped policy, hosted driver) → sim,
+    /// in lockstep simulated time; prints each episode and latency percentiles.
+    Demo {
+        #[arg(long, default_value = "arm-reach")]
+        env: String,
+        #[arg(long, default_value_t = 5)]
+        episodes: usize,
+        #[arg(long, default_value_t = 1000)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Default: the shipped policy for --env (policies/shipped/ENV).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Simulated inference delay, ms.
+        #[arg(long, default_value_t = 0.0)]
+        delay_ms: f64,
+        /// Record every episode (MCAP) into this folder and write the replay report there.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Train a diffusion policy from recorded episodes (a folder of MCAP files); writes LeRobot-layout
+    /// checkpoints under OUT/checkpoints/STEP.
+    Train {
+        #[arg(long)]
+        data: PathBuf,
+        /// Training config (TOML); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Resume from a checkpoint written by an earlier run.
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// Input features, comma separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "observation.state,observation.environment_state"
+        )]
+        features: Vec<String>,
+        /// Override the config's number of steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Skip episodes recorded as failures.
+        #[arg(long)]
+        successful_only: bool,
+    },
+    /// Run a simulated robot as a zenoh node (observations out, commands on <ns>/action in).
+    Sim {
+        #[arg(long)]
+        env: String,
+        /// Simulated time: publish <ns>/clock and advance one control step per command.
+        #[arg(long)]
+        lockstep: bool,
+        #[arg(long, default_value_t = 1)]
+        episodes: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Publish camera frames.
+        #[arg(long)]
+        render: bool,
+        #[arg(long, default_value = "riptide")]
+        namespace: String,
+        /// Zenoh endpoint to connect to (default: the daemon's tcp/127.0.0.1:7450).
+        #[arg(long)]
+        connect: Vec<String>,
+        /// Record each episode (MCAP) into this folder.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Record expert episodes of a sim env (one MCAP per episode), or live zenoh topics (--topic).
+    Record {
+        /// Expert episodes of this env.
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        episodes: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder (expert episodes) or file (live topics).
+        #[arg(long)]
+        out: PathBuf,
+        /// Record camera frames too.
+        #[arg(long)]
+        render: bool,
+        /// Live topic to record, KEY:TYPE (repeatable); `riptide` records the daemon's own topics.
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Live recording length (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long)]
+        connect: Vec<String>,
+    },
+    /// Publish a recording's observation topics onto zenoh at their recorded timing.
+    Play {
+        episode: PathBuf,
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value = "riptide")]
+        namespace: String,
+        #[arg(long)]
+        connect: Vec<String>,
+    },
+    /// Replay recorded episodes through a policy, open loop (compare with recorded actions) or closed
+    /// loop (reset the sim to each episode's seed and let the policy drive); writes replay.json/.html.
+    Replay {
+        /// MCAP episodes (files or folders).
+        episodes: Vec<PathBuf>,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        #[arg(long)]
+        closed_loop: bool,
+        /// Simulated inference delay (closed loop), ms.
+        #[arg(long, default_value_t = 0.0)]
+        delay_ms: f64,
+        #[arg(long, default_value = "replay")]
+        out: PathBuf,
+    },
+    /// Measure what the zenoh path adds to inference (obs in → chunk out, minus inference); prints JSON.
+    BenchTransport {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 10.0)]
+        fps: f64,
+        /// Camera + state frames per second.
+        #[arg(long, default_value_t = 50.0)]
+        rate_hz: f64,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Camera frame size to send, WxH (default: the checkpoint's input size).
+        #[arg(long, value_parser = parse_wh)]
+        image: Option<(u32, u32)>,
+        /// Send camera frames through zenoh shared memory.
+        #[arg(long)]
+        shm: bool,
+        #[arg(long, default_value_t = 17480)]
+        port: u16,
+    },
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// MCAP files from a list of files and folders (sorted per folder).
+fn mcap_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "mcap"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no .mcap episodes in {paths:?}");
+    }
+    Ok(out)
+}
+
+fn parse_wh(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected WxH, e.g. 640x480"))?;
+    let p = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((p(w)?, p(h)?))
 }
 
 #[derive(clap::Args)]
@@ -196,6 +384,298 @@ fn main() -> Result<()> {
                 policy.spec().n_action_steps,
                 r.fps
             );
+            Ok(())
+        }
+        Command::Drive { config, check } => {
+            let cfg = riptide_runtime::drive::DriveConfig::from_file(&config)?;
+            if check {
+                println!("{}: OK", config.display());
+                return Ok(());
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let node = riptide_runtime::drive::start(cfg).await?;
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                let m = node.stop().await?;
+                tracing::info!("{}", m.summary());
+                anyhow::Ok(())
+            })
+        }
+        Command::Demo {
+            env,
+            episodes,
+            seed,
+            device,
+            checkpoint,
+            delay_ms,
+            record,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let r = rt.block_on(riptide_runtime::demo::demo(riptide_runtime::demo::DemoArgs {
+                env,
+                episodes,
+                seed,
+                device: device.clone(),
+                checkpoint,
+                delay_ms,
+                record: record.clone(),
+            }))?;
+            println!(
+                "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
+                r.successes,
+                r.episodes.len(),
+                fmt_ms(r.inference_ms_p50),
+                fmt_ms(r.inference_ms_p90),
+                fmt_ms(r.inference_ms_p99),
+                r.chunks,
+                r.wall_s
+            );
+            if let Some(dir) = record {
+                let episodes = mcap_files(std::slice::from_ref(&dir))?;
+                let s = riptide_runtime::replay::replay(
+                    &riptide_runtime::replay::ReplayArgs {
+                        episodes,
+                        checkpoint: r.checkpoint.clone().into(),
+                        device: device.parse()?,
+                        closed_loop: false,
+                        delay_ms,
+                        out: dir.clone(),
+                    },
+                    |_, _| {},
+                )?;
+                println!(
+                    "recorded {} episodes in {}; open-loop replay: mean |Δaction| {:.4}; report {}",
+                    s.open_loop.len(),
+                    dir.display(),
+                    s.mean_mae.unwrap_or(f64::NAN),
+                    dir.join("replay.html").display()
+                );
+            }
+            Ok(())
+        }
+        Command::Train {
+            data,
+            config,
+            out,
+            device,
+            resume,
+            features,
+            steps,
+            successful_only,
+        } => {
+            let s = riptide_runtime::train_cmd::train(&riptide_runtime::train_cmd::TrainArgs {
+                data,
+                config,
+                out: out.clone(),
+                device,
+                resume,
+                features,
+                steps,
+                successful_only,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Command::Sim {
+            env,
+            lockstep,
+            episodes,
+            seed,
+            render,
+            namespace,
+            connect,
+            record,
+        } => {
+            let mut z = riptide_runtime::drive::node_zenoh();
+            if !connect.is_empty() {
+                z.connect = connect;
+            }
+            let cfg = riptide_runtime::simnode::SimNodeConfig {
+                env,
+                namespace,
+                lockstep,
+                episodes,
+                seed,
+                render,
+                command_timeout_s: 60.0,
+                zenoh: z,
+                record_dir: record,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&cfg.zenoh)?)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let s2 = stop.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    s2.store(true, std::sync::atomic::Ordering::Release);
+                });
+                let results = tokio::task::spawn_blocking(move || {
+                    riptide_runtime::simnode::run_sim(&cfg, &session, &stop, |r| {
+                        println!("{}", serde_json::to_string(r).unwrap_or_default())
+                    })
+                })
+                .await??;
+                let ok = results.iter().filter(|r| r.success).count();
+                println!("{ok}/{} successful", results.len());
+                anyhow::Ok(())
+            })
+        }
+        Command::Record {
+            env,
+            episodes,
+            seed,
+            out,
+            render,
+            topic,
+            seconds,
+            connect,
+        } => match env {
+            Some(env_name) => {
+                let mut env = riptide_sim::make_env(&env_name)?;
+                std::fs::create_dir_all(&out)?;
+                let mut ok = 0;
+                for i in 0..episodes {
+                    let s = seed + i as u64;
+                    let path = out.join(format!("{env_name}_{s:06}.mcap"));
+                    let r = riptide_sim::record::record_expert_episode(env.as_mut(), s, &path, render)?;
+                    ok += r.success as usize;
+                    eprint!("\r{}/{} episodes recorded ({} successful)", i + 1, episodes, ok);
+                }
+                eprintln!();
+                println!("{ok}/{episodes} expert episodes successful → {}", out.display());
+                Ok(())
+            }
+            None => {
+                let topics = if topic.is_empty() || topic == ["riptide"] {
+                    riptide_runtime::bag::default_topics("riptide")
+                } else {
+                    topic
+                        .iter()
+                        .map(|t| riptide_runtime::bag::parse_topic(t))
+                        .collect::<Result<_>>()?
+                };
+                let mut z = riptide_runtime::drive::node_zenoh();
+                if !connect.is_empty() {
+                    z.connect = connect;
+                }
+                let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&z)?)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+                    let stop = async {
+                        match seconds {
+                            Some(s) => tokio::time::sleep(std::time::Duration::from_secs_f64(s)).await,
+                            None => shutdown_signal().await,
+                        }
+                    };
+                    let n = riptide_runtime::bag::record_live(&session, &topics, &out, stop).await?;
+                    println!("{n} messages → {}", out.display());
+                    anyhow::Ok(())
+                })
+            }
+        },
+        Command::Play {
+            episode,
+            rate,
+            namespace,
+            connect,
+        } => {
+            let mut z = riptide_runtime::drive::node_zenoh();
+            if !connect.is_empty() {
+                z.connect = connect;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&z)?)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let s2 = stop.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    s2.store(true, std::sync::atomic::Ordering::Release);
+                });
+                let n = riptide_runtime::bag::play(&session, &episode, &namespace, rate, &stop).await?;
+                println!("{n} messages played");
+                anyhow::Ok(())
+            })
+        }
+        Command::Replay {
+            episodes,
+            checkpoint,
+            device,
+            closed_loop,
+            delay_ms,
+            out,
+        } => {
+            let files = mcap_files(&episodes)?;
+            let s = riptide_runtime::replay::replay(
+                &riptide_runtime::replay::ReplayArgs {
+                    episodes: files,
+                    checkpoint,
+                    device,
+                    closed_loop,
+                    delay_ms,
+                    out: out.clone(),
+                },
+                |i, n| {
+                    let w = 30;
+                    let done = i * w / n.max(1);
+                    eprint!("\r[{}{}] {i}/{n}", "#".repeat(done), " ".repeat(w - done));
+                    if i == n {
+                        eprintln!();
+                    }
+                },
+            )?;
+            if let Some(r) = s.success_rate {
+                println!(
+                    "closed loop: {:.1} % success over {} episodes",
+                    r * 100.0,
+                    s.closed_loop.len()
+                );
+            }
+            if let Some(m) = s.mean_mae {
+                println!(
+                    "open loop: mean |predicted − recorded| {m:.4} over {} episodes",
+                    s.open_loop.len()
+                );
+            }
+            println!(
+                "report: {} and {}",
+                out.join("replay.json").display(),
+                out.join("replay.html").display()
+            );
+            Ok(())
+        }
+        Command::BenchTransport {
+            checkpoint,
+            device,
+            fps,
+            rate_hz,
+            seconds,
+            image,
+            shm,
+            port,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let r = rt.block_on(riptide_runtime::bench_transport::bench_transport(
+                riptide_runtime::bench_transport::TransportBench {
+                    checkpoint,
+                    device,
+                    fps,
+                    rate_hz,
+                    seconds,
+                    image_wh: image,
+                    shm,
+                    port,
+                },
+            ))?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Command::Inspect { dir, device } => cli::inspect(&dir, device),

@@ -277,3 +277,142 @@ async fn on_demand_trigger_follows_the_driver_queue() {
     assert!(!h.chunks.lock().await.is_empty(), "no chunk after the queue drained");
     h.stop().await;
 }
+
+/// The generated image fixture (one 96×96 camera + 2-D state), or None (skipped) when not generated.
+fn image_fixture() -> Option<std::path::PathBuf> {
+    let dir = fixtures_dir().join("generated").join("image_state_ddim_gn");
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    let msg = "image fixtures not generated: run `.venv/bin/python tests/fixtures/make_lerobot_fixtures.py \
+               --only image --out tests/fixtures/generated` (see .ci/run)";
+    if std::env::var_os("RIPTIDE_REQUIRE_IMAGE_FIXTURES").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn camera_frame(w: u32, h: u32, stamp_s: f64, shade: u8) -> Vec<u8> {
+    riptide_msgs::encode(&riptide_msgs::ros::Image {
+        header: riptide_msgs::ros::Header {
+            stamp: riptide_msgs::ros::Time::from_secs_f64(stamp_s),
+            frame_id: "front".into(),
+        },
+        height: h,
+        width: w,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 3 * w,
+        data: (0..3 * w * h)
+            .map(|i| (i as u8).wrapping_mul(7).wrapping_add(shade))
+            .collect(),
+    })
+    .unwrap()
+}
+
+fn joint_state(stamp_s: f64, q: [f64; 2]) -> Vec<u8> {
+    riptide_msgs::encode(&riptide_msgs::ros::JointState {
+        header: riptide_msgs::ros::Header {
+            stamp: riptide_msgs::ros::Time::from_secs_f64(stamp_s),
+            frame_id: String::new(),
+        },
+        name: vec!["x".into(), "y".into()],
+        position: q.to_vec(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Camera + state at 30 Hz, stamped by the "robot", into the image policy: every chunk's metadata
+/// names an observation stamp that was really sent, and its points are due on that observation's
+/// time grid (t_obs + k·dt); frames of the wrong size are rejected when resizing is off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn camera_and_state_at_30_hz_give_chunks_on_the_observation_time_grid() {
+    let Some(ckpt) = image_fixture() else { return };
+    let fps = 10.0;
+    let h = start_with(17_464, "d", |c| {
+        c.checkpoint = ckpt;
+        c.fps = Some(fps);
+        c.inputs.clear();
+        c.inputs.insert(
+            "observation.state".into(),
+            toml::from_str("type = \"joint_state\"\nmax_age_ms = 400").unwrap(),
+        );
+        c.inputs.insert(
+            "observation.image".into(),
+            toml::from_str("max_age_ms = 400\nresize = false").unwrap(),
+        );
+        c.trigger.mode = riptide_runtime::config::TriggerMode::OnFrame;
+    })
+    .await;
+    let metas: Arc<Mutex<Vec<riptide_msgs::ros::ChunkMeta>>> = Arc::default();
+    let meta_sub = h
+        .session
+        .declare_subscriber(format!("{}/action/chunk/meta", h.ns))
+        .await
+        .unwrap();
+    let m2 = metas.clone();
+    tokio::spawn(async move {
+        while let Ok(s) = meta_sub.recv_async().await {
+            m2.lock()
+                .await
+                .push(riptide_msgs::decode(&s.payload().to_bytes()).unwrap());
+        }
+    });
+    let state = h.publisher("observation/state").await;
+    let cam = h.publisher("observation/image").await;
+    let period = Duration::from_secs_f64(1.0 / 30.0);
+    let mut sent = Vec::new();
+    for i in 0..90u32 {
+        let t = now_s();
+        sent.push(t);
+        let x = (i as f64 * 0.05).sin();
+        state.put(joint_state(t, [x, -x])).await.unwrap();
+        cam.put(camera_frame(96, 96, t, i as u8)).await.unwrap();
+        if i % 15 == 7 {
+            // Wrong size with resizing off: rejected, never reaches the policy.
+            cam.put(camera_frame(64, 48, now_s(), 0)).await.unwrap();
+        }
+        tokio::time::sleep(period).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = h.metrics().await;
+    let chunks = h.chunks.lock().await.clone();
+    let metas = metas.lock().await.clone();
+    assert!(
+        chunks.len() >= 3,
+        "only {} chunks in 3 s; {}",
+        chunks.len(),
+        m.summary()
+    );
+    assert_eq!(chunks.len(), metas.len());
+    let dt = 1.0 / fps;
+    for ((_, jt), meta) in chunks.iter().zip(&metas) {
+        let t_obs = meta.obs_stamp.as_secs_f64();
+        assert!(
+            sent.iter().any(|t| (t - t_obs).abs() < 1e-6),
+            "obs stamp {t_obs} was never sent"
+        );
+        // n_action_steps = 8 from index n_obs_steps − 1: the first point is due at t_obs + k·dt, k ≥ 0.
+        let k = (jt.header.stamp.as_secs_f64() - t_obs) / dt;
+        assert!(
+            k > -1e-6 && (k - k.round()).abs() < 1e-4,
+            "first point at t_obs + {k}·dt"
+        );
+        assert_eq!(
+            jt.points.len() + k.round() as usize,
+            8,
+            "dropped + published = n_action_steps"
+        );
+        for (j, p) in jt.points.iter().enumerate() {
+            assert!((p.time_from_start.as_secs_f64() - j as f64 * dt).abs() < 1e-6);
+            assert!(p.positions.iter().all(|v| v.is_finite()) && p.positions.len() == 2);
+        }
+        assert_eq!(meta.nfe, 10);
+        assert!(meta.inference_s > 0.0 && meta.total_s >= meta.inference_s);
+    }
+    assert!(m.get("rejected_total{reason=\"shape\"}") >= 6, "{}", m.summary());
+    assert_eq!(m.get("inference_errors_total"), 0);
+    h.stop().await;
+}

@@ -1,0 +1,174 @@
+//! Closed-loop evaluation in-process: a sim env, the policy and the driver in lockstep simulated time.
+//! Observations go through the same message encoding and decoding as on the wire (so resizing, layout
+//! and validation are the daemon's), then the [`Stepper`] (window, policy, chunk timing with the
+//! simulated delay, driver). Deterministic: same checkpoint, seeds and delay → identical commands.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use riptide_drivers::{DriverConfig, SafetyConfig, SupervisorConfig};
+use riptide_policies::{load_policy, DeviceSpec, PolicySpec};
+use riptide_sim::record::{image_msg, joint_state_msg};
+use riptide_sim::{Env, EnvSpec, Observation};
+use serde::Serialize;
+
+use crate::config::{DaemonConfig, InputConfig, InputType, ResolvedInput};
+use crate::decode::decode;
+use crate::lockstep::{LockstepConfig, Stepper};
+
+/// The driver an env needs: its action limits and speed limits, clamping; the watchdog only matters
+/// when the policy stalls, which lockstep cannot, so it is generous.
+pub fn driver_config_for(spec: &EnvSpec) -> DriverConfig {
+    let dt = 1.0 / spec.fps;
+    let mut supervisor = SupervisorConfig::new(5_000);
+    supervisor.engage_velocity_scale = 1.0;
+    DriverConfig {
+        executor: Default::default(),
+        safety: SafetyConfig {
+            position_min: spec.action_low.clone(),
+            position_max: spec.action_high.clone(),
+            max_velocity: spec.max_speed.clone(),
+            max_acceleration: None,
+            max_jump: None,
+            max_dt_s: 2.0 * dt,
+            on_violation: Default::default(),
+            drone: None,
+        },
+        supervisor,
+    }
+}
+
+/// Daemon-style input config for a sim env's topics (vectors as JointState with stamps).
+pub fn sim_daemon_config(checkpoint: &Path, spec: &EnvSpec, policy: &PolicySpec) -> DaemonConfig {
+    let mut cfg = DaemonConfig::for_checkpoint(checkpoint.to_path_buf());
+    cfg.fps = Some(spec.fps);
+    for f in &policy.inputs {
+        let mut ic: InputConfig = toml::from_str("").expect("empty input config");
+        if f.kind != riptide_policies::FeatureKind::Visual {
+            ic.msg_type = Some(InputType::JointState);
+        }
+        cfg.inputs.insert(f.name.clone(), ic);
+    }
+    cfg
+}
+
+/// Encode one observation as the sim node would publish it and decode it as the daemon would.
+pub fn frames_for(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Result<Vec<(String, Vec<f32>)>> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let bytes = match input.feature.as_str() {
+            "observation.state" => riptide_msgs::encode(&joint_state_msg(t_s, obs.state.iter().map(|v| *v as f64)))?,
+            "observation.environment_state" => {
+                riptide_msgs::encode(&joint_state_msg(t_s, obs.env_state.iter().map(|v| *v as f64)))?
+            }
+            name if input.kind == riptide_policies::FeatureKind::Visual => {
+                let img = obs
+                    .image
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("the policy needs {name} but the env rendered no image"))?;
+                riptide_msgs::encode(&image_msg(t_s, img))?
+            }
+            other => anyhow::bail!("the sim provides observation.state, observation.environment_state and observation.image; the policy asks for {other}"),
+        };
+        let d = decode(input, &bytes).map_err(|(r, why)| anyhow!("{}: {} ({why})", input.feature, r.label()))?;
+        out.push((input.feature.clone(), d.values));
+    }
+    Ok(out)
+}
+
+/// One closed-loop episode's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLoopEpisode {
+    pub seed: u64,
+    pub success: bool,
+    pub score: f64,
+    pub steps: usize,
+    pub inferences: usize,
+    pub nfe: u64,
+    /// Commands sent to the env, one per step.
+    #[serde(skip)]
+    pub commands: Vec<Vec<f64>>,
+    /// Wall-clock inference latencies, seconds.
+    #[serde(skip)]
+    pub inference_s: Vec<f64>,
+}
+
+/// Policy + driver + env, ready to run episodes.
+pub struct ClosedLoop {
+    pub stepper: Stepper,
+    pub env: Box<dyn Env>,
+    inputs: Vec<ResolvedInput>,
+    render: bool,
+}
+
+impl ClosedLoop {
+    pub fn new(checkpoint: &Path, device: DeviceSpec, env_name: &str, delay_s: f64) -> Result<Self> {
+        let env = riptide_sim::make_env(env_name)?;
+        let policy = load_policy(checkpoint, device).with_context(|| format!("loading {}", checkpoint.display()))?;
+        let pspec = policy.spec().clone();
+        let spec = env.spec().clone();
+        if pspec.action_dim != spec.action_dim {
+            anyhow::bail!(
+                "{} takes {}-D actions but the policy makes {}-D ones",
+                spec.name,
+                spec.action_dim,
+                pspec.action_dim
+            );
+        }
+        let resolved = sim_daemon_config(checkpoint, &spec, &pspec).resolve(&pspec)?;
+        let render = pspec
+            .inputs
+            .iter()
+            .any(|f| f.kind == riptide_policies::FeatureKind::Visual);
+        let stepper = Stepper::new(
+            policy,
+            LockstepConfig {
+                dt_s: 1.0 / spec.fps,
+                delay_s,
+                queue_threshold_s: 0.0,
+                driver: driver_config_for(&spec),
+            },
+        )?;
+        Ok(Self {
+            stepper,
+            env,
+            inputs: resolved.inputs,
+            render,
+        })
+    }
+
+    /// Run one episode from `seed`.
+    pub fn episode(&mut self, seed: u64) -> Result<ClosedLoopEpisode> {
+        let dt = 1.0 / self.env.spec().fps;
+        let mut obs = self.env.reset(seed);
+        self.stepper.reset(seed, &self.env.position(), 0.0)?;
+        let n_inf0 = self.stepper.inference_s.len();
+        let nfe0 = self.stepper.nfe_total;
+        let mut commands = Vec::new();
+        let mut k = 0usize;
+        while !self.env.done() {
+            let t = k as f64 * dt;
+            for (feature, values) in frames_for(&self.inputs, t, &obs)? {
+                self.stepper.push(&feature, t, values);
+            }
+            let (cmd, _) = self.stepper.step(t)?;
+            obs = if self.render {
+                self.env.step(&cmd)
+            } else {
+                self.env.step_no_render(&cmd)
+            };
+            commands.push(cmd);
+            k += 1;
+        }
+        Ok(ClosedLoopEpisode {
+            seed,
+            success: self.env.success(),
+            score: self.env.score(),
+            steps: self.env.steps(),
+            inferences: self.stepper.inference_s.len() - n_inf0,
+            nfe: self.stepper.nfe_total - nfe0,
+            commands,
+            inference_s: self.stepper.inference_s[n_inf0..].to_vec(),
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! The driver node over real zenoh sessions: chunks in, a command stream to the "hardware" topic that
+//! follows the chunk inside the safety envelope; the watchdog holds; the e-stop latches until reset;
+//! the queue length is reported for the daemon's on-demand trigger; bad chunks are counted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use riptide_msgs::ros::{Float32MultiArray, JointState, JointTrajectory, JointTrajectoryPoint, StringMsg};
+use riptide_runtime::daemon::now_s;
+use riptide_runtime::drive::{start, DriveConfig};
+use tokio::sync::Mutex;
+
+fn config(port: u16, ns: &str) -> DriveConfig {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/arm-driver.toml")).unwrap();
+    let mut cfg: DriveConfig = toml::from_str(&text).expect("the example driver config parses");
+    cfg.validate().expect("the example driver config is valid");
+    cfg.namespace = ns.into();
+    cfg.rate_hz = 200.0;
+    cfg.zenoh.listen = vec![format!("tcp/127.0.0.1:{port}")];
+    cfg.zenoh.connect = vec![];
+    if let riptide_runtime::drive::BackendConfig::Zenoh {
+        command_topic,
+        state_topic,
+        ..
+    } = &mut cfg.backend
+    {
+        *command_topic = format!("{ns}/hw/command");
+        *state_topic = Some(format!("{ns}/hw/state"));
+    }
+    cfg
+}
+
+async fn client(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("listen/endpoints", "[]").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}
+
+async fn wait_alive(s: &zenoh::Session, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let replies = s.liveliness().get(key).await.unwrap();
+        if let Ok(r) = replies.recv_async().await {
+            if r.result().is_ok() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{key} never became alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn encode<T: riptide_msgs::RosMessage>(v: &T) -> Vec<u8> {
+    riptide_msgs::encode(v).unwrap()
+}
+
+/// A straight-line chunk from `from` to `to` over `n` points `dt` apart, first point due at `t0`.
+fn line(t0: f64, dt: f64, n: usize, from: [f64; 2], to: [f64; 2]) -> JointTrajectory {
+    let mut jt = JointTrajectory::default();
+    jt.header.stamp = riptide_msgs::ros::Time::from_secs_f64(t0);
+    jt.joint_names = vec!["shoulder".into(), "elbow".into()];
+    for k in 0..n {
+        let a = k as f64 / (n - 1) as f64;
+        jt.points.push(JointTrajectoryPoint {
+            positions: vec![from[0] + a * (to[0] - from[0]), from[1] + a * (to[1] - from[1])],
+            time_from_start: riptide_msgs::ros::Duration::from_secs_f64(k as f64 * dt),
+            ..Default::default()
+        });
+    }
+    jt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
+    let ns = format!("dr{}", std::process::id());
+    let node = start(config(17_481, &ns)).await.unwrap();
+    let s = client(17_481).await;
+    wait_alive(&s, &format!("{ns}/alive/driver")).await;
+
+    let commands: Arc<Mutex<Vec<(f64, Vec<f64>)>>> = Arc::default();
+    let c2 = commands.clone();
+    let hw = s.declare_subscriber(format!("{ns}/hw/command")).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(x) = hw.recv_async().await {
+            let js: JointState = riptide_msgs::decode(&x.payload().to_bytes()).unwrap();
+            c2.lock().await.push((now_s(), js.position));
+        }
+    });
+    let queue: Arc<Mutex<Vec<f32>>> = Arc::default();
+    let q2 = queue.clone();
+    let qs = s.declare_subscriber(format!("{ns}/driver/queue")).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(x) = qs.recv_async().await {
+            let m: Float32MultiArray = riptide_msgs::decode(&x.payload().to_bytes()).unwrap();
+            q2.lock().await.push(m.data[0]);
+        }
+    });
+    let status: Arc<Mutex<Vec<String>>> = Arc::default();
+    let st2 = status.clone();
+    let ss = s.declare_subscriber(format!("{ns}/driver/status")).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(x) = ss.recv_async().await {
+            let m: StringMsg = riptide_msgs::decode(&x.payload().to_bytes()).unwrap();
+            st2.lock().await.push(m.data);
+        }
+    });
+    let hw_state = s.declare_publisher(format!("{ns}/hw/state")).await.unwrap();
+    let chunk_pub = s.declare_publisher(format!("{ns}/action/chunk")).await.unwrap();
+    let engage = s.declare_publisher(format!("{ns}/driver/engage")).await.unwrap();
+    let estop = s.declare_publisher(format!("{ns}/estop")).await.unwrap();
+    let reset = s.declare_publisher(format!("{ns}/estop/reset")).await.unwrap();
+
+    // Nothing is commanded before the operator engages.
+    chunk_pub
+        .put(encode(&line(now_s(), 0.1, 8, [0.0, 0.0], [0.1, 0.1])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(commands.lock().await.is_empty(), "commands before engage");
+
+    // The device reports where it is; engage; a chunk that asks for a far, out-of-limits target fast.
+    let mut js = JointState::default();
+    js.position = vec![0.0, 0.0];
+    hw_state.put(encode(&js)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    engage.put(vec![]).await.unwrap();
+    let t0 = now_s() + 0.05;
+    chunk_pub
+        .put(encode(&line(t0, 0.1, 8, [0.0, 0.0], [2.0, -0.7])))
+        .await
+        .unwrap();
+    // A malformed chunk and a wrong-dimension chunk are counted, not executed.
+    chunk_pub.put(b"\x00\x01\x00\x00junk".to_vec()).await.unwrap();
+    let mut bad = line(t0, 0.1, 3, [0.0, 0.0], [0.1, 0.1]);
+    bad.points[1].positions.push(9.0);
+    chunk_pub.put(encode(&bad)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    let cmds = commands.lock().await.clone();
+    assert!(cmds.len() > 50, "{} commands in 0.9 s at 200 Hz", cmds.len());
+    // Envelope: within limits, and never faster than max_velocity (1.5/s; the chunk asks for 2.9/s) over
+    // any 20 control steps (100 ms; 30 ms of slack for receive-time jitter).
+    for c in &cmds {
+        assert!(c.1.iter().all(|v| (-1.0..=1.0).contains(v)), "limit: {:?}", c.1);
+    }
+    for w in cmds.windows(21) {
+        let (a, b) = (&w[0], &w[20]);
+        for j in 0..2 {
+            let moved = (b.1[j] - a.1[j]).abs();
+            assert!(moved <= 1.5 * (b.0 - a.0 + 0.03), "moved {moved} in {:.3} s", b.0 - a.0);
+        }
+    }
+    let last = cmds.last().unwrap().1.clone();
+    assert!(last[0] > 0.3, "the arm moved toward the target: {last:?}");
+    assert!(!queue.lock().await.is_empty(), "queue length reported");
+
+    // Watchdog: the chunk ended (t0 + 0.7 s) and nothing new came for hold_after_ms (300 ms): holding.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        status.lock().await.iter().any(|s| s == "Holding"),
+        "{:?}",
+        status.lock().await
+    );
+    let held = commands.lock().await.last().unwrap().1.clone();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        commands.lock().await.last().unwrap().1,
+        held,
+        "holding means the same command"
+    );
+
+    // E-stop latches: a new chunk does not move the arm until reset + engage.
+    estop.put(vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    chunk_pub
+        .put(encode(&line(now_s(), 0.1, 8, [held[0], held[1]], [0.0, 0.0])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<_> = commands
+        .lock()
+        .await
+        .iter()
+        .rev()
+        .take(20)
+        .map(|c| c.1.clone())
+        .collect();
+    assert!(after.iter().all(|p| p == &held), "moved while e-stopped");
+    assert!(status.lock().await.iter().any(|s| s == "EStopped"));
+    reset.put(vec![]).await.unwrap();
+    let mut js = JointState::default();
+    js.position = held.clone();
+    hw_state.put(encode(&js)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    engage.put(vec![]).await.unwrap();
+    chunk_pub
+        .put(encode(&line(now_s() + 0.05, 0.1, 8, [held[0], held[1]], [0.0, 0.0])))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now_at = commands.lock().await.last().unwrap().1.clone();
+    assert!(
+        now_at[0] < held[0] - 0.2,
+        "moves again after reset + engage: {now_at:?} from {held:?}"
+    );
+
+    let counters = *node.counters.lock().unwrap();
+    let m = node.stop().await.unwrap();
+    assert!(m.get("rejected_total{reason=\"malformed\"}") >= 1, "{}", m.summary());
+    assert!(m.get("rejected_total{reason=\"shape\"}") >= 1, "{}", m.summary());
+    assert!(counters.supervisor.estops >= 1);
+    assert!(counters.safety.total() > 0, "the fast chunk was clamped: {counters:?}");
+    s.close().await.unwrap();
+}

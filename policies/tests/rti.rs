@@ -595,12 +595,14 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
     assert!(scaled.iter().all(|&v| v > 0.09), "scaled flips to +1/scale: {scaled:?}");
 }
 
-/// Cold vs warm latency and NFE on the fixture (CPU; `--ignored --nocapture`).
+/// Cold vs warm latency and NFE on the fixture (CPU, host fusion on as `load_policy` sets it;
+/// `cargo test -p riptide-policies --features cuda --test rti bench -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn bench_cold_vs_warm() {
     for name in ["state_env_ddim_eps", "state_env_ddpm_eps"] {
         let mut fx = load(name);
+        fx.policy.set_host_fusion(true); // what `load_policy` does on the CPU
         let n = fx.policy.schedule().nfe();
         let obs = fx.obs.clone();
         let iters = 50;

@@ -35,6 +35,8 @@ pub struct TransportBench {
     /// Publish camera frames from a zenoh shared-memory buffer (both sessions with SHM enabled).
     pub shm: bool,
     pub port: u16,
+    /// Denoising steps (default: the checkpoint's); fewer leaves more CPU to the transport on small machines.
+    pub steps: Option<usize>,
 }
 
 /// Percentiles in milliseconds.
@@ -107,6 +109,7 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
     cfg.zenoh.listen = vec![format!("tcp/127.0.0.1:{}", b.port)];
     cfg.zenoh.shared_memory = b.shm;
     cfg.trigger.mode = TriggerMode::OnFrame;
+    cfg.inference_steps = b.steps;
     cfg.metrics.summary_period_s = 3600.0;
 
     let (spec_tx, spec_rx) = oneshot::channel::<PolicySpec>();

@@ -26,6 +26,9 @@ pub struct DaemonConfig {
     /// Actions due before now + this are dropped from a published chunk.
     #[serde(default)]
     pub exec_latency_ms: f64,
+    /// Override the checkpoint's number of denoising steps (fewer = faster, coarser).
+    #[serde(default)]
+    pub inference_steps: Option<usize>,
     /// Take time from `<namespace>/clock` (simulated, e.g. `riptide sim --lockstep`) instead of the wall clock.
     #[serde(default)]
     pub use_sim_time: bool,

@@ -147,7 +147,8 @@ impl ClosedLoop {
         let mut commands = Vec::new();
         let mut k = 0usize;
         while !self.env.done() {
-            let t = k as f64 * dt;
+            // The time a message stamp carries (ns resolution), as the wire path sees it.
+            let t = riptide_msgs::ros::Time::from_secs_f64(k as f64 * dt).as_secs_f64();
             for (feature, values) in frames_for(&self.inputs, t, &obs)? {
                 self.stepper.push(&feature, t, values);
             }

@@ -223,6 +223,9 @@ enum Command {
         shm: bool,
         #[arg(long, default_value_t = 17480)]
         port: u16,
+        /// Denoising steps (default: the checkpoint's).
+        #[arg(long)]
+        steps: Option<usize>,
     },
 }
 
@@ -338,7 +341,9 @@ async fn shutdown_signal() {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,zenoh=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -661,6 +666,7 @@ fn main() -> Result<()> {
             image,
             shm,
             port,
+            steps,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let r = rt.block_on(riptide_runtime::bench_transport::bench_transport(
@@ -673,6 +679,7 @@ fn main() -> Result<()> {
                     image_wh: image,
                     shm,
                     port,
+                    steps,
                 },
             ))?;
             println!("{}", serde_json::to_string(&r)?);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduce a shipped policy: record expert demos, train, evaluate in closed loop next to the expert.
+#   scripts/train-shipped.sh ENV [STEPS]      (ENV: arm-reach | quadrotor | push-t)
+# Writes policies/shipped/ENV (the final EMA checkpoint) and prints the closed-loop success rates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+env=${1:?usage: scripts/train-shipped.sh ENV [STEPS]}
+steps=${2:-2000}
+bin=${RIPTIDE:-target/debug/riptide}
+[ -x "$bin" ] || cargo build -p riptide-runtime --features cuda
+work=${WORK:-/tmp/riptide-train}
+rm -rf "$work/$env" && mkdir -p "$work/$env"
+# Training demos: seeds 0..199. Evaluation: seeds 10000..10099 (disjoint).
+"$bin" record --env "$env" --episodes 200 --seed 0 --out "$work/$env/data"
+"$bin" train --data "$work/$env/data" --config policies/shipped/train-state.toml --steps "$steps" \
+  --out "$work/$env/run"
+last=$(ls -d "$work/$env/run/checkpoints/"* | sort | tail -1)
+rm -rf "policies/shipped/$env" && cp -r "$last/pretrained_model" "policies/shipped/$env"
+"$bin" record --env "$env" --episodes 100 --seed 10000 --out "$work/$env/eval"
+"$bin" replay "$work/$env/eval" --checkpoint "policies/shipped/$env" --closed-loop --out "$work/$env/report"
+python3 - "$work/$env/report/replay.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = d["closed_loop"]
+print(f"policy {sum(x['success'] for x in e)}/{len(e)}, expert {sum(bool(x['recorded_success']) for x in e)}/{len(e)}")
+PY

@@ -3,6 +3,9 @@
 //! loaders. Everything above this crate (daemon, drivers, sim, CLI) talks to policies through
 //! [`Policy`] and host tensors, so the backend (CPU or CUDA) is a run-time choice.
 
+// serde_json::json! for the LeRobot config.json the trainer writes nests deeper than the default limit.
+#![recursion_limit = "256"]
+
 pub mod backend;
 pub mod error;
 pub mod lerobot;
@@ -12,6 +15,7 @@ pub mod rti;
 pub mod sampler;
 pub mod schedule;
 pub mod tensor;
+pub mod train;
 
 pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
 pub use error::PolicyError;
@@ -20,3 +24,4 @@ pub use policy::{
     StageTimings, StepHook, StepInfo,
 };
 pub use tensor::{read_safetensors, write_safetensors, HostTensor};
+pub use train::{train, RunMeta, TrainConfig, Trainer, TrainingSet};

@@ -179,7 +179,8 @@ impl DiffusionConfig {
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<(), PolicyError> {
+    /// Consistency checks shared by the loader and the trainer.
+    pub(crate) fn check(&self) -> Result<(), PolicyError> {
         let err = |m: String| Err(PolicyError::Config(m));
         if self.n_obs_steps == 0 || self.horizon == 0 || self.n_action_steps == 0 {
             return err("n_obs_steps, horizon and n_action_steps must be > 0".into());

@@ -241,7 +241,12 @@ impl RgbEncoderConfig {
 impl<B: Backend> RgbEncoder<B> {
     /// Features per image: `x` [N, 3, H, W] (normalised) → [N, 2·num_keypoints].
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = match self.crop {
+        self.forward_crop(x, self.crop)
+    }
+
+    /// [`Self::forward`] with an explicit crop (top, left, height, width): training crops at random.
+    pub fn forward_crop(&self, x: Tensor<B, 4>, crop: Option<[usize; 4]>) -> Tensor<B, 2> {
+        let x = match crop {
             Some([top, left, h, w]) => {
                 let n = x.dims()[0];
                 x.slice([0..n, 0..3, top..top + h, left..left + w])

@@ -369,7 +369,32 @@ impl<B: Backend> StepEncoder<B> {
     }
 }
 
+impl<B: Backend> StepEncoder<B> {
+    /// Embeddings of one diffusion step per batch row, [ts.len(), dim]: training draws a step per sample.
+    pub fn forward_steps(&self, ts: &[usize], device: &B::Device) -> Tensor<B, 2> {
+        let e: Vec<f32> = ts
+            .iter()
+            .flat_map(|&t| sinusoidal_embedding(t as f32, self.dim))
+            .collect();
+        let x = Tensor::<B, 2>::from_data(TensorData::new(e, [ts.len(), self.dim]), device);
+        self.fc2.forward(mish(self.fc1.forward(x)))
+    }
+}
+
 impl<B: Backend> ConditionalUnet1d<B> {
+    /// [`Self::forward`] with a diffusion step per batch row (LeRobot's training forward); every op is
+    /// differentiable, so this is the path autodiff training runs.
+    pub fn forward_steps(&self, x: Tensor<B, 3>, ts: &[usize], global_cond: Tensor<B, 2>) -> Tensor<B, 3> {
+        let temb = self.diffusion_step_encoder.forward_steps(ts, &x.device());
+        let cond = mish(Tensor::cat(vec![temb, global_cond], 1));
+        let films: Vec<Film<B>> = self
+            .res_blocks()
+            .iter()
+            .map(|r| Film::Device(r.film(cond.clone())))
+            .collect();
+        self.forward_with_film(x, &films)
+    }
+
     /// Every residual block in execution order (down, mid, up), for precomputing FiLM parameters.
     pub fn res_blocks(&self) -> Vec<&ResBlock<B>> {
         let mut v = Vec::new();

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS]}
-steps=${2:-2000}
+steps=${2:-4000}
 bin=${RIPTIDE:-target/debug/riptide}
 [ -x "$bin" ] || cargo build -p riptide-runtime --features cuda
 work=${WORK:-/tmp/riptide-train}

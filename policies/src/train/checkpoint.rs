@@ -145,7 +145,10 @@ pub fn lerobot_config_json(config: &DiffusionConfig, cfg: &TrainConfig) -> Value
         ("pretrained_backbone_weights", json!(null)),
         ("use_group_norm", json!(m.use_group_norm)),
         ("spatial_softmax_num_keypoints", json!(m.spatial_softmax_num_keypoints)),
-        ("use_separate_rgb_encoder_per_camera", json!(m.use_separate_rgb_encoder_per_camera)),
+        (
+            "use_separate_rgb_encoder_per_camera",
+            json!(m.use_separate_rgb_encoder_per_camera),
+        ),
         ("down_dims", json!(m.down_dims)),
         ("kernel_size", json!(m.kernel_size)),
         ("n_groups", json!(m.n_groups)),

@@ -101,6 +101,10 @@ pub enum BackendConfig {
     /// No device: commands are only published on `action` (dry runs, tests, and the in-process sim
     /// which reads `action`). Engages from `initial_position`.
     Loopback { initial_position: Vec<f64> },
+    /// Drones: MAVLink offboard control of a PX4/ArduPilot vehicle (`[backend.mavlink]`: connection,
+    /// ids, setpoint rate, and whether riptide may arm / switch to offboard itself — off by default).
+    /// Commands must be `[x, y, z, yaw]` ENU; the driver engages from the vehicle's reported pose.
+    Mavlink { mavlink: riptide_drivers::MavlinkConfig },
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -143,6 +147,12 @@ impl DriveConfig {
                 "backend.initial_position has {} values but driver.safety has {dim} dimensions",
                 initial_position.len()
             ),
+            BackendConfig::Mavlink { mavlink } => {
+                if dim != 4 {
+                    bail!("backend.type = \"mavlink\" takes [x, y, z, yaw] setpoints but driver.safety has {dim} dimensions");
+                }
+                mavlink.validate().map_err(|e| anyhow!("backend.mavlink.{e}"))
+            }
             _ => Ok(()),
         }
     }
@@ -311,6 +321,7 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
     let mut command_pub = None;
     let mut joint_names: Vec<String> = (0..dim).map(|i| format!("j{i}")).collect();
     let mut command_message = CommandMessage::JointState;
+    let mut mavlink_link: Option<riptide_drivers::MavlinkLink> = None;
     match &cfg.backend {
         BackendConfig::Zenoh {
             command_topic,
@@ -348,6 +359,11 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
             }
         }
         BackendConfig::Loopback { initial_position } => device_position = Some(initial_position.clone()),
+        BackendConfig::Mavlink { mavlink } => {
+            mavlink_link = Some(
+                riptide_drivers::MavlinkLink::connect(mavlink.clone()).map_err(|e| anyhow!("backend.mavlink: {e}"))?,
+            );
+        }
     }
     let action_pub = session
         .declare_publisher(cfg.topic("action"))
@@ -385,6 +401,12 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
             let mut buf = Vec::new();
             while !stop2.load(Ordering::Acquire) {
                 let now = now_s();
+                if let Some(link) = &mavlink_link {
+                    // The vehicle's pose is where the driver engages from.
+                    if let Some(p) = link.vehicle_state().pose_enu() {
+                        device_position = Some(p.to_vec());
+                    }
+                }
                 while let Ok(ev) = rx.try_recv() {
                     match ev {
                         Event::Chunk(c) => {
@@ -420,6 +442,16 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
                     }
                 }
                 let cmd = driver.step(now);
+                if let Some(link) = &mavlink_link {
+                    match link.apply(&cmd) {
+                        Ok(riptide_drivers::VehicleGate::Executing) => {}
+                        Ok(gate) => m.inc("vehicle_not_executing_total", Some(("gate", &format!("{gate:?}")))),
+                        Err(e) => {
+                            m.inc("backend_errors_total", None);
+                            tracing::debug!("mavlink: {e}");
+                        }
+                    }
+                }
                 if let Some(p) = cmd.position() {
                     let stamp = Time::from_secs_f64(now);
                     let js = JointState {
@@ -493,6 +525,14 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
                     m.inc("late_steps_total", None);
                     next = now_i;
                 }
+            }
+            if let Some(link) = mavlink_link.take() {
+                let mc = link.shutdown();
+                tracing::info!(
+                    "mavlink: {} setpoints sent, {} not executed",
+                    mc.setpoints_sent,
+                    mc.setpoints_not_executed
+                );
             }
             let c = driver.counters();
             *counters2.lock().expect("counters lock") = c;

@@ -216,3 +216,22 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
     assert!(counters.safety.total() > 0, "the fast chunk was clamped: {counters:?}");
     s.close().await.unwrap();
 }
+
+#[test]
+fn example_driver_configs_validate_and_errors_name_the_key() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
+    for f in ["arm-driver.toml", "drone-driver.toml"] {
+        DriveConfig::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
+    }
+    let arm = std::fs::read_to_string(dir.join("arm-driver.toml")).unwrap();
+    let typo: Result<DriveConfig, _> = toml::from_str(&arm.replace("queue_report_hz", "queue_report_hzz"));
+    assert!(typo.unwrap_err().to_string().contains("queue_report_hzz"));
+    let mut bad: DriveConfig = toml::from_str(&arm).unwrap();
+    bad.rate_hz = 0.0;
+    assert!(bad.validate().unwrap_err().to_string().contains("rate_hz"));
+    let drone = std::fs::read_to_string(dir.join("drone-driver.toml")).unwrap();
+    let slow: DriveConfig =
+        toml::from_str(&drone.replace("setpoint_rate_hz = 20.0", "setpoint_rate_hz = 1.0")).unwrap();
+    let e = slow.validate().unwrap_err().to_string();
+    assert!(e.contains("setpoint_rate_hz"), "{e}");
+}

@@ -366,3 +366,94 @@ fn lerobot_loads_a_riptide_checkpoint() {
     println!("riptide vs LeRobot: max|Δ| normalised {dn:.2e}, unnormalised {da:.2e}");
     assert!(dn <= 1e-4 && da <= 1e-4, "normalised Δ {dn}, unnormalised Δ {da}");
 }
+
+/// The camera path: a few steps on tiny random images (ResNet18 trunk, random crop in training),
+/// then the checkpoint loads in riptide with the same bits and, when available, strictly in LeRobot.
+#[test]
+fn image_policy_trains_saves_and_loads() {
+    let feats = vec![
+        InputFeature {
+            name: "observation.state".into(),
+            kind: FeatureKind::State,
+            shape: vec![2],
+        },
+        InputFeature {
+            name: "observation.image".into(),
+            kind: FeatureKind::Visual,
+            shape: vec![3, 24, 24],
+        },
+    ];
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut set = TrainingSet::new(feats, 2).unwrap();
+    for _ in 0..2 {
+        let n = 6;
+        let states: Vec<Vec<f32>> = (0..n).map(|_| vec![rng.random(), rng.random()]).collect();
+        let images: Vec<Vec<f32>> = (0..n)
+            .map(|_| (0..3 * 24 * 24).map(|_| rng.random()).collect())
+            .collect();
+        let actions = states.clone();
+        set.push_episode(&[states, images], &actions).unwrap();
+    }
+    let mut cfg = tiny_config(3, "[data]\ndrop_n_last_frames = 0\n[ema]\nenabled = false");
+    cfg.batch_size = 4;
+    cfg.model.crop_shape = Some([20, 20]);
+    cfg.model.spatial_softmax_num_keypoints = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::<TB>::new(cfg, set, RunMeta::default(), Default::default()).unwrap();
+    let t0 = Instant::now();
+    let summary = t.run(Some(dir.path()), &mut Hooks::default()).unwrap();
+    println!(
+        "3 image steps in {:.1} s, losses {:?}",
+        t0.elapsed().as_secs_f64(),
+        t.losses()
+    );
+    assert!(t.losses().iter().all(|l| l.is_finite()));
+    let ckpt = summary.checkpoint.unwrap().join("pretrained_model");
+    let names = riptide_policies::read_safetensors(&ckpt.join("model.safetensors")).unwrap();
+    assert!(names.contains_key("diffusion.rgb_encoder.backbone.0.weight"));
+    assert!(names.contains_key("diffusion.rgb_encoder.pool.pos_grid"));
+    let stats =
+        riptide_policies::read_safetensors(&ckpt.join("policy_preprocessor_step_3_normalizer_processor.safetensors"))
+            .unwrap();
+    assert_eq!(stats["observation.image.mean"].shape, vec![3, 1, 1]);
+
+    let mut obs = ObservationWindow::default();
+    obs.features.insert(
+        "observation.state".into(),
+        HostTensor::new(vec![1, 2, 2], vec![0.1, 0.2, 0.3, 0.4]).unwrap(),
+    );
+    obs.features.insert(
+        "observation.image".into(),
+        HostTensor::new(
+            vec![1, 2, 3, 24, 24],
+            (0..2 * 3 * 24 * 24).map(|_| rng.random()).collect(),
+        )
+        .unwrap(),
+    );
+    let want = t.policy().unwrap().predict(&obs, &request(1), None).unwrap();
+    let mut loaded = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false }).unwrap();
+    let got = loaded.predict(&obs, &request(1), None).unwrap();
+    assert_eq!(got.actions, want.actions);
+
+    let Some(py) = python() else {
+        skip_or_fail("no Python with LeRobot (set RIPTIDE_PYTHON or create <workspace>/.venv)");
+        return;
+    };
+    let mut inputs: BTreeMap<String, HostTensor> = obs.features.clone();
+    inputs.insert("noise".into(), noise(1, 5));
+    let inputs_path = dir.path().join("inputs.safetensors");
+    write_safetensors(&inputs_path, &inputs).unwrap();
+    let out = dir.path().join("lerobot.safetensors");
+    let Some(stdout) = run_lerobot(&py, &ckpt, &inputs_path, &out) else {
+        skip_or_fail("LeRobot is not importable");
+        return;
+    };
+    print!("{stdout}");
+    let theirs = riptide_policies::read_safetensors(&out).unwrap();
+    let dn = got
+        .actions_normalized
+        .max_abs_diff(&theirs["action.normalized"])
+        .unwrap();
+    println!("image policy, riptide vs LeRobot: max|Δ| normalised {dn:.2e}");
+    assert!(dn <= 1e-4, "normalised Δ {dn}");
+}

@@ -137,21 +137,7 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         .map_err(|e| anyhow!("bench session: {e}"))?;
     // The daemon is ready (on_ready ran after its subscribers and liveliness token); wait until this
     // session sees the token so the first frames are not lost to discovery.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let replies = session
-            .liveliness()
-            .get(format!("{ns}/alive/daemon"))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        if matches!(replies.recv_async().await, Ok(r) if r.result().is_ok()) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the daemon's liveliness token never became visible");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::daemon::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
 
     let chunks: Arc<Mutex<Vec<f64>>> = Arc::default();
     let metas: Arc<Mutex<Vec<ChunkMeta>>> = Arc::default();

@@ -30,6 +30,22 @@ pub fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Wait until `session` sees the liveliness token `key` (a node is up and, since nodes declare their
+/// subscribers first, ready to receive); an error after `timeout`.
+pub async fn wait_alive(session: &zenoh::Session, key: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let replies = session.liveliness().get(key).await.map_err(|e| anyhow!("{e}"))?;
+        if matches!(replies.recv_async().await, Ok(r) if r.result().is_ok()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{key} never became visible within {:.0} s", timeout.as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Build a zenoh config: loopback-only peer by default, no multicast scouting.
 pub fn zenoh_config(cfg: &DaemonConfig) -> Result<zenoh::Config> {
     zenoh_config_from(&cfg.zenoh)

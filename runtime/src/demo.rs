@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::config::{DaemonConfig, InputType, ZenohConfig, ZenohMode};
@@ -156,21 +156,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         .await
         .map_err(|e| anyhow!("sim session: {e}"))?;
     // Wait until the daemon (its subscribers are declared before its token) is visible.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let replies = session
-            .liveliness()
-            .get(format!("{ns}/alive/daemon"))
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
-        if matches!(replies.recv_async().await, Ok(r) if r.result().is_ok()) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the daemon never became visible to the sim");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::daemon::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
     println!(
         "riptide demo: {} × {} episodes, policy {}, lockstep over zenoh (tcp/127.0.0.1:{port})",
         args.env,

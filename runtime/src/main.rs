@@ -229,6 +229,26 @@ enum Command {
     },
 }
 
+/// Zenoh settings of a node (sim, recorder, player): connect to the daemon unless `--connect` says otherwise.
+fn node_zenoh(connect: Vec<String>) -> riptide_runtime::config::ZenohConfig {
+    let mut z = riptide_runtime::drive::node_zenoh();
+    if !connect.is_empty() {
+        z.connect = connect;
+    }
+    z
+}
+
+/// A flag set on Ctrl-C / SIGTERM, for loops running off the async executor (call inside the runtime).
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        s2.store(true, std::sync::atomic::Ordering::Release);
+    });
+    stop
+}
+
 fn fmt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }
@@ -492,10 +512,7 @@ fn main() -> Result<()> {
             connect,
             record,
         } => {
-            let mut z = riptide_runtime::drive::node_zenoh();
-            if !connect.is_empty() {
-                z.connect = connect;
-            }
+            let z = node_zenoh(connect);
             let cfg = riptide_runtime::simnode::SimNodeConfig {
                 env,
                 namespace,
@@ -512,12 +529,7 @@ fn main() -> Result<()> {
                 let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&cfg.zenoh)?)
                     .await
                     .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
-                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let s2 = stop.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    s2.store(true, std::sync::atomic::Ordering::Release);
-                });
+                let stop = stop_on_signal();
                 let results = tokio::task::spawn_blocking(move || {
                     riptide_runtime::simnode::run_sim(&cfg, &session, &stop, |r| {
                         println!("{}", serde_json::to_string(r).unwrap_or_default())
@@ -563,10 +575,7 @@ fn main() -> Result<()> {
                         .map(|t| riptide_runtime::bag::parse_topic(t))
                         .collect::<Result<_>>()?
                 };
-                let mut z = riptide_runtime::drive::node_zenoh();
-                if !connect.is_empty() {
-                    z.connect = connect;
-                }
+                let z = node_zenoh(connect);
                 let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
                 rt.block_on(async {
                     let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&z)?)
@@ -590,21 +599,13 @@ fn main() -> Result<()> {
             namespace,
             connect,
         } => {
-            let mut z = riptide_runtime::drive::node_zenoh();
-            if !connect.is_empty() {
-                z.connect = connect;
-            }
+            let z = node_zenoh(connect);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let session = zenoh::open(riptide_runtime::daemon::zenoh_config_from(&z)?)
                     .await
                     .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
-                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let s2 = stop.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    s2.store(true, std::sync::atomic::Ordering::Release);
-                });
+                let stop = stop_on_signal();
                 let n = riptide_runtime::bag::play(&session, &episode, &namespace, rate, &stop).await?;
                 println!("{n} messages played");
                 anyhow::Ok(())

@@ -83,3 +83,14 @@ fn err_rel_range(want: &HostTensor, got: &HostTensor, reference: &HostTensor) ->
         })
         .fold(0f32, f32::max)
 }
+
+/// A zenoh peer that connects to `tcp/127.0.0.1:PORT` only (no listening, no scouting).
+pub async fn client(port: u16) -> zenoh::Session {
+    let mut c = zenoh::Config::default();
+    c.insert_json5("mode", "\"peer\"").unwrap();
+    c.insert_json5("listen/endpoints", "[]").unwrap();
+    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
+        .unwrap();
+    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
+    zenoh::open(c).await.unwrap()
+}

@@ -2,13 +2,13 @@
 //! payloads are counted and never reach the policy; a frozen input stops the chunks; shutdown is clean.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use riptide_msgs::ros::{Float32MultiArray, JointTrajectory};
 use riptide_runtime::config::DaemonConfig;
 use riptide_runtime::daemon::{now_s, run};
 use riptide_runtime::metrics::Metrics;
-use riptide_tests::fixtures_dir;
+use riptide_tests::{client, fixtures_dir};
 use tokio::sync::{oneshot, Mutex};
 
 const FIX: &str = "state_env_ddim_eps";
@@ -27,29 +27,11 @@ fn config(port: u16, ns: &str) -> DaemonConfig {
     cfg
 }
 
-async fn client(port: u16) -> zenoh::Session {
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"peer\"").unwrap();
-    c.insert_json5("listen/endpoints", "[]").unwrap();
-    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    zenoh::open(c).await.unwrap()
-}
-
 /// Wait until the daemon's liveliness token is visible (no sleeps guessing start-up time).
 async fn wait_alive(s: &zenoh::Session, ns: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let replies = s.liveliness().get(format!("{ns}/alive/daemon")).await.unwrap();
-        if let Ok(r) = replies.recv_async().await {
-            if r.result().is_ok() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "daemon never became alive");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    riptide_runtime::daemon::wait_alive(s, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
+        .await
+        .expect("daemon alive");
 }
 
 fn vector(v: &[f32]) -> Vec<u8> {

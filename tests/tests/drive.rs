@@ -3,11 +3,12 @@
 //! the queue length is reported for the daemon's on-demand trigger; bad chunks are counted.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use riptide_msgs::ros::{Float32MultiArray, JointState, JointTrajectory, JointTrajectoryPoint, StringMsg};
 use riptide_runtime::daemon::now_s;
 use riptide_runtime::drive::{start, DriveConfig};
+use riptide_tests::client;
 use tokio::sync::Mutex;
 
 fn config(port: u16, ns: &str) -> DriveConfig {
@@ -30,28 +31,10 @@ fn config(port: u16, ns: &str) -> DriveConfig {
     cfg
 }
 
-async fn client(port: u16) -> zenoh::Session {
-    let mut c = zenoh::Config::default();
-    c.insert_json5("mode", "\"peer\"").unwrap();
-    c.insert_json5("listen/endpoints", "[]").unwrap();
-    c.insert_json5("connect/endpoints", &format!("[\"tcp/127.0.0.1:{port}\"]"))
-        .unwrap();
-    c.insert_json5("scouting/multicast/enabled", "false").unwrap();
-    zenoh::open(c).await.unwrap()
-}
-
 async fn wait_alive(s: &zenoh::Session, key: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let replies = s.liveliness().get(key).await.unwrap();
-        if let Ok(r) = replies.recv_async().await {
-            if r.result().is_ok() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{key} never became alive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    riptide_runtime::daemon::wait_alive(s, key, Duration::from_secs(60))
+        .await
+        .expect("driver alive");
 }
 
 fn encode<T: riptide_msgs::RosMessage>(v: &T) -> Vec<u8> {

@@ -26,7 +26,7 @@ use crate::error::PolicyError;
 
 /// CPU training backend: burn-flex under autodiff.
 pub type CpuTrainBackend = burn::backend::Autodiff<burn::backend::Flex>;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-train")]
 pub type CudaTrainBackend = burn::backend::Autodiff<burn::backend::Cuda>;
 
 /// Train on `device` (a fresh run, or the one saved in `resume_from`), writing checkpoints under
@@ -55,7 +55,9 @@ pub fn train(
     }
 }
 
-#[cfg(feature = "cuda")]
+/// CUDA training is its own feature: monomorphising the autodiff trainer for CUDA is the slowest part of
+/// the build, and inference-only deployments (and CI) do not need it.
+#[cfg(feature = "cuda-train")]
 fn train_cuda(
     cfg: TrainConfig,
     data: TrainingSet,
@@ -73,7 +75,7 @@ fn train_cuda(
     t.run(Some(out_dir), hooks)
 }
 
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-train"))]
 fn train_cuda(
     _cfg: TrainConfig,
     _data: TrainingSet,
@@ -84,6 +86,8 @@ fn train_cuda(
     _hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
     Err(PolicyError::Device(
-        "this riptide was built without CUDA support; rebuild with `--features cuda` or train with --device cpu".into(),
+        "this riptide was built without CUDA training; rebuild with `cargo build --release --features cuda-train` \
+         or train with --device cpu"
+            .into(),
     ))
 }

@@ -169,6 +169,24 @@ impl StepCoefficients {
     }
 }
 
+/// How a σ-space schedule moves from σ_i to σ_{i+1} (see [`NoiseSchedule::sigma_space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigmaStep {
+    Deterministic,
+    Renoise,
+}
+
+/// Karras et al.'s ρ-spaced σ grid from σ_max down to σ_min (`n` values), as Consistency Policy uses.
+pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, rho: f64, n: usize) -> Vec<f64> {
+    let (a, b) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+    (0..n)
+        .map(|i| {
+            let f = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+            (a + f * (b - a)).powf(rho).clamp(sigma_min, sigma_max)
+        })
+        .collect()
+}
+
 /// A schedule set to a number of inference steps: the timesteps and each step's coefficients.
 #[derive(Debug, Clone)]
 pub struct NoiseSchedule {
@@ -208,6 +226,86 @@ impl NoiseSchedule {
             config,
             alphas_cumprod: ac,
             timesteps,
+            steps,
+        })
+    }
+
+    /// DDIM from each of `timesteps` (descending) to the next, the last one to the clean sample: the
+    /// truncated-diffusion kind enters at a small timestep and takes two such steps.
+    pub fn ddim_at(config: ScheduleConfig, timesteps: Vec<usize>) -> Result<Self, PolicyError> {
+        let tt = config.num_train_timesteps;
+        if timesteps.is_empty() || timesteps.windows(2).any(|w| w[0] <= w[1]) || timesteps[0] >= tt {
+            return Err(PolicyError::Config(format!(
+                "timesteps {timesteps:?} must be non-empty, strictly descending and below num_train_timesteps = {tt}"
+            )));
+        }
+        let config = ScheduleConfig {
+            kind: SchedulerKind::Ddim,
+            ..config
+        };
+        let ac = alphas_cumprod(config.beta_schedule, tt, config.beta_start, config.beta_end);
+        let steps = timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| step_coefficients(&config, &ac, t, timesteps.get(i + 1).map(|&p| p as i64).unwrap_or(-1)))
+            .collect();
+        Ok(Self {
+            config,
+            alphas_cumprod: ac,
+            timesteps,
+            steps,
+        })
+    }
+
+    /// A σ-space (variance-exploding) schedule whose denoiser returns the clean sample D(x, σ_i):
+    /// step i evaluates at `t = i` (the denoiser looks σ_i up by index) and moves to σ_{i+1} by
+    /// `next(i)`: `Deterministic` is MoDE's DDIM/DPM-Solver-1 step `x ← (σ'/σ)·x + (1 − σ'/σ)·D`;
+    /// `Renoise` is consistency-model chaining `x ← D + σ'·z` (fresh noise, none after the last step).
+    pub fn sigma_space(sigmas: &[f64], step: SigmaStep, clip: Option<f64>) -> Result<Self, PolicyError> {
+        if sigmas.len() < 2 || sigmas.windows(2).any(|w| !(w[0] > w[1])) || sigmas.iter().any(|s| !(*s >= 0.0)) {
+            return Err(PolicyError::Config(format!(
+                "sigmas {sigmas:?} must hold at least two strictly descending, non-negative values"
+            )));
+        }
+        let steps = sigmas
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let (s, s_next) = (w[0], w[1]);
+                let last = i + 2 == sigmas.len();
+                let (prev_from_x0, prev_from_x, noise_std) = match step {
+                    SigmaStep::Deterministic => {
+                        let r = if s > 0.0 { s_next / s } else { 0.0 };
+                        (1.0 - r, r, 0.0)
+                    }
+                    SigmaStep::Renoise => (1.0, 0.0, if last { 0.0 } else { s_next }),
+                };
+                StepCoefficients {
+                    t: i,
+                    x0_from_x: 0.0,
+                    x0_from_out: 1.0,
+                    eps_from_x: 0.0,
+                    eps_from_out: 0.0,
+                    prev_from_x0,
+                    prev_from_x,
+                    prev_from_eps: 0.0,
+                    noise_std,
+                }
+            })
+            .collect();
+        Ok(Self {
+            config: ScheduleConfig {
+                kind: SchedulerKind::Ddim,
+                num_train_timesteps: sigmas.len(),
+                beta_schedule: BetaSchedule::Linear,
+                beta_start: 0.0,
+                beta_end: 0.0,
+                prediction_type: PredictionType::Sample,
+                clip_sample: clip.is_some(),
+                clip_sample_range: clip.unwrap_or(1.0),
+            },
+            alphas_cumprod: Vec::new(),
+            timesteps: (0..sigmas.len() - 1).collect(),
             steps,
         })
     }
@@ -312,5 +410,38 @@ mod tests {
     fn rejects_bad_step_counts() {
         assert!(NoiseSchedule::new(cfg(SchedulerKind::Ddim), 0).is_err());
         assert!(NoiseSchedule::new(cfg(SchedulerKind::Ddim), 101).is_err());
+    }
+    #[test]
+    fn karras_grid_matches_consistency_policy() {
+        // Bins 0/27/54/79 of the CP defaults (σ_min 0.02, σ_max 80, ρ 7, N 80): 80.0 / 12.01 / 0.885 / 0.02.
+        let s = karras_sigmas(0.02, 80.0, 7.0, 80);
+        assert!((s[0] - 80.0).abs() < 1e-9 && (s[79] - 0.02).abs() < 1e-12);
+        assert!((s[27] - 12.01).abs() < 0.01, "{}", s[27]);
+        assert!((s[54] - 0.885).abs() < 0.001, "{}", s[54]);
+    }
+
+    #[test]
+    fn sigma_space_steps() {
+        let det = NoiseSchedule::sigma_space(&[80.0, 0.5, 0.0], SigmaStep::Deterministic, None).unwrap();
+        assert_eq!(det.nfe(), 2);
+        assert!((det.steps[0].prev_from_x - 0.5 / 80.0).abs() < 1e-15);
+        assert!((det.steps[1].prev_from_x0 - 1.0).abs() < 1e-15 && det.steps[1].prev_from_x == 0.0);
+        let re = NoiseSchedule::sigma_space(&[80.0, 0.8, 0.02], SigmaStep::Renoise, Some(1.0)).unwrap();
+        assert_eq!(re.steps[0].noise_std, 0.8);
+        assert!(!re.steps[1].draws_noise());
+        assert!(NoiseSchedule::sigma_space(&[1.0, 2.0], SigmaStep::Renoise, None).is_err());
+    }
+
+    #[test]
+    fn ddim_at_truncated_timesteps() {
+        let mut c = cfg(SchedulerKind::Ddim);
+        c.prediction_type = PredictionType::Sample;
+        let s = NoiseSchedule::ddim_at(c.clone(), vec![8, 4]).unwrap();
+        let ac = alphas_cumprod(c.beta_schedule, 100, 1e-4, 0.02);
+        assert_eq!(s.timesteps, vec![8, 4]);
+        assert!((s.steps[0].prev_from_x0 - (ac[4] as f64).sqrt()).abs() < 1e-12);
+        assert!((s.steps[1].prev_from_x0 - 1.0).abs() < 1e-12);
+        assert!(NoiseSchedule::ddim_at(c.clone(), vec![4, 8]).is_err());
+        assert!(NoiseSchedule::ddim_at(c, vec![100]).is_err());
     }
 }

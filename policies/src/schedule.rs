@@ -169,6 +169,28 @@ impl StepCoefficients {
     }
 }
 
+/// The DDPM timestep `t` as a variance-exploding noise level: `x_t/√ᾱ_t = x0 + σ_t·ε` with
+/// `σ_t = √((1−ᾱ_t)/ᾱ_t)` (how a DDPM teacher is read in EDM terms).
+pub fn vp_sigma(alphas_cumprod: &[f32], t: usize) -> f64 {
+    let a = alphas_cumprod[t] as f64;
+    ((1.0 - a) / a).sqrt()
+}
+
+/// Consistency-model boundary scalings in EDM form, on the VP sample: with `σ = σ_t`,
+/// `σ_min = σ_0` and `x_σ = x_t/√ᾱ_t`, the student's clean estimate is
+/// `f(x_t, t) = c_skip(σ)·x_σ + c_out(σ)·F(x_t, t)`,
+/// `c_skip = σ_d²/((σ−σ_min)² + σ_d²)`, `c_out = (σ−σ_min)·σ_d/√(σ² + σ_d²)`, so `f = x` at σ_min.
+/// The network input stays the VP sample `x_t = x_σ/√(1+σ²)` (the teacher's convention, so the student
+/// can start from the teacher's weights). Returns the coefficients on `x_t` and on `F`.
+pub fn consistency_scalings(alphas_cumprod: &[f32], t: usize, sigma_data: f64) -> (f64, f64) {
+    let a = alphas_cumprod[t] as f64;
+    let (sigma, sigma_min) = (vp_sigma(alphas_cumprod, t), vp_sigma(alphas_cumprod, 0));
+    let sd2 = sigma_data * sigma_data;
+    let c_skip = sd2 / ((sigma - sigma_min).powi(2) + sd2);
+    let c_out = (sigma - sigma_min) * sigma_data / (sigma * sigma + sd2).sqrt();
+    (c_skip / a.sqrt(), c_out)
+}
+
 /// How a σ-space schedule moves from σ_i to σ_{i+1} (see [`NoiseSchedule::sigma_space`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigmaStep {
@@ -255,6 +277,32 @@ impl NoiseSchedule {
             timesteps,
             steps,
         })
+    }
+
+    /// The consistency student's sampler: DDIM through `timesteps` like [`Self::ddim_at`], with the
+    /// network output read through the boundary-condition scalings of consistency models instead of as
+    /// ε (see [`consistency_scalings`]). One timestep = one-step generation; more = multistep refinement
+    /// (each step re-enters at the next timestep along the DDIM direction).
+    pub fn consistency(config: ScheduleConfig, timesteps: Vec<usize>, sigma_data: f64) -> Result<Self, PolicyError> {
+        if !(sigma_data.is_finite() && sigma_data > 0.0) {
+            return Err(PolicyError::Config(format!("sigma_data must be > 0, got {sigma_data}")));
+        }
+        let mut s = Self::ddim_at(
+            ScheduleConfig {
+                prediction_type: PredictionType::Sample,
+                ..config
+            },
+            timesteps,
+        )?;
+        for c in &mut s.steps {
+            let a = s.alphas_cumprod[c.t] as f64;
+            let (x_coef, out_coef) = consistency_scalings(&s.alphas_cumprod, c.t, sigma_data);
+            c.x0_from_x = x_coef;
+            c.x0_from_out = out_coef;
+            c.eps_from_x = (1.0 - a.sqrt() * x_coef) / (1.0 - a).sqrt();
+            c.eps_from_out = -a.sqrt() * out_coef / (1.0 - a).sqrt();
+        }
+        Ok(s)
     }
 
     /// A σ-space (variance-exploding) schedule whose denoiser returns the clean sample D(x, σ_i):
@@ -443,5 +491,31 @@ mod tests {
         assert!((s.steps[1].prev_from_x0 - 1.0).abs() < 1e-12);
         assert!(NoiseSchedule::ddim_at(c.clone(), vec![4, 8]).is_err());
         assert!(NoiseSchedule::ddim_at(c, vec![100]).is_err());
+    }
+    #[test]
+    fn consistency_boundary_condition() {
+        let mut c = cfg(SchedulerKind::Ddim);
+        c.prediction_type = PredictionType::Sample;
+        let ac = alphas_cumprod(c.beta_schedule, 100, 1e-4, 0.02);
+        // At t = 0 (σ_min) the student is the identity on x_σ: c_out = 0, c_skip = 1.
+        let (xc, oc) = consistency_scalings(&ac, 0, 0.5);
+        assert!(oc.abs() < 1e-12 && (xc * (ac[0] as f64).sqrt() - 1.0).abs() < 1e-12);
+        // At high noise the skip vanishes and c_out → σ_d.
+        let (xc, oc) = consistency_scalings(&ac, 99, 0.5);
+        assert!(
+            xc * (ac[99] as f64).sqrt() < 1e-3 && (oc - 0.5).abs() < 1e-3,
+            "{xc} {oc}"
+        );
+        // A one-step schedule returns c_skip·x_σ + c_out·out, clipped, with no noise.
+        let s = NoiseSchedule::consistency(c, vec![90], 0.5).unwrap();
+        assert_eq!(s.nfe(), 1);
+        let st = s.steps[0];
+        assert!((st.prev_from_x0 - 1.0).abs() < 1e-12 && !st.draws_noise());
+        // ε recovered from (x, out) is consistent with x0: x = √ᾱ·x0 + √(1−ᾱ)·ε for any (x, out).
+        let a = ac[90] as f64;
+        let (x, out) = (0.3, -0.7);
+        let x0 = st.x0_from_x * x + st.x0_from_out * out;
+        let eps = st.eps_from_x * x + st.eps_from_out * out;
+        assert!((a.sqrt() * x0 + (1.0 - a).sqrt() * eps - x).abs() < 1e-12);
     }
 }

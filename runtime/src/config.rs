@@ -46,6 +46,10 @@ pub struct DaemonConfig {
     pub output: OutputConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// RTI warm starts: each chunk continues the previous one from `rti.start_step` (see
+    /// `riptide_policies::rti::RtiConfig`); absent = every chunk starts from noise.
+    #[serde(default)]
+    pub rti: Option<riptide_policies::rti::RtiConfig>,
     /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
     #[serde(default)]
     pub lockstep: Option<crate::daemon_lockstep::LockstepSection>,
@@ -239,6 +243,9 @@ impl DaemonConfig {
                  (LeRobot's config.json does not record it); set `fps = 10` in the config or pass --fps"
             ),
         };
+        if let Some(rti) = &self.rti {
+            rti.validate(spec, self.inference_steps.unwrap_or(spec.default_nfe))?;
+        }
         if !self
             .namespace
             .chars()

@@ -125,6 +125,10 @@ pub async fn run(
         cfg.warmup,
         warmup_window,
         results_tx,
+        cfg.rti
+            .clone()
+            .zip(cfg.fps)
+            .map(|(rti, fps)| crate::warm::WarmStarter::new(rti, 1.0 / fps)),
     )
     .await
     .with_context(|| format!("loading {}", cfg.checkpoint.display()))?;

@@ -57,6 +57,10 @@ pub async fn run_lockstep(
     let (stepper_tx, stepper_rx) = mpsc::channel::<Stepper>();
     let lcfg = section.clone();
     let fps = cfg.fps;
+    let sampling = crate::lockstep::Sampling {
+        inference_steps: cfg.inference_steps,
+        rti: cfg.rti.clone(),
+    };
     // The policy lives on its own thread (a GPU context would too).
     std::thread::Builder::new()
         .name("riptide-lockstep-load".into())
@@ -71,6 +75,7 @@ pub async fn run_lockstep(
                         delay_s: lcfg.delay_ms / 1e3,
                         queue_threshold_s: lcfg.queue_threshold_s,
                         driver: lcfg.driver,
+                        sampling,
                     },
                 )
             })();

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::{DaemonConfig, InputConfig, InputType, ResolvedInput};
 use crate::decode::decode;
-use crate::lockstep::{LockstepConfig, Stepper};
+use crate::lockstep::{LockstepConfig, Sampling, Stepper};
 
 /// The driver an env needs: its action limits and speed limits, clamping; the watchdog only matters
 /// when the policy stalls, which lockstep cannot, so it is generous.
@@ -85,6 +85,8 @@ pub struct ClosedLoopEpisode {
     pub steps: usize,
     pub inferences: usize,
     pub nfe: u64,
+    /// Inferences that continued the previous chunk (RTI) instead of starting from noise.
+    pub warm_starts: u64,
     /// Commands sent to the env, one per step.
     #[serde(skip)]
     pub commands: Vec<Vec<f64>>,
@@ -103,6 +105,19 @@ pub struct ClosedLoop {
 
 impl ClosedLoop {
     pub fn new(checkpoint: &Path, device: DeviceSpec, env_name: &str, delay_s: f64) -> Result<Self> {
+        Self::with_sampling(checkpoint, device, env_name, delay_s, 0.0, Sampling::default())
+    }
+
+    /// As [`ClosedLoop::new`], inferring when less than `queue_threshold_s` of the chunk is left
+    /// (0: when it ran out) and sampling as `sampling` says (step count, RTI warm starts).
+    pub fn with_sampling(
+        checkpoint: &Path,
+        device: DeviceSpec,
+        env_name: &str,
+        delay_s: f64,
+        queue_threshold_s: f64,
+        sampling: Sampling,
+    ) -> Result<Self> {
         let env = riptide_sim::make_env(env_name)?;
         let policy = load_policy(checkpoint, device).with_context(|| format!("loading {}", checkpoint.display()))?;
         let pspec = policy.spec().clone();
@@ -125,8 +140,9 @@ impl ClosedLoop {
             LockstepConfig {
                 dt_s: 1.0 / spec.fps,
                 delay_s,
-                queue_threshold_s: 0.0,
+                queue_threshold_s,
                 driver: driver_config_for(&spec),
+                sampling,
             },
         )?;
         Ok(Self {
@@ -144,6 +160,7 @@ impl ClosedLoop {
         self.stepper.reset(seed, &self.env.position(), 0.0)?;
         let n_inf0 = self.stepper.inference_s.len();
         let nfe0 = self.stepper.nfe_total;
+        let warm0 = self.stepper.warm_starts;
         let mut commands = Vec::new();
         let mut k = 0usize;
         while !self.env.done() {
@@ -168,8 +185,97 @@ impl ClosedLoop {
             steps: self.env.steps(),
             inferences: self.stepper.inference_s.len() - n_inf0,
             nfe: self.stepper.nfe_total - nfe0,
+            warm_starts: self.stepper.warm_starts - warm0,
             commands,
             inference_s: self.stepper.inference_s[n_inf0..].to_vec(),
         })
     }
+}
+
+/// `riptide eval`: closed-loop success of a policy on fresh seeds, next to the scripted expert on the
+/// same seeds, with what each control step cost (denoiser evaluations) and inference latency.
+#[derive(Debug, Clone)]
+pub struct EvalArgs {
+    pub checkpoint: std::path::PathBuf,
+    pub device: DeviceSpec,
+    pub env: String,
+    pub seed: u64,
+    pub episodes: usize,
+    pub delay_s: f64,
+    pub queue_threshold_s: f64,
+    pub sampling: Sampling,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalSummary {
+    pub env: String,
+    pub checkpoint: String,
+    pub policy_kind: String,
+    pub seeds: [u64; 2],
+    pub episodes: usize,
+    pub successes: usize,
+    pub expert_successes: usize,
+    pub mean_score: f64,
+    pub inference_steps: Option<usize>,
+    pub rti_start_step: Option<usize>,
+    pub queue_threshold_s: f64,
+    pub inferences: usize,
+    pub warm_starts: u64,
+    /// Denoiser evaluations per inference and per control step (the cost RTI cuts).
+    pub nfe_per_inference: f64,
+    pub nfe_per_control_step: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
+    pub per_episode: Vec<ClosedLoopEpisode>,
+}
+
+pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedLoopEpisode)) -> Result<EvalSummary> {
+    let mut cl = ClosedLoop::with_sampling(
+        &args.checkpoint,
+        args.device,
+        &args.env,
+        args.delay_s,
+        args.queue_threshold_s,
+        args.sampling.clone(),
+    )?;
+    let mut expert_env = riptide_sim::make_env(&args.env)?;
+    let mut per_episode = Vec::with_capacity(args.episodes);
+    let mut expert_successes = 0;
+    for i in 0..args.episodes {
+        let seed = args.seed + i as u64;
+        expert_successes += riptide_sim::run_expert_episode(expert_env.as_mut(), seed, false).success as usize;
+        let r = cl.episode(seed)?;
+        progress(i + 1, args.episodes, &r);
+        per_episode.push(r);
+    }
+    let mut lat: Vec<f64> = per_episode.iter().flat_map(|e| e.inference_s.iter().copied()).collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |s| s * 1e3)
+    };
+    let inferences: usize = per_episode.iter().map(|e| e.inferences).sum();
+    let nfe: u64 = per_episode.iter().map(|e| e.nfe).sum();
+    let steps: usize = per_episode.iter().map(|e| e.steps).sum();
+    let n = per_episode.len().max(1) as f64;
+    Ok(EvalSummary {
+        env: args.env.clone(),
+        checkpoint: args.checkpoint.display().to_string(),
+        policy_kind: cl.stepper.spec().kind.clone(),
+        seeds: [args.seed, args.seed + args.episodes.saturating_sub(1) as u64],
+        episodes: per_episode.len(),
+        successes: per_episode.iter().filter(|e| e.success).count(),
+        expert_successes,
+        mean_score: per_episode.iter().map(|e| e.score).sum::<f64>() / n,
+        inference_steps: args.sampling.inference_steps,
+        rti_start_step: args.sampling.rti.as_ref().map(|r| r.start_step),
+        queue_threshold_s: args.queue_threshold_s,
+        inferences,
+        warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),
+        nfe_per_inference: nfe as f64 / inferences.max(1) as f64,
+        nfe_per_control_step: nfe as f64 / steps.max(1) as f64,
+        latency_ms_p50: pct(0.5),
+        latency_ms_p99: pct(0.99),
+        per_episode,
+    })
 }

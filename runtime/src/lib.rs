@@ -21,5 +21,6 @@ pub mod replay;
 pub mod report;
 pub mod simnode;
 pub mod train_cmd;
+pub mod warm;
 pub mod window;
 pub mod worker;

@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Driver, DriverConfig};
+use riptide_policies::rti::RtiConfig;
 use riptide_policies::{Policy, PolicySpec, SampleRequest};
 
 use crate::chunk::time_chunk;
+use crate::warm::WarmStarter;
 use crate::window::{Frame, WindowBuilder};
 
 /// Lockstep settings.
@@ -27,12 +29,23 @@ pub struct LockstepConfig {
     /// default, 0, infers when the queue has run out (one chunk of n_action_steps at a time).
     pub queue_threshold_s: f64,
     pub driver: DriverConfig,
+    pub sampling: Sampling,
+}
+
+/// How each chunk is sampled (the daemon's `inference_steps` and `[rti]`).
+#[derive(Debug, Clone, Default)]
+pub struct Sampling {
+    /// Override of the checkpoint's number of denoising steps.
+    pub inference_steps: Option<usize>,
+    /// RTI warm starts from the previous chunk of the episode.
+    pub rti: Option<RtiConfig>,
 }
 
 /// What happened at one step.
 #[derive(Debug, Clone, Default)]
 pub struct StepReport {
     pub inferred: bool,
+    pub warm_started: bool,
     pub nfe: usize,
     pub inference_s: f64,
 }
@@ -49,6 +62,8 @@ pub struct Stepper {
     /// Wall-clock inference latencies of this stepper (all episodes).
     pub inference_s: Vec<f64>,
     pub nfe_total: u64,
+    pub warm_starts: u64,
+    warm: Option<WarmStarter>,
     /// Every chunk's full-horizon actions (batch 0) with the observation time they came from.
     pub chunks: Vec<(f64, Vec<Vec<f32>>)>,
 }
@@ -58,6 +73,11 @@ impl Stepper {
         let spec = policy.spec().clone();
         let builder = Self::builder(&spec, cfg.dt_s);
         let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        if let Some(rti) = &cfg.sampling.rti {
+            let n = cfg.sampling.inference_steps.unwrap_or(spec.default_nfe);
+            rti.validate(&spec, n)?;
+        }
+        let warm = cfg.sampling.rti.clone().map(|r| WarmStarter::new(r, cfg.dt_s));
         Ok(Self {
             policy,
             spec,
@@ -68,6 +88,8 @@ impl Stepper {
             inferences: 0,
             inference_s: vec![],
             nfe_total: 0,
+            warm_starts: 0,
+            warm,
             chunks: vec![],
         })
     }
@@ -94,6 +116,9 @@ impl Stepper {
             .map_err(|e| anyhow!("cannot engage at {position:?}: {e}"))?;
         self.episode_seed = episode_seed;
         self.inferences = 0;
+        if let Some(w) = &mut self.warm {
+            w.reset();
+        }
         Ok(())
     }
 
@@ -116,20 +141,29 @@ impl Stepper {
                 .builder
                 .build(t_s)
                 .map_err(|e| anyhow!("window at t = {t_s:.3}: {e}"))?;
-            let req = SampleRequest {
+            let mut req = SampleRequest {
                 seed: Some(
                     self.episode_seed
                         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                         .wrapping_add(self.inferences),
                 ),
+                num_inference_steps: self.cfg.sampling.inference_steps,
                 ..Default::default()
             };
+            if let Some(w) = &self.warm {
+                req = w.request(req, tw.t_obs_s);
+            }
             self.inferences += 1;
             let t = Instant::now();
             let chunk = self.policy.predict(&tw.window, &req, None)?;
             report.inference_s = t.elapsed().as_secs_f64();
             report.inferred = true;
             report.nfe = chunk.meta.nfe;
+            report.warm_started = chunk.meta.warm_started;
+            self.warm_starts += chunk.meta.warm_started as u64;
+            if let Some(w) = &mut self.warm {
+                w.record(&chunk, &tw.window, tw.t_obs_s);
+            }
             self.inference_s.push(report.inference_s);
             self.nfe_total += chunk.meta.nfe as u64;
             let d = self.spec.action_dim;

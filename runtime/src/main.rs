@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use riptide_policies::DeviceSpec;
 use riptide_runtime::cli;
@@ -68,6 +68,38 @@ enum Command {
         /// Disable the fused host epilogue on CPU backends (for before/after measurements).
         #[arg(long)]
         no_cpu_fusion: bool,
+    },
+    /// Closed-loop success of a policy on fresh seeds (in-process lockstep), next to the scripted
+    /// expert on the same seeds; NFE per control step and latency. Prints JSON.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value_t = 10000)]
+        seed: u64,
+        #[arg(long, default_value_t = 100)]
+        episodes: usize,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Simulated inference delay, ms.
+        #[arg(long, default_value_t = 0.0)]
+        delay_ms: f64,
+        /// Infer when less than this much of the chunk is left (s of simulated time; 0 = when it ran out).
+        #[arg(long, default_value_t = 0.0)]
+        queue_threshold_s: f64,
+        /// Override the checkpoint's number of denoising steps.
+        #[arg(long)]
+        inference_steps: Option<usize>,
+        /// RTI warm starts entering at this schedule step (see the daemon's [rti]); omit for cold starts.
+        #[arg(long)]
+        rti_start_step: Option<usize>,
+        /// With --rti-start-step: forward-noise the shifted chunk to that step's level.
+        #[arg(long)]
+        rti_noise: bool,
+        /// Write the full summary (per-episode results) here as well.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run a driver node: chunks in, a safe command stream out at the driver's rate.
     Drive {
@@ -695,6 +727,50 @@ fn main() -> Result<()> {
             seed,
             steps,
         } => cli::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps),
+        Command::Eval {
+            checkpoint,
+            env,
+            seed,
+            episodes,
+            device,
+            delay_ms,
+            queue_threshold_s,
+            inference_steps,
+            rti_start_step,
+            rti_noise,
+            out,
+        } => {
+            let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
+                noise: rti_noise,
+                ..riptide_policies::rti::RtiConfig::new(k)
+            });
+            let args = riptide_runtime::evaluate::EvalArgs {
+                checkpoint,
+                device,
+                env,
+                seed,
+                episodes,
+                delay_s: delay_ms / 1e3,
+                queue_threshold_s,
+                sampling: riptide_runtime::lockstep::Sampling { inference_steps, rti },
+            };
+            let mut ok = 0;
+            let s = riptide_runtime::evaluate::evaluate(&args, |i, n, e| {
+                ok += e.success as usize;
+                eprint!("\r{i}/{n} episodes, {ok} successful");
+                if i == n {
+                    eprintln!();
+                }
+            })?;
+            if let Some(p) = out {
+                std::fs::write(&p, serde_json::to_string_pretty(&s)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            let mut v = serde_json::to_value(&s)?;
+            v.as_object_mut().map(|o| o.remove("per_episode"));
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
         Command::Bench {
             checkpoint,
             device,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use riptide_policies::{ActionChunk, Policy, PolicyError, PolicySpec, SampleRequest};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::warm::WarmStarter;
 use crate::window::TimedWindow;
 
 /// A window to run.
@@ -60,6 +61,7 @@ impl Worker {
         warmup: usize,
         warmup_window: impl FnOnce(&PolicySpec) -> TimedWindow + Send + 'static,
         results: mpsc::UnboundedSender<Outcome>,
+        warm_starts: Option<WarmStarter>,
     ) -> Result<(Self, WarmUp), PolicyError> {
         let shared: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -92,7 +94,7 @@ impl Worker {
                 if ready_tx.send(Ok((spec, WarmUp { runs: warmup, last_s }))).is_err() {
                     return;
                 }
-                run(&thread_shared, policy.as_mut(), &results);
+                run(&thread_shared, policy.as_mut(), &results, warm_starts);
             })
             .map_err(|e| PolicyError::Device(format!("cannot start the inference thread: {e}")))?;
         let (spec, warm) = ready_rx
@@ -138,7 +140,12 @@ impl Drop for Worker {
     }
 }
 
-fn run(shared: &(Mutex<Slot>, Condvar), policy: &mut dyn Policy, results: &mpsc::UnboundedSender<Outcome>) {
+fn run(
+    shared: &(Mutex<Slot>, Condvar),
+    policy: &mut dyn Policy,
+    results: &mpsc::UnboundedSender<Outcome>,
+    mut warm: Option<WarmStarter>,
+) {
     let (lock, cv) = shared;
     loop {
         let job = {
@@ -154,7 +161,16 @@ fn run(shared: &(Mutex<Slot>, Condvar), policy: &mut dyn Policy, results: &mpsc:
             }
         };
         let started = Instant::now();
-        let result = policy.predict(&job.window.window, &job.request, None);
+        // The previous chunk lives here, next to the policy: the async side never sees it.
+        let t_obs_s = job.window.t_obs_s;
+        let request = match &warm {
+            Some(w) => w.request(job.request, t_obs_s),
+            None => job.request,
+        };
+        let result = policy.predict(&job.window.window, &request, None);
+        if let (Some(w), Ok(chunk)) = (&mut warm, &result) {
+            w.record(chunk, &job.window.window, t_obs_s);
+        }
         let outcome = Outcome {
             id: job.id,
             t_obs_s: job.window.t_obs_s,

@@ -139,7 +139,44 @@ pub fn load_diffusion<B: Backend>(
     let mut model: DiffusionModel<B> = config.init_model(device);
     load_weights(&mut model, &files.weights)?;
     let (input_norms, action_norm) = load_stats(&files, &config)?;
-    DiffusionPolicy::new(config, model, input_norms, action_norm, backend_name, device.clone())
+    let policy = DiffusionPolicy::new(config, model, input_norms, action_norm, backend_name, device.clone())?;
+    match read_riptide_kind(&files.dir)? {
+        Some((kind, v)) if kind == "consistency" => {
+            let path = files.dir.join("riptide.json");
+            let c = v.get("consistency").cloned().ok_or_else(|| {
+                PolicyError::Config(format!(
+                    "{}: kind \"consistency\" needs a \"consistency\" object",
+                    path.display()
+                ))
+            })?;
+            let c: super::model::ConsistencySampling = serde_json::from_value(c)
+                .map_err(|e| PolicyError::Config(format!("{}: consistency: {e}", path.display())))?;
+            policy.with_consistency(c)
+        }
+        Some((kind, _)) if kind == "diffusion" => Ok(policy),
+        None => Ok(policy),
+        Some((kind, _)) => Err(PolicyError::Config(format!(
+            "{}: riptide.json says kind {kind:?}, which this loader does not read (diffusion, consistency)",
+            files.dir.display()
+        ))),
+    }
+}
+
+/// `kind` from the optional `riptide.json` sidecar, with the whole document.
+pub fn read_riptide_kind(dir: &Path) -> Result<Option<(String, serde_json::Value)>, PolicyError> {
+    let path = dir.join("riptide.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
+    let kind = v
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("diffusion")
+        .to_string();
+    Ok(Some((kind, v)))
 }
 
 fn load_weights<B: Backend>(model: &mut DiffusionModel<B>, path: &Path) -> Result<(), PolicyError> {

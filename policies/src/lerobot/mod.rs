@@ -8,4 +8,4 @@ pub mod unet;
 
 pub use config::DiffusionConfig;
 pub use loader::{load_diffusion, read_config, CheckpointFiles};
-pub use model::{DiffusionModel, DiffusionPolicy};
+pub use model::{ConsistencySampling, DiffusionModel, DiffusionPolicy};

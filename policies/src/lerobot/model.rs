@@ -122,8 +122,37 @@ pub struct DiffusionCond<B: Backend> {
     obs_film: Tensor<B, 2>,
 }
 
+/// riptide's one-step consistency student (`riptide.json` kind `"consistency"`): the same U-Net,
+/// its output read through consistency-model boundary scalings, sampled in one step from pure noise
+/// at `timesteps[0]` or refined through the rest.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConsistencySampling {
+    pub sigma_data: f64,
+    /// Student timesteps, descending; the default run uses all of them.
+    pub timesteps: Vec<usize>,
+}
+
+impl ConsistencySampling {
+    /// `n` timesteps evenly spaced from the first one down (n = 1: one step).
+    pub fn timesteps_for(&self, n: usize) -> Vec<usize> {
+        if n == self.timesteps.len() {
+            return self.timesteps.clone();
+        }
+        let t0 = self.timesteps.first().copied().unwrap_or(0);
+        let mut ts: Vec<usize> = (0..n).map(|i| t0 * (n - i) / n).collect();
+        ts.dedup();
+        ts
+    }
+
+    fn schedule(&self, config: &DiffusionConfig, n: usize) -> Result<NoiseSchedule, PolicyError> {
+        NoiseSchedule::consistency(config.schedule.clone(), self.timesteps_for(n), self.sigma_data)
+    }
+}
+
 pub struct DiffusionPolicy<B: Backend> {
     pub config: DiffusionConfig,
+    /// Some: a consistency student (riptide kind "consistency") instead of LeRobot's sampler.
+    pub consistency: Option<ConsistencySampling>,
     pub model: DiffusionModel<B>,
     pub input_norms: BTreeMap<String, FeatureNorm>,
     pub action_norm: FeatureNorm,
@@ -159,6 +188,7 @@ impl<B: Backend> DiffusionPolicy<B> {
         };
         Ok(Self {
             config,
+            consistency: None,
             model,
             input_norms,
             action_norm,
@@ -168,6 +198,28 @@ impl<B: Backend> DiffusionPolicy<B> {
             spec,
             device,
         })
+    }
+
+    /// Sample as a consistency student (see [`ConsistencySampling`]).
+    pub fn with_consistency(mut self, c: ConsistencySampling) -> Result<Self, PolicyError> {
+        let schedule = c.schedule(&self.config, c.timesteps.len())?;
+        self.film = FilmCache::new(&self.model.unet, &schedule.timesteps, &self.device);
+        self.spec.kind = "consistency".into();
+        self.spec.default_nfe = schedule.nfe();
+        self.schedule = schedule;
+        self.consistency = Some(c);
+        Ok(self)
+    }
+
+    /// The schedule of a request for `n` steps.
+    fn schedule_for(&self, n: Option<usize>) -> Result<NoiseSchedule, PolicyError> {
+        match (n, &self.consistency) {
+            (Some(n), _) if n == self.schedule.nfe() => Ok(self.schedule.clone()),
+            (None, _) => Ok(self.schedule.clone()),
+            (Some(0), Some(_)) => Err(PolicyError::Config("num_inference_steps must be ≥ 1".into())),
+            (Some(n), Some(c)) => c.schedule(&self.config, n),
+            (Some(n), None) => NoiseSchedule::new(self.config.schedule.clone(), n),
+        }
     }
 
     /// Run the element-wise tails of the U-Net's conv blocks in host memory (CPU backends only: see
@@ -289,10 +341,7 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
     ) -> Result<ActionChunk, PolicyError> {
         let t0 = Instant::now();
         let batch = obs.validate(&self.spec)?;
-        let schedule = match req.num_inference_steps {
-            Some(n) if n != self.schedule.nfe() => NoiseSchedule::new(self.config.schedule.clone(), n)?,
-            _ => self.schedule.clone(),
-        };
+        let schedule = self.schedule_for(req.num_inference_steps)?;
         self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
         let seed = req.seed.unwrap_or_else(rand::random);
         let mut noise = NoiseSource::new(seed);

@@ -34,6 +34,41 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Call the evaluation hook every N steps (0 = never).
     pub eval_every: usize,
+    /// Distil a one-step consistency student from a trained diffusion teacher instead of training a
+    /// diffusion policy (riptide kind "consistency"); `[model]` and `[diffusion]` then come from the teacher.
+    pub consistency: Option<ConsistencyTrainConfig>,
+}
+
+/// Consistency distillation (see `train/trainer.rs`): the student learns the teacher's DDIM solution
+/// map, f(x_t, t) = Ψ_teacher(x_t → 0), on states along the teacher's own sampling trajectories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistencyTrainConfig {
+    /// The teacher checkpoint (a diffusion `pretrained_model/` trained on the same data).
+    pub teacher: std::path::PathBuf,
+    /// σ_d of the boundary scalings.
+    pub sigma_data: f64,
+    /// Teacher trajectories generated once before training (window, noise, every DDIM state, result).
+    pub pool_size: usize,
+    /// Fraction of training samples taken at the first (pure-noise) state: the one-step case.
+    pub one_step_fraction: f64,
+    /// Student inference timesteps (descending); default: the teacher's first timestep only.
+    pub timesteps: Option<Vec<usize>>,
+    /// Teacher DDIM steps per trajectory; default: the teacher's own.
+    pub teacher_steps: Option<usize>,
+}
+
+impl Default for ConsistencyTrainConfig {
+    fn default() -> Self {
+        Self {
+            teacher: std::path::PathBuf::new(),
+            sigma_data: 0.5,
+            pool_size: 4096,
+            one_step_fraction: 0.5,
+            timesteps: None,
+            teacher_steps: None,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -52,6 +87,7 @@ impl Default for TrainConfig {
             val_max_batches: 8,
             checkpoint_every: 0,
             eval_every: 0,
+            consistency: None,
         }
     }
 }
@@ -376,6 +412,23 @@ impl TrainConfig {
         }
         if self.val_max_batches == 0 {
             return err("val_max_batches must be > 0".into());
+        }
+        if let Some(c) = &self.consistency {
+            if c.teacher.as_os_str().is_empty() {
+                return err("consistency.teacher must name the teacher checkpoint".into());
+            }
+            if !(c.sigma_data > 0.0 && c.sigma_data.is_finite()) {
+                return err(format!("consistency.sigma_data = {} must be > 0", c.sigma_data));
+            }
+            if c.pool_size == 0 {
+                return err("consistency.pool_size must be > 0".into());
+            }
+            if !(0.0..=1.0).contains(&c.one_step_fraction) {
+                return err(format!(
+                    "consistency.one_step_fraction = {} must lie in [0, 1]",
+                    c.one_step_fraction
+                ));
+            }
         }
         Ok(())
     }

@@ -15,8 +15,8 @@ use std::path::Path;
 
 pub use checkpoint::{lerobot_config_json, lerobot_state_dict, RunMeta};
 pub use config::{
-    DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModelConfig, NormChoice, NormalizationConfig, OptimConfig,
-    TrainConfig,
+    ConsistencyTrainConfig, DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModelConfig, NormChoice,
+    NormalizationConfig, OptimConfig, TrainConfig,
 };
 pub use data::{samples_from_episode, Episode, FeatureStats, Sample, TrainingSet, WindowSpec};
 pub use trainer::{Control, EvalHook, Hooks, StepStats, TrainEvent, TrainSummary, Trainer};

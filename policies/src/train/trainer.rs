@@ -25,13 +25,13 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use serde_json::{json, Value};
 
 use super::checkpoint::{write_pretrained, RunMeta};
-use super::config::TrainConfig;
+use super::config::{ConsistencyTrainConfig, NormChoice, TrainConfig};
 use super::data::{FeatureStats, TrainingSet, WindowSpec};
 use crate::error::PolicyError;
-use crate::lerobot::{DiffusionConfig, DiffusionModel, DiffusionPolicy};
+use crate::lerobot::{ConsistencySampling, DiffusionConfig, DiffusionModel, DiffusionPolicy};
 use crate::normalize::FeatureNorm;
 use crate::policy::{FeatureKind, Policy};
-use crate::schedule::{alphas_cumprod, PredictionType, ScheduleConfig};
+use crate::schedule::{alphas_cumprod, consistency_scalings, NoiseSchedule, PredictionType, ScheduleConfig};
 
 type Optim<B> = OptimizerAdaptor<AdamW, DiffusionModel<B>, B>;
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -42,6 +42,7 @@ const STREAM_EPOCH: u64 = 2;
 const STREAM_VAL: u64 = 3;
 const STREAM_SPLIT: u64 = 4;
 const STREAM_INIT: u64 = 5;
+const STREAM_POOL: u64 = 6;
 
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -140,6 +141,8 @@ struct Draw {
 
 /// A diffusion-policy training run on autodiff backend `B`.
 pub struct Trainer<B: AutodiffBackend> {
+    /// Consistency distillation: teacher trajectories and the student's sampling (None: diffusion).
+    distill: Option<Distill>,
     cfg: TrainConfig,
     config: DiffusionConfig,
     data: TrainingSet,
@@ -286,6 +289,141 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 }
 
 /// The DiffusionConfig the trainer builds: identical to what the loader reads back from config.json.
+/// Consistency distillation data: teacher DDIM trajectories generated once (host memory).
+///
+/// The student is trained to be the teacher's solution map: for every state `x_k` the teacher's
+/// sampler passes through (at its timestep `t_k`; `x_0` is the initial noise), the student's clean
+/// estimate `f(x_k, t_k) = c_skip·x_k/√ᾱ + c_out·F(x_k, t_k)` (boundary scalings,
+/// [`consistency_scalings`]) should equal the teacher's final sample from that trajectory. That is
+/// the consistency property along the teacher's probability-flow trajectories with the teacher's
+/// full K-step solution as the (stop-gradient) target; `f(x_0, t_0)` alone is one-step generation.
+struct Distill {
+    /// Dataset window of each trajectory.
+    windows: Vec<(usize, usize)>,
+    /// Teacher timesteps t_k of the stored states, [K].
+    timesteps: Vec<usize>,
+    /// [P, K, H·A]: the sample entering teacher step k.
+    states: Vec<f32>,
+    /// [P, H·A]: the teacher's result.
+    targets: Vec<f32>,
+    /// Per teacher step: (coefficient on x_t, coefficient on F).
+    coefs: Vec<(f32, f32)>,
+    one_step_fraction: f64,
+    sampling: ConsistencySampling,
+}
+
+/// A [`crate::StepHook`] that keeps every intermediate sample of the teacher's run.
+struct Record(Vec<crate::tensor::HostTensor>);
+
+impl crate::policy::StepHook for Record {
+    fn after_step(&mut self, _info: crate::policy::StepInfo, sample: &mut crate::tensor::HostTensor) {
+        self.0.push(sample.clone());
+    }
+}
+
+/// The teacher's sampler for distillation: its DDIM run (deterministic, so each trajectory is the
+/// probability-flow solution of its initial noise), with its own step count unless overridden.
+fn teacher_schedule(teacher: &DiffusionConfig, c: &ConsistencyTrainConfig) -> Result<NoiseSchedule, PolicyError> {
+    NoiseSchedule::new(
+        ScheduleConfig {
+            kind: crate::schedule::SchedulerKind::Ddim,
+            ..teacher.schedule.clone()
+        },
+        c.teacher_steps.unwrap_or(teacher.num_inference_steps),
+    )
+}
+
+fn default_device<X: Backend>() -> X::Device {
+    Default::default()
+}
+
+fn norm_choice(m: crate::normalize::NormMode) -> NormChoice {
+    match m {
+        crate::normalize::NormMode::MeanStd => NormChoice::MeanStd,
+        crate::normalize::NormMode::MinMax => NormChoice::MinMax,
+        crate::normalize::NormMode::Identity => NormChoice::Identity,
+    }
+}
+
+/// Make `cfg`'s `[model]`, `[diffusion]` and `[normalization]` the teacher's (the student has the
+/// teacher's network and reads its outputs as a consistency model), checking the data fits it.
+fn adopt_teacher(
+    cfg: &mut TrainConfig,
+    teacher: &DiffusionConfig,
+    c: &ConsistencyTrainConfig,
+    data: &TrainingSet,
+) -> Result<Vec<usize>, PolicyError> {
+    let names = |v: &[crate::policy::InputFeature]| {
+        v.iter()
+            .map(|f| format!("{}{:?}", f.name, f.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if teacher.inputs.len() != data.features().len()
+        || teacher
+            .inputs
+            .iter()
+            .zip(data.features())
+            .any(|(a, b)| a.name != b.name || a.shape != b.shape)
+        || teacher.action_dim != data.action_dim()
+    {
+        return Err(PolicyError::Config(format!(
+            "consistency.teacher {} takes [{}] → {} actions, the data has [{}] → {}; distil on the teacher's features \
+             (riptide train --features ...)",
+            c.teacher.display(),
+            names(&teacher.inputs),
+            teacher.action_dim,
+            names(data.features()),
+            data.action_dim()
+        )));
+    }
+    let teacher_schedule = teacher_schedule(teacher, c)?;
+    let student_ts = c
+        .timesteps
+        .clone()
+        .unwrap_or_else(|| vec![teacher_schedule.timesteps[0]]);
+    if let Some(t) = student_ts.iter().find(|t| !teacher_schedule.timesteps.contains(t)) {
+        return Err(PolicyError::Config(format!(
+            "consistency.timesteps: {t} is not one of the teacher's timesteps {:?} (the student is trained only there)",
+            teacher_schedule.timesteps
+        )));
+    }
+    let m = &mut cfg.model;
+    m.n_obs_steps = teacher.n_obs_steps;
+    m.horizon = teacher.horizon;
+    m.n_action_steps = teacher.n_action_steps;
+    m.down_dims = teacher.down_dims.clone();
+    m.kernel_size = teacher.kernel_size;
+    m.n_groups = teacher.n_groups;
+    m.diffusion_step_embed_dim = teacher.diffusion_step_embed_dim;
+    m.use_film_scale_modulation = teacher.use_film_scale_modulation;
+    m.crop_shape = teacher.crop_shape;
+    m.use_group_norm = teacher.use_group_norm;
+    m.spatial_softmax_num_keypoints = teacher.spatial_softmax_num_keypoints;
+    m.use_separate_rgb_encoder_per_camera = teacher.use_separate_rgb_encoder_per_camera;
+    let d = &mut cfg.diffusion;
+    let ts = &teacher.schedule;
+    d.noise_scheduler_type = "DDIM".into();
+    d.num_train_timesteps = ts.num_train_timesteps;
+    d.beta_schedule = ts.beta_schedule;
+    d.beta_start = ts.beta_start;
+    d.beta_end = ts.beta_end;
+    d.prediction_type = PredictionType::Sample;
+    d.clip_sample = ts.clip_sample;
+    d.clip_sample_range = ts.clip_sample_range;
+    d.num_inference_steps = Some(student_ts.len());
+    for f in &teacher.inputs {
+        let choice = norm_choice(teacher.norm_modes[&f.name]);
+        match f.kind {
+            FeatureKind::State => cfg.normalization.state = choice,
+            FeatureKind::Env => cfg.normalization.env = choice,
+            FeatureKind::Visual => cfg.normalization.visual = choice,
+        }
+    }
+    cfg.normalization.action = norm_choice(teacher.norm_modes["action"]);
+    Ok(student_ts)
+}
+
 fn diffusion_config(cfg: &TrainConfig, data: &TrainingSet) -> Result<DiffusionConfig, PolicyError> {
     let m = &cfg.model;
     let d = &cfg.diffusion;
@@ -349,8 +487,18 @@ fn recorder_err(path: &Path, e: impl std::fmt::Display) -> PolicyError {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A fresh run: stats from `data`, weights initialised from `cfg.seed`.
-    pub fn new(cfg: TrainConfig, data: TrainingSet, meta: RunMeta, device: B::Device) -> Result<Self, PolicyError> {
+    pub fn new(mut cfg: TrainConfig, data: TrainingSet, meta: RunMeta, device: B::Device) -> Result<Self, PolicyError> {
         cfg.validate()?;
+        let teacher = match cfg.consistency.clone() {
+            Some(c) => {
+                let files = crate::lerobot::CheckpointFiles::locate(&c.teacher)
+                    .map_err(|e| PolicyError::Config(format!("consistency.teacher: {e}")))?;
+                let tc = crate::lerobot::read_config(&files)?;
+                let student_ts = adopt_teacher(&mut cfg, &tc, &c, &data)?;
+                Some((c, student_ts))
+            }
+            None => None,
+        };
         let config = diffusion_config(&cfg, &data)?;
         let spec = WindowSpec {
             n_obs_steps: cfg.model.n_obs_steps,
@@ -400,6 +548,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             stack: Vec::new(),
             fan_in: 1,
         });
+        // A student starts from its teacher's weights.
+        let model = match &teacher {
+            Some((c, _)) => crate::lerobot::load_diffusion::<B>(&c.teacher, "teacher", &device)?.model,
+            None => model,
+        };
         let ema = model.valid();
         let o = &cfg.optim;
         let optim = AdamWConfig::new()
@@ -409,7 +562,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             .with_weight_decay(o.weight_decay as f32)
             .init::<B, DiffusionModel<B>>();
         let backend_name = format!("train ({})", std::any::type_name::<B::InnerBackend>());
-        Ok(Self {
+        let mut t = Self {
+            distill: None,
             cfg,
             config,
             data,
@@ -431,6 +585,94 @@ impl<B: AutodiffBackend> Trainer<B> {
             epoch_perm: None,
             device,
             backend_name,
+        };
+        if let Some((c, student_ts)) = teacher {
+            t.distill = Some(t.teacher_pool(&c, student_ts)?);
+        }
+        Ok(t)
+    }
+
+    /// Run the teacher from `c.pool_size` seeded noises on seeded training windows, keeping every
+    /// state of each trajectory (see [`Distill`]). The teacher's statistics must be the data's.
+    fn teacher_pool(&self, c: &ConsistencyTrainConfig, student_ts: Vec<usize>) -> Result<Distill, PolicyError> {
+        // The teacher runs without autodiff (on the backend's default device).
+        let dev = default_device::<B::InnerBackend>();
+        let teacher = crate::lerobot::load_diffusion::<B::InnerBackend>(&c.teacher, "teacher", &dev)?;
+        let probe_ok = self.data.features().iter().zip(&self.norms).all(|(f, n)| {
+            let mean = &self.stats[&f.name].mean;
+            let (mut a, mut b) = (mean.clone(), mean.clone());
+            // Stats vectors hold one value per channel: compare them through both normalisers.
+            n.normalize(&mut a, 1);
+            if let Some(t) = teacher.input_norms.get(&f.name) {
+                t.normalize(&mut b, 1);
+            }
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+        });
+        if !probe_ok {
+            return Err(PolicyError::Config(format!(
+                "consistency.teacher {}: its normalisation statistics differ from this data's; distil on the data the teacher was trained on",
+                c.teacher.display()
+            )));
+        }
+        let schedule = teacher_schedule(&teacher.config, c)?;
+        let (h, a) = (self.config.horizon, self.config.action_dim);
+        let per = h * a;
+        let k = schedule.nfe();
+        let mut rng = stream_rng(self.cfg.seed, STREAM_POOL, 0);
+        let windows: Vec<(usize, usize)> = (0..c.pool_size)
+            .map(|_| self.train_windows[rng.random_range(0..self.train_windows.len())])
+            .collect();
+        let mut states = vec![0.0f32; c.pool_size * k * per];
+        let mut targets = vec![0.0f32; c.pool_size * per];
+        let bs = self.cfg.batch_size;
+        for (ci, chunk) in windows.chunks(bs).enumerate() {
+            let batch = self.host_batch(chunk);
+            let b = batch.b;
+            let crops = vec![None; self.config.cameras().len()];
+            let gc = global_conditioning(&teacher.model, &teacher.config, &batch, &crops, &dev);
+            let cond = teacher.condition(gc);
+            let z: Vec<f32> = (0..b * per).map(|_| StandardNormal.sample(&mut rng)).collect();
+            let x = Tensor::<B::InnerBackend, 3>::from_data(TensorData::new(z.clone(), [b, h, a]), &dev);
+            let mut rec = Record(Vec::with_capacity(k));
+            let mut no_noise = |i: usize| -> Result<crate::tensor::HostTensor, PolicyError> {
+                Err(PolicyError::Config(format!(
+                    "consistency: teacher step {i} draws noise; distil from a deterministic (DDIM) schedule"
+                )))
+            };
+            let (out, _) = crate::sampler::sample(&teacher, &cond, &schedule, 0..k, x, &mut no_noise, Some(&mut rec))?;
+            let out = crate::sampler::to_host(out);
+            for i in 0..b {
+                let p = ci * bs + i;
+                for step in 0..k {
+                    let src = if step == 0 {
+                        &z[i * per..(i + 1) * per]
+                    } else {
+                        &rec.0[step - 1].data[i * per..(i + 1) * per]
+                    };
+                    states[(p * k + step) * per..(p * k + step + 1) * per].copy_from_slice(src);
+                }
+                targets[p * per..(p + 1) * per].copy_from_slice(&out.data[i * per..(i + 1) * per]);
+            }
+        }
+        let coefs = schedule
+            .timesteps
+            .iter()
+            .map(|&t| {
+                let (x, o) = consistency_scalings(&self.alphas_cumprod, t, c.sigma_data);
+                (x as f32, o as f32)
+            })
+            .collect();
+        Ok(Distill {
+            windows,
+            timesteps: schedule.timesteps.clone(),
+            states,
+            targets,
+            coefs,
+            one_step_fraction: c.one_step_fraction,
+            sampling: ConsistencySampling {
+                sigma_data: c.sigma_data,
+                timesteps: student_ts,
+            },
         })
     }
 
@@ -589,20 +831,44 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn train_step(&mut self) -> Result<StepStats, PolicyError> {
         let t0 = Instant::now();
         let k = self.step;
-        let windows = self.batch_windows(k);
-        let batch = self.host_batch(&windows);
         let mut rng = stream_rng(self.cfg.seed, STREAM_STEP, k as u64);
-        let draw = self.draw(&mut rng, batch.b, true);
-        let model = self.model.take().expect("model present");
-        let loss = batch_loss(
-            &model,
-            &self.config,
-            &self.cfg,
-            &self.alphas_cumprod,
-            &batch,
-            &draw,
-            &self.device,
-        );
+        let (batch, loss, model) = if let Some(d) = &self.distill {
+            // Pool trajectories and one state of each, the first (pure noise) one with probability
+            // `one_step_fraction`.
+            let kk = d.timesteps.len();
+            let picks: Vec<(usize, usize)> = (0..self.cfg.batch_size)
+                .map(|_| {
+                    let p = rng.random_range(0..d.windows.len());
+                    let s = if kk == 1 || rng.random_bool(d.one_step_fraction) {
+                        0
+                    } else {
+                        rng.random_range(1..kk)
+                    };
+                    (p, s)
+                })
+                .collect();
+            let windows: Vec<_> = picks.iter().map(|&(p, _)| d.windows[p]).collect();
+            let batch = self.host_batch(&windows);
+            let draw = self.draw(&mut rng, batch.b, true);
+            let model = self.model.take().expect("model present");
+            let loss = distill_loss(&model, &self.config, d, &picks, &batch, &draw, &self.device);
+            (batch, loss, model)
+        } else {
+            let windows = self.batch_windows(k);
+            let batch = self.host_batch(&windows);
+            let draw = self.draw(&mut rng, batch.b, true);
+            let model = self.model.take().expect("model present");
+            let loss = batch_loss(
+                &model,
+                &self.config,
+                &self.cfg,
+                &self.alphas_cumprod,
+                &batch,
+                &draw,
+                &self.device,
+            );
+            (batch, loss, model)
+        };
         let loss_value = loss.clone().detach().inner();
         let grads = loss.backward();
         let mut grads = GradientsParams::from_grads(grads, &model);
@@ -664,7 +930,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Mean loss of the EMA model over held-out episodes (fixed order and noise, eval-mode crops);
     /// None without validation data.
     pub fn validation_loss(&mut self) -> Result<Option<f64>, PolicyError> {
-        if self.val_windows.is_empty() {
+        // Distillation has no held-out teacher trajectories: closed-loop evaluation is its measure.
+        if self.val_windows.is_empty() || self.distill.is_some() {
             return Ok(None);
         }
         let mut rng = stream_rng(self.cfg.seed, STREAM_VAL, 0);
@@ -700,14 +967,18 @@ impl<B: AutodiffBackend> Trainer<B> {
             .zip(&self.norms)
             .map(|(f, n)| (f.name.clone(), n.clone()))
             .collect();
-        DiffusionPolicy::new(
+        let p = DiffusionPolicy::new(
             self.config.clone(),
             self.ema.clone(),
             input_norms,
             self.action_norm.clone(),
             &self.backend_name,
             self.device.clone(),
-        )
+        )?;
+        match &self.distill {
+            Some(d) => p.with_consistency(d.sampling.clone()),
+            None => Ok(p),
+        }
     }
 
     fn summary_losses(&self) -> (f64, f64) {
@@ -723,9 +994,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     fn riptide_json(&self) -> Value {
         let (initial, fin) = self.summary_losses();
         let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
-        json!({
+        let mut v = json!({
             "format": 1,
-            "kind": "diffusion",
+            "kind": if self.distill.is_some() { "consistency" } else { "diffusion" },
             "fps": self.meta.fps,
             "env": self.meta.env,
             "training": {
@@ -747,7 +1018,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                 },
                 "config": serde_json::to_value(&self.cfg).expect("config serialises"),
             }
-        })
+        });
+        if let (Some(d), Some(c)) = (&self.distill, &self.cfg.consistency) {
+            v["consistency"] = serde_json::to_value(&d.sampling).expect("sampling serialises");
+            v["teacher"] = json!(c.teacher.display().to_string());
+        }
+        v
     }
 
     /// Write `dir/pretrained_model/` (LeRobot layout, EMA weights; what `load_policy` and LeRobot
@@ -972,4 +1248,38 @@ fn batch_loss<Bk: Backend>(
         err = err * Tensor::<Bk, 3>::from_data(TensorData::new(keep, [b, h, 1]), device);
     }
     err.mean()
+}
+
+/// Consistency distillation loss: MSE between the student's clean estimate at the picked teacher
+/// states and the teacher's results (see [`Distill`]).
+fn distill_loss<Bk: Backend>(
+    model: &DiffusionModel<Bk>,
+    config: &DiffusionConfig,
+    d: &Distill,
+    picks: &[(usize, usize)],
+    batch: &HostBatch,
+    draw: &Draw,
+    device: &Bk::Device,
+) -> Tensor<Bk, 1> {
+    let (b, h, a) = (batch.b, config.horizon, config.action_dim);
+    let per = h * a;
+    let kk = d.timesteps.len();
+    let global_cond = global_conditioning(model, config, batch, &draw.crops, device);
+    let mut x = Vec::with_capacity(b * per);
+    let mut target = Vec::with_capacity(b * per);
+    let (mut cx, mut co, mut ts) = (Vec::with_capacity(b), Vec::with_capacity(b), Vec::with_capacity(b));
+    for &(p, s) in picks {
+        x.extend_from_slice(&d.states[(p * kk + s) * per..(p * kk + s + 1) * per]);
+        target.extend_from_slice(&d.targets[p * per..(p + 1) * per]);
+        cx.push(d.coefs[s].0);
+        co.push(d.coefs[s].1);
+        ts.push(d.timesteps[s]);
+    }
+    let x = Tensor::<Bk, 3>::from_data(TensorData::new(x, [b, h, a]), device);
+    let f = model.unet.forward_steps(x.clone(), &ts, global_cond);
+    let cx = Tensor::<Bk, 3>::from_data(TensorData::new(cx, [b, 1, 1]), device);
+    let co = Tensor::<Bk, 3>::from_data(TensorData::new(co, [b, 1, 1]), device);
+    let x0 = x * cx + f * co;
+    let target = Tensor::<Bk, 3>::from_data(TensorData::new(target, [b, h, a]), device);
+    (x0 - target).square().mean()
 }

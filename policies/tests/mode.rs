@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use riptide_policies::mode::{
-    edm_scalings, exponential_sigmas, load, named_tensors, train_mode, untrained_policy, MoDEConfig, MoDEPolicy,
-    MoDETrainConfig,
+    edm_scalings, exponential_sigmas, load, named_tensors, train_mode, untrained_policy, ExpertPath, MoDEConfig,
+    MoDEPolicy, MoDETrainConfig,
 };
 use riptide_policies::train::TrainingSet;
 use riptide_policies::{
@@ -200,10 +200,12 @@ fn cached_matches_uncached() {
         };
         p.set_cached(true);
         let a = p.predict(&window(4, 0.2), &req, None).unwrap();
-        p.set_cached(false);
-        let b = p.predict(&window(4, 0.2), &req, None).unwrap();
-        let d = a.actions_normalized.max_abs_diff(&b.actions_normalized).unwrap();
-        assert!(d < 1e-5, "n = {n}: cached vs uncached differ by {d}");
+        for path in [ExpertPath::Routed, ExpertPath::Dense] {
+            p.set_expert_path(path);
+            let b = p.predict(&window(4, 0.2), &req, None).unwrap();
+            let d = a.actions_normalized.max_abs_diff(&b.actions_normalized).unwrap();
+            assert!(d < 1e-5, "n = {n}: cached vs {path:?} differ by {d}");
+        }
     }
 }
 

@@ -11,5 +11,5 @@ pub mod policy;
 pub mod train;
 
 pub use model::{edm_scalings, exponential_sigmas, MoDE, MoDEConfig};
-pub use policy::{load, load_named, named_tensors, MoDEPolicy};
+pub use policy::{load, load_named, named_tensors, ExpertPath, MoDEPolicy};
 pub use train::{init_model, train_mode, untrained_policy, MoDETrainConfig, TrainRouting};

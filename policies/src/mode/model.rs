@@ -275,7 +275,7 @@ impl<B: Backend> Block<B> {
     /// `Σ_e gates[:, e]·Expert_e(h)` with per-sample gates [B, E] (zero for unselected experts): the
     /// training path, where each sample has its own σ and therefore its own experts.
     pub fn experts_gated(&self, h: Tensor<B, 3>, gates: Tensor<B, 2>) -> Tensor<B, 3> {
-        let b = h.dims()[0];
+        let b = gates.dims()[0];
         let mut acc: Option<Tensor<B, 3>> = None;
         for (e, expert) in self.experts.iter().enumerate() {
             let g = gates.clone().narrow(1, e, 1).reshape([b, 1, 1]);

@@ -116,6 +116,18 @@ fn route<B: Backend>(model: &MoDE<B>, c: Tensor<B, 3>, top: usize) -> Vec<Vec<(u
         .collect()
 }
 
+/// How the expert layers are evaluated at inference; all three give the same actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertPath {
+    /// Per step, the top-k experts fused into one MLP, precomputed (MoDE's expert caching).
+    Cached,
+    /// The router runs on every call and only the chosen experts are evaluated.
+    Routed,
+    /// Every expert is evaluated and gated (zero weight for unchosen ones): a dense-MoE reference,
+    /// what an implementation that does not exploit σ-only routing pays.
+    Dense,
+}
+
 /// One inference's denoiser: D(x, σ_t) = c_skip·x + c_out·F(c_in·x, σ_t, obs), with the experts
 /// either routed on every call or taken from the cache.
 struct EdmDenoiser<'a, B: Backend> {
@@ -124,6 +136,7 @@ struct EdmDenoiser<'a, B: Backend> {
     sigma_data: f64,
     top_k: usize,
     cache: Option<&'a ExpertCache<B>>,
+    dense: bool,
     device: &'a B::Device,
 }
 
@@ -143,7 +156,7 @@ impl<B: Backend> Denoiser<B> for EdmDenoiser<'_, B> {
             }
             None => {
                 let c = self.model.noise_embedding_at(sigma, self.device);
-                let top = self.top_k;
+                let (top, dense) = (self.top_k, self.dense);
                 self.model.forward_with(x_in, c.clone(), cond.clone(), |_, block, h| {
                     let p = block
                         .router
@@ -151,7 +164,17 @@ impl<B: Backend> Denoiser<B> for EdmDenoiser<'_, B> {
                         .into_data()
                         .convert::<f32>()
                         .into_vec::<f32>();
-                    block.experts_selected(h, &top_k(&p.expect("f32 router probabilities"), top))
+                    let chosen = top_k(&p.expect("f32 router probabilities"), top);
+                    if dense {
+                        let e = block.experts.len();
+                        let mut gates = vec![0.0f32; e];
+                        for (i, w) in chosen {
+                            gates[i] = w;
+                        }
+                        block.experts_gated(h, Tensor::from_data(TensorData::new(gates, [1, e]), self.device))
+                    } else {
+                        block.experts_selected(h, &chosen)
+                    }
                 })
             }
         };
@@ -167,7 +190,7 @@ pub struct MoDEPolicy<B: Backend> {
     stats: BTreeMap<String, FeatureStats>,
     input_norms: Vec<FeatureNorm>,
     action_norm: FeatureNorm,
-    cached: bool,
+    path: ExpertPath,
     /// Expert caches by number of inference steps.
     caches: BTreeMap<usize, ExpertCache<B>>,
     spec: PolicySpec,
@@ -239,7 +262,7 @@ impl<B: Backend> MoDEPolicy<B> {
             stats,
             input_norms,
             action_norm,
-            cached: true,
+            path: ExpertPath::Cached,
             caches: BTreeMap::new(),
             spec,
             device,
@@ -250,11 +273,19 @@ impl<B: Backend> MoDEPolicy<B> {
 
     /// Use (default) or bypass the expert cache; both give the same actions.
     pub fn set_cached(&mut self, cached: bool) {
-        self.cached = cached;
+        self.path = if cached { ExpertPath::Cached } else { ExpertPath::Routed };
     }
 
     pub fn cached(&self) -> bool {
-        self.cached
+        self.path == ExpertPath::Cached
+    }
+
+    pub fn set_expert_path(&mut self, path: ExpertPath) {
+        self.path = path;
+    }
+
+    pub fn expert_path(&self) -> ExpertPath {
+        self.path
     }
 
     pub fn stats(&self) -> &BTreeMap<String, FeatureStats> {
@@ -400,7 +431,7 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         }
         let sigmas = self.sigmas(n);
         let schedule = NoiseSchedule::sigma_space(&sigmas, SigmaStep::Deterministic, Some(1.0))?;
-        if self.cached {
+        if self.path == ExpertPath::Cached {
             self.ensure_cache(n);
         }
         let seed = req.seed.unwrap_or_else(rand::random);
@@ -427,7 +458,12 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
             sigmas: &sigmas,
             sigma_data: self.config.sigma_data,
             top_k: self.config.top_k,
-            cache: if self.cached { self.caches.get(&n) } else { None },
+            cache: if self.path == ExpertPath::Cached {
+                self.caches.get(&n)
+            } else {
+                None
+            },
+            dense: self.path == ExpertPath::Dense,
             device: &self.device,
         };
         let mut no_step_noise = |k: usize| -> Result<HostTensor, PolicyError> {

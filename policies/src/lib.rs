@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod error;
 pub mod lerobot;
+pub mod mode;
 pub mod normalize;
 pub mod policy;
 pub mod rti;

@@ -80,6 +80,12 @@ pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, Po
 
 /// [`load_policy`] with explicit options.
 pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Box<dyn Policy>, PolicyError> {
+    // riptide-only kinds say so in riptide.json; LeRobot checkpoints (no sidecar) are diffusion.
+    if let Some((kind, _)) = crate::lerobot::loader::read_riptide_kind(dir)? {
+        if kind == "mode" {
+            return load_mode(dir, device);
+        }
+    }
     match device {
         DeviceSpec::Cpu | DeviceSpec::Flex => {
             let mut p = load_diffusion::<FlexBackend>(dir, "cpu (burn-flex)", &Default::default())?;
@@ -92,6 +98,20 @@ pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Re
             Ok(Box::new(p))
         }
         DeviceSpec::Cuda(i) => load_cuda(dir, i),
+    }
+}
+
+fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
+    match device {
+        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(crate::mode::load::<FlexBackend>(dir, &Default::default())?)),
+        DeviceSpec::NdArray => Ok(Box::new(crate::mode::load::<NdArrayBackend>(dir, &Default::default())?)),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => Ok(Box::new(crate::mode::load::<burn::backend::Cuda>(
+            dir,
+            &burn::backend::cuda::CudaDevice::new(i),
+        )?)),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => load_cuda(dir, 0),
     }
 }
 

@@ -304,3 +304,38 @@ fn learns_both_modes() {
         "samples should cover both modes and avoid the mean: {after:?}"
     );
 }
+
+/// `riptide train` with a `[mode]` section writes a checkpoint that `load_policy` opens as kind "mode".
+#[test]
+fn train_config_mode_section_and_load_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = riptide_policies::TrainConfig::from_toml_str(
+        "steps = 20\nbatch_size = 16\n[model]\nn_obs_steps = 1\nhorizon = 8\nn_action_steps = 8\n\
+         [mode]\nd_model = 32\nn_layers = 1\nnum_inference_steps = 4\n",
+    )
+    .unwrap();
+    let summary = riptide_policies::train(
+        cfg,
+        bimodal_set(),
+        riptide_policies::RunMeta::default(),
+        riptide_policies::DeviceSpec::Cpu,
+        dir.path(),
+        None,
+        &mut riptide_policies::train::Hooks::default(),
+    )
+    .unwrap();
+    assert!(summary.final_loss.is_finite());
+    let ckpt = summary.checkpoint.unwrap().join("pretrained_model");
+    let mut p = riptide_policies::load_policy(&ckpt, riptide_policies::DeviceSpec::Cpu).unwrap();
+    assert_eq!(p.spec().kind, "mode");
+    assert_eq!(p.spec().default_nfe, 4);
+    let c = p.predict(&window(2, 0.0), &seeded(3), None).unwrap();
+    assert_eq!(c.actions.shape, vec![2, HORIZON, ACTION_DIM]);
+    assert_eq!(c.meta.nfe, 4);
+    // Both kinds in one config is a named error.
+    let e = riptide_policies::TrainConfig::from_toml_str("[mode]\n[consistency]\nteacher = \"t\"\n")
+        .and_then(|c| c.validate())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[mode]"), "{e}");
+}

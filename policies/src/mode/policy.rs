@@ -249,7 +249,8 @@ impl<B: Backend> MoDEPolicy<B> {
             action_dim: config.action_dim,
             n_obs_steps: config.n_obs_steps,
             horizon: config.horizon,
-            exec_start: 0,
+            // Training windows start their action chunk at the oldest observed frame (LeRobot's layout).
+            exec_start: config.n_obs_steps - 1,
             n_action_steps: config.n_action_steps,
             default_nfe: config.num_inference_steps,
             num_parameters: model.num_params(),

@@ -37,6 +37,37 @@ pub struct TrainConfig {
     /// Distil a one-step consistency student from a trained diffusion teacher instead of training a
     /// diffusion policy (riptide kind "consistency"); `[model]` and `[diffusion]` then come from the teacher.
     pub consistency: Option<ConsistencyTrainConfig>,
+    /// Train a MoDE policy (riptide kind "mode", `riptide_policies::mode`) instead of a U-Net
+    /// diffusion policy; windows come from `[model]`, optimiser settings from `[optim]`.
+    pub mode: Option<ModeTrainSection>,
+}
+
+/// The MoDE transformer's shape and its trainer's extra knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModeTrainSection {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_experts: usize,
+    pub top_k: usize,
+    pub num_inference_steps: usize,
+    /// Weight of the load-balancing loss.
+    pub aux_weight: f64,
+}
+
+impl Default for ModeTrainSection {
+    fn default() -> Self {
+        Self {
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            n_experts: 4,
+            top_k: 2,
+            num_inference_steps: 10,
+            aux_weight: 0.01,
+        }
+    }
 }
 
 /// Consistency distillation (see `train/trainer.rs`): the student learns the teacher's DDIM solution
@@ -88,6 +119,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             eval_every: 0,
             consistency: None,
+            mode: None,
         }
     }
 }
@@ -412,6 +444,9 @@ impl TrainConfig {
         }
         if self.val_max_batches == 0 {
             return err("val_max_batches must be > 0".into());
+        }
+        if self.mode.is_some() && self.consistency.is_some() {
+            return err("[mode] and [consistency] cannot be combined: pick one policy kind".into());
         }
         if let Some(c) = &self.consistency {
             if c.teacher.as_os_str().is_empty() {

@@ -15,8 +15,8 @@ use std::path::Path;
 
 pub use checkpoint::{lerobot_config_json, lerobot_state_dict, RunMeta};
 pub use config::{
-    ConsistencyTrainConfig, DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModelConfig, NormChoice,
-    NormalizationConfig, OptimConfig, TrainConfig,
+    ConsistencyTrainConfig, DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModeTrainSection, ModelConfig,
+    NormChoice, NormalizationConfig, OptimConfig, TrainConfig,
 };
 pub use data::{samples_from_episode, Episode, FeatureStats, Sample, TrainingSet, WindowSpec};
 pub use trainer::{Control, EvalHook, Hooks, StepStats, TrainEvent, TrainSummary, Trainer};
@@ -40,6 +40,9 @@ pub fn train(
     resume_from: Option<&Path>,
     hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
+    if let Some(m) = cfg.mode.clone() {
+        return train_mode_run(cfg, m, data, meta, device, out_dir, resume_from);
+    }
     match device {
         DeviceSpec::Cpu | DeviceSpec::Flex => {
             let mut t = match resume_from {
@@ -90,4 +93,75 @@ fn train_cuda(
          or train with --device cpu"
             .into(),
     ))
+}
+
+/// `[mode]` runs: MoDE's own trainer on the CPU, one checkpoint at the end (LeRobot has no MoDE, so
+/// the checkpoint is riptide's: `model.safetensors` + `riptide.json` with kind "mode").
+fn train_mode_run(
+    cfg: TrainConfig,
+    m: ModeTrainSection,
+    data: TrainingSet,
+    meta: RunMeta,
+    device: DeviceSpec,
+    out_dir: &Path,
+    resume_from: Option<&Path>,
+) -> Result<TrainSummary, PolicyError> {
+    use crate::mode::{train_mode, MoDEConfig, MoDETrainConfig};
+    if resume_from.is_some() {
+        return Err(PolicyError::Config(
+            "MoDE runs cannot be resumed yet; start a new run".into(),
+        ));
+    }
+    if !matches!(device, DeviceSpec::Cpu | DeviceSpec::Flex) {
+        return Err(PolicyError::Device(
+            "MoDE trains on the CPU (--device cpu) in this version".into(),
+        ));
+    }
+    cfg.validate()?;
+    let obs_dim = data.features().iter().map(|f| f.shape.iter().product::<usize>()).sum();
+    let config = MoDEConfig::new(data.action_dim(), obs_dim)
+        .with_n_obs_steps(cfg.model.n_obs_steps)
+        .with_horizon(cfg.model.horizon)
+        .with_n_action_steps(cfg.model.n_action_steps)
+        .with_d_model(m.d_model)
+        .with_n_layers(m.n_layers)
+        .with_n_heads(m.n_heads)
+        .with_n_experts(m.n_experts)
+        .with_top_k(m.top_k)
+        .with_num_inference_steps(m.num_inference_steps);
+    let tc = MoDETrainConfig {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        lr: cfg.optim.lr,
+        weight_decay: cfg.optim.weight_decay,
+        seed: cfg.seed,
+        aux_weight: m.aux_weight,
+        ..Default::default()
+    };
+    let t0 = std::time::Instant::now();
+    let (policy, losses) = train_mode::<CpuTrainBackend>(config, &tc, &data, &Default::default())?;
+    let dir = out_dir.join("checkpoints").join(format!("{:06}", cfg.steps));
+    let pretrained = dir.join("pretrained_model");
+    policy.save(&pretrained)?;
+    // The run's metadata next to the model's own fields.
+    let path = pretrained.join("riptide.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
+    v["fps"] = serde_json::json!(meta.fps);
+    v["env"] = serde_json::json!(meta.env);
+    v["training"] = serde_json::json!({ "steps": cfg.steps, "seed": cfg.seed, "data": meta.data,
+        "config": serde_json::to_value(&cfg).map_err(|e| PolicyError::Config(e.to_string()))? });
+    std::fs::write(&path, serde_json::to_string_pretty(&v).expect("JSON serialises"))
+        .map_err(|e| PolicyError::io(&path, e))?;
+    let w = (losses.len() / 10).clamp(1, 100);
+    let mean = |s: &[f32]| s.iter().map(|v| *v as f64).sum::<f64>() / s.len().max(1) as f64;
+    Ok(TrainSummary {
+        steps: cfg.steps,
+        initial_loss: mean(&losses[..w.min(losses.len())]),
+        final_loss: mean(&losses[losses.len().saturating_sub(w)..]),
+        final_val_loss: None,
+        wall_time_s: t0.elapsed().as_secs_f64(),
+        checkpoint: Some(dir),
+    })
 }

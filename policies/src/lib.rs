@@ -17,6 +17,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensor;
 pub mod train;
+pub mod truncated;
 
 pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
 pub use error::PolicyError;

@@ -153,10 +153,29 @@ pub fn load_diffusion<B: Backend>(
                 .map_err(|e| PolicyError::Config(format!("{}: consistency: {e}", path.display())))?;
             policy.with_consistency(c)
         }
+        Some((kind, v)) if kind == "truncated" => {
+            let path = files.dir.join("riptide.json");
+            let t: crate::truncated::TruncatedSampling = v
+                .get("truncated")
+                .cloned()
+                .ok_or_else(|| PolicyError::Config(format!("{}: kind \"truncated\" needs a \"truncated\" object", path.display())))
+                .and_then(|t| {
+                    serde_json::from_value(t).map_err(|e| PolicyError::Config(format!("{}: truncated: {e}", path.display())))
+                })?;
+            let parts = crate::truncated::load_parts::<B>(
+                &files.dir,
+                t,
+                policy.config.global_cond_dim(),
+                policy.config.horizon,
+                policy.config.action_dim,
+                device,
+            )?;
+            policy.with_truncated(parts)
+        }
         Some((kind, _)) if kind == "diffusion" => Ok(policy),
         None => Ok(policy),
         Some((kind, _)) => Err(PolicyError::Config(format!(
-            "{}: riptide.json says kind {kind:?}, which this loader does not read (diffusion, consistency)",
+            "{}: riptide.json says kind {kind:?}, which this loader does not read (diffusion, consistency, truncated, mode)",
             files.dir.display()
         ))),
     }

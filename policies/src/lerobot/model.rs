@@ -153,6 +153,8 @@ pub struct DiffusionPolicy<B: Backend> {
     pub config: DiffusionConfig,
     /// Some: a consistency student (riptide kind "consistency") instead of LeRobot's sampler.
     pub consistency: Option<ConsistencySampling>,
+    /// Some: truncated diffusion from anchors with a score head (riptide kind "truncated").
+    pub truncated: Option<crate::truncated::TruncatedParts<B>>,
     pub model: DiffusionModel<B>,
     pub input_norms: BTreeMap<String, FeatureNorm>,
     pub action_norm: FeatureNorm,
@@ -189,6 +191,7 @@ impl<B: Backend> DiffusionPolicy<B> {
         Ok(Self {
             config,
             consistency: None,
+            truncated: None,
             model,
             input_norms,
             action_norm,
@@ -211,8 +214,124 @@ impl<B: Backend> DiffusionPolicy<B> {
         Ok(self)
     }
 
+    /// Sample as truncated diffusion (see [`crate::truncated`]).
+    pub fn with_truncated(mut self, parts: crate::truncated::TruncatedParts<B>) -> Result<Self, PolicyError> {
+        let schedule = NoiseSchedule::ddim_at(
+            crate::schedule::ScheduleConfig {
+                prediction_type: crate::schedule::PredictionType::Sample,
+                ..self.config.schedule.clone()
+            },
+            parts.sampling.timesteps.clone(),
+        )?;
+        if parts.anchors.shape != [parts.sampling.n_anchors, self.config.horizon, self.config.action_dim] {
+            return Err(PolicyError::Config(format!(
+                "truncated: anchors have shape {:?}, the policy needs [{}, {}, {}]",
+                parts.anchors.shape, parts.sampling.n_anchors, self.config.horizon, self.config.action_dim
+            )));
+        }
+        self.film = FilmCache::new(&self.model.unet, &schedule.timesteps, &self.device);
+        self.spec.kind = "truncated".into();
+        self.spec.default_nfe = schedule.nfe();
+        self.schedule = schedule;
+        self.truncated = Some(parts);
+        Ok(self)
+    }
+
+    /// Truncated diffusion: every anchor noised to the truncation step, all of them denoised in one
+    /// batch [B·K], the score head picks one candidate per batch item. Returns (normalised chunk, NFE).
+    fn predict_truncated(
+        &self,
+        obs: &ObservationWindow,
+        req: &SampleRequest,
+        batch: usize,
+        noise: &mut NoiseSource,
+        hook: Option<&mut dyn StepHook>,
+    ) -> Result<(Tensor<B, 3>, usize), PolicyError> {
+        let parts = self.truncated.as_ref().expect("truncated policy");
+        if req.warm_start.is_some() {
+            return Err(PolicyError::Config(
+                "RTI warm starts apply to the diffusion kind; a truncated policy already enters late from its anchors"
+                    .into(),
+            ));
+        }
+        let (h, a, k) = (self.config.horizon, self.config.action_dim, parts.sampling.n_anchors);
+        let gc = self.global_conditioning(obs, batch);
+        let logits = to_host(parts.score_head.forward(gc.clone()));
+        let g = gc.dims()[1];
+        let cond = self.condition(gc.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([batch * k, g]));
+        let eps = noise.take(
+            req.initial_noise.as_ref(),
+            [batch * k, h, a],
+            "initial noise (one per anchor)",
+        )?;
+        let (sa, sb) = self.schedule_coeffs(parts.sampling.trunc_timestep);
+        let per = h * a;
+        let mut x0 = eps.data;
+        for (i, v) in x0.iter_mut().enumerate() {
+            let anchor = parts.anchors.data[(i / per) % k * per + i % per];
+            *v = (sa * anchor + sb * *v).clamp(-1.0, 1.0);
+        }
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x0, [batch * k, h, a]), &self.device);
+        let mut no_noise = |_: usize| -> Result<crate::tensor::HostTensor, PolicyError> {
+            Err(PolicyError::Config(
+                "truncated diffusion samples with DDIM (no step noise)".into(),
+            ))
+        };
+        let schedule = &self.schedule;
+        let (x, nfe) = sampler::sample(self, &cond, schedule, 0..schedule.nfe(), x, &mut no_noise, hook)?;
+        let cands = to_host(x);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(noise.seed ^ 0x5C0E);
+        let mut out = Vec::with_capacity(batch * per);
+        for bi in 0..batch {
+            let l = &logits.data[bi * k..(bi + 1) * k];
+            let pick = match parts.sampling.select {
+                crate::truncated::ModeSelect::Argmax => (0..k).max_by(|&i, &j| l[i].total_cmp(&l[j])).unwrap_or(0),
+                crate::truncated::ModeSelect::Sample => {
+                    let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let w: Vec<f64> = l.iter().map(|v| ((v - m) as f64).exp()).collect();
+                    let mut r = rand::Rng::random_range(&mut rng, 0.0..w.iter().sum::<f64>());
+                    let mut pick = k - 1;
+                    for (i, wi) in w.iter().enumerate() {
+                        r -= wi;
+                        if r <= 0.0 {
+                            pick = i;
+                            break;
+                        }
+                    }
+                    pick
+                }
+            };
+            let row = bi * k + pick;
+            out.extend_from_slice(&cands.data[row * per..(row + 1) * per]);
+        }
+        Ok((
+            Tensor::from_data(TensorData::new(out, [batch, h, a]), &self.device),
+            nfe,
+        ))
+    }
+
+    /// `(√ᾱ_t, √(1−ᾱ_t))` of the training schedule.
+    fn schedule_coeffs(&self, t: usize) -> (f32, f32) {
+        let ac = crate::schedule::alphas_cumprod(
+            self.config.schedule.beta_schedule,
+            self.config.schedule.num_train_timesteps,
+            self.config.schedule.beta_start,
+            self.config.schedule.beta_end,
+        );
+        let a = ac[t.min(ac.len() - 1)];
+        (a.sqrt(), (1.0 - a).sqrt())
+    }
+
     /// The schedule of a request for `n` steps.
     fn schedule_for(&self, n: Option<usize>) -> Result<NoiseSchedule, PolicyError> {
+        if let (Some(n), Some(_)) = (n, &self.truncated) {
+            if n != self.schedule.nfe() {
+                return Err(PolicyError::Config(format!(
+                    "a truncated-diffusion policy runs its {} trained steps; num_inference_steps = {n} is not supported",
+                    self.schedule.nfe()
+                )));
+            }
+        }
         match (n, &self.consistency) {
             (Some(n), _) if n == self.schedule.nfe() => Ok(self.schedule.clone()),
             (None, _) => Ok(self.schedule.clone()),
@@ -348,8 +467,8 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         let shape = [batch, self.config.horizon, self.config.action_dim];
         // A warm-start request draws (or falls back to) its own start sample in `rti::denoise`.
         let x_t = match req.warm_start {
-            None => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
-            Some(_) => None,
+            None if self.truncated.is_none() => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
+            _ => None,
         };
         let mut timings = StageTimings {
             preprocess_s: t0.elapsed().as_secs_f64(),
@@ -362,6 +481,10 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
 
         let t2 = Instant::now();
         let (x, nfe, warm_started) = match (&req.warm_start, x_t) {
+            _ if self.truncated.is_some() => {
+                let (x, nfe) = self.predict_truncated(obs, req, batch, &mut noise, hook)?;
+                (x, nfe, false)
+            }
             (Some(warm), _) => {
                 let ctx = rti::WarmContext {
                     spec: &self.spec,

@@ -40,6 +40,36 @@ pub struct TrainConfig {
     /// Train a MoDE policy (riptide kind "mode", `riptide_policies::mode`) instead of a U-Net
     /// diffusion policy; windows come from `[model]`, optimiser settings from `[optim]`.
     pub mode: Option<ModeTrainSection>,
+    /// Truncated diffusion with k-means anchors and a score head (riptide kind "truncated",
+    /// `riptide_policies::truncated`); the U-Net is trained to predict the clean chunk.
+    pub truncated: Option<TruncatedTrainSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TruncatedTrainSection {
+    /// Anchors: k-means centres of the (normalised) training action chunks.
+    pub n_anchors: usize,
+    /// Training noises anchors at timesteps 0..=trunc_timestep only; inference enters there.
+    pub trunc_timestep: usize,
+    /// Weight of the score head's cross-entropy next to the denoising MSE.
+    pub score_weight: f64,
+    pub score_hidden: usize,
+    pub kmeans_iters: usize,
+    pub select: crate::truncated::ModeSelect,
+}
+
+impl Default for TruncatedTrainSection {
+    fn default() -> Self {
+        Self {
+            n_anchors: 16,
+            trunc_timestep: 10,
+            score_weight: 0.1,
+            score_hidden: 128,
+            kmeans_iters: 50,
+            select: crate::truncated::ModeSelect::Argmax,
+        }
+    }
 }
 
 /// The MoDE transformer's shape and its trainer's extra knobs.
@@ -120,6 +150,7 @@ impl Default for TrainConfig {
             eval_every: 0,
             consistency: None,
             mode: None,
+            truncated: None,
         }
     }
 }
@@ -445,8 +476,21 @@ impl TrainConfig {
         if self.val_max_batches == 0 {
             return err("val_max_batches must be > 0".into());
         }
-        if self.mode.is_some() && self.consistency.is_some() {
-            return err("[mode] and [consistency] cannot be combined: pick one policy kind".into());
+        let kinds = [
+            self.mode.is_some(),
+            self.consistency.is_some(),
+            self.truncated.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return err("[mode], [consistency] and [truncated] cannot be combined: pick one policy kind".into());
+        }
+        if let Some(t) = &self.truncated {
+            if t.n_anchors < 1 || t.trunc_timestep < 2 || t.trunc_timestep >= self.diffusion.num_train_timesteps {
+                return err(format!(
+                    "truncated: need n_anchors ≥ 1 and 2 ≤ trunc_timestep < diffusion.num_train_timesteps ({}), got {} / {}",
+                    self.diffusion.num_train_timesteps, t.n_anchors, t.trunc_timestep
+                ));
+            }
         }
         if let Some(c) = &self.consistency {
             if c.teacher.as_os_str().is_empty() {

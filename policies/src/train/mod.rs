@@ -16,7 +16,7 @@ use std::path::Path;
 pub use checkpoint::{lerobot_config_json, lerobot_state_dict, RunMeta};
 pub use config::{
     ConsistencyTrainConfig, DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModeTrainSection, ModelConfig,
-    NormChoice, NormalizationConfig, OptimConfig, TrainConfig,
+    NormChoice, NormalizationConfig, OptimConfig, TrainConfig, TruncatedTrainSection,
 };
 pub use data::{samples_from_episode, Episode, FeatureStats, Sample, TrainingSet, WindowSpec};
 pub use trainer::{Control, EvalHook, Hooks, StepStats, TrainEvent, TrainSummary, Trainer};

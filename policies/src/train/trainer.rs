@@ -143,6 +143,8 @@ struct Draw {
 pub struct Trainer<B: AutodiffBackend> {
     /// Consistency distillation: teacher trajectories and the student's sampling (None: diffusion).
     distill: Option<Distill>,
+    /// Truncated diffusion: anchors, score head and its optimiser (None: plain diffusion).
+    trunc: Option<Trunc<B>>,
     cfg: TrainConfig,
     config: DiffusionConfig,
     data: TrainingSet,
@@ -310,6 +312,17 @@ struct Distill {
     coefs: Vec<(f32, f32)>,
     one_step_fraction: f64,
     sampling: ConsistencySampling,
+}
+
+/// Truncated-diffusion training state (see [`crate::truncated`]). The score head has its own AdamW
+/// (same settings, no gradient clipping) and is saved with its live weights.
+struct Trunc<B: AutodiffBackend> {
+    /// Normalised anchors [K, H·A].
+    anchors: Vec<f32>,
+    head: Option<crate::truncated::ScoreHead<B>>,
+    optim: OptimizerAdaptor<AdamW, crate::truncated::ScoreHead<B>, B>,
+    sampling: crate::truncated::TruncatedSampling,
+    score_weight: f64,
 }
 
 /// A [`crate::StepHook`] that keeps every intermediate sample of the teacher's run.
@@ -499,6 +512,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             None => None,
         };
+        if let Some(t) = &cfg.truncated {
+            // The U-Net predicts the clean chunk from a noised anchor; two DDIM steps at inference.
+            cfg.diffusion.prediction_type = PredictionType::Sample;
+            cfg.diffusion.noise_scheduler_type = "DDIM".into();
+            cfg.diffusion.num_inference_steps = Some(2.min(t.trunc_timestep));
+        }
         let config = diffusion_config(&cfg, &data)?;
         let spec = WindowSpec {
             n_obs_steps: cfg.model.n_obs_steps,
@@ -562,8 +581,41 @@ impl<B: AutodiffBackend> Trainer<B> {
             .with_weight_decay(o.weight_decay as f32)
             .init::<B, DiffusionModel<B>>();
         let backend_name = format!("train ({})", std::any::type_name::<B::InnerBackend>());
+        let trunc = match &cfg.truncated {
+            Some(tc) => {
+                // Anchors from every training window's normalised action chunk.
+                let per = config.horizon * config.action_dim;
+                let mut chunks = Vec::with_capacity(train_windows.len() * per);
+                for &(e, t) in &train_windows {
+                    let mut a = data.sample(e, t, &spec).action;
+                    action_norm.normalize(&mut a, 1);
+                    chunks.extend(a);
+                }
+                let anchors =
+                    crate::truncated::kmeans(&chunks, per, tc.n_anchors, tc.kmeans_iters, cfg.seed ^ STREAM_INIT)?;
+                let head = crate::truncated::ScoreHead::<B>::new(
+                    config.global_cond_dim(),
+                    tc.score_hidden,
+                    tc.n_anchors,
+                    &device,
+                );
+                let mut sampling = crate::truncated::TruncatedSampling::new(tc.trunc_timestep, tc.n_anchors);
+                sampling.select = tc.select;
+                Some(Trunc {
+                    anchors,
+                    head: Some(head),
+                    optim: AdamWConfig::new()
+                        .with_weight_decay(o.weight_decay as f32)
+                        .init::<B, crate::truncated::ScoreHead<B>>(),
+                    sampling,
+                    score_weight: tc.score_weight,
+                })
+            }
+            None => None,
+        };
         let mut t = Self {
             distill: None,
+            trunc,
             cfg,
             config,
             data,
@@ -704,6 +756,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                 "resume: the training data differs from the run's ({} episodes / {} frames / sum {} then, {} / {} / {} now)",
                 fp.0, fp.1, fp.2, now.0, now.1, now.2
             )));
+        }
+        if cfg.truncated.is_some() {
+            return Err(PolicyError::Config(
+                "truncated-diffusion runs cannot be resumed yet (the score head has no training state); start a new run"
+                    .into(),
+            ));
         }
         let mut t = Self::new(cfg, data, meta, device)?;
         let rec = Rec::new();
@@ -853,6 +911,29 @@ impl<B: AutodiffBackend> Trainer<B> {
             let model = self.model.take().expect("model present");
             let loss = distill_loss(&model, &self.config, d, &picks, &batch, &draw, &self.device);
             (batch, loss, model)
+        } else if self.trunc.is_some() {
+            let windows = self.batch_windows(k);
+            let batch = self.host_batch(&windows);
+            let mut draw = self.draw(&mut rng, batch.b, true);
+            let model = self.model.take().expect("model present");
+            let tr = self.trunc.as_mut().expect("checked");
+            let tmax = tr.sampling.trunc_timestep;
+            draw.timesteps = (0..batch.b).map(|_| rng.random_range(0..=tmax)).collect();
+            let head = tr.head.take().expect("score head present");
+            let (loss, head_loss) = truncated_loss(
+                &model,
+                &head,
+                &self.config,
+                &tr.anchors,
+                tr.score_weight,
+                &self.alphas_cumprod,
+                &batch,
+                &draw,
+                &self.device,
+            );
+            let _ = head_loss;
+            tr.head = Some(head);
+            (batch, loss, model)
         } else {
             let windows = self.batch_windows(k);
             let batch = self.host_batch(&windows);
@@ -870,7 +951,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             (batch, loss, model)
         };
         let loss_value = loss.clone().detach().inner();
-        let grads = loss.backward();
+        let mut grads = loss.backward();
+        let lr = self.cfg.lr_at(k);
+        if let Some(tr) = &mut self.trunc {
+            let head = tr.head.take().expect("score head present");
+            let hg = GradientsParams::from_module(&mut grads, &head);
+            tr.head = Some(tr.optim.step(lr, head, hg));
+        }
         let mut grads = GradientsParams::from_grads(grads, &model);
         let mut norm = GradNormSq::<B> {
             grads: &grads,
@@ -895,7 +982,6 @@ impl<B: AutodiffBackend> Trainer<B> {
                 coef,
             });
         }
-        let lr = self.cfg.lr_at(k);
         let model = self.optim.step(lr, model, grads);
         let decay = self.cfg.ema.decay(k);
         let mut live = Collect { out: HashMap::new() };
@@ -931,7 +1017,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// None without validation data.
     pub fn validation_loss(&mut self) -> Result<Option<f64>, PolicyError> {
         // Distillation has no held-out teacher trajectories: closed-loop evaluation is its measure.
-        if self.val_windows.is_empty() || self.distill.is_some() {
+        if self.val_windows.is_empty() || self.distill.is_some() || self.trunc.is_some() {
             return Ok(None);
         }
         let mut rng = stream_rng(self.cfg.seed, STREAM_VAL, 0);
@@ -975,6 +1061,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             &self.backend_name,
             self.device.clone(),
         )?;
+        if let Some(tr) = &self.trunc {
+            let head = tr.head.as_ref().expect("score head present").valid();
+            let (h, a) = (self.config.horizon, self.config.action_dim);
+            let anchors = crate::tensor::HostTensor::new(vec![tr.sampling.n_anchors, h, a], tr.anchors.clone())?;
+            return p.with_truncated(crate::truncated::TruncatedParts {
+                sampling: tr.sampling.clone(),
+                anchors,
+                score_head: head,
+            });
+        }
         match &self.distill {
             Some(d) => p.with_consistency(d.sampling.clone()),
             None => Ok(p),
@@ -996,7 +1092,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
         let mut v = json!({
             "format": 1,
-            "kind": if self.distill.is_some() { "consistency" } else { "diffusion" },
+            "kind": if self.distill.is_some() { "consistency" } else if self.trunc.is_some() { "truncated" } else { "diffusion" },
             "fps": self.meta.fps,
             "env": self.meta.env,
             "training": {
@@ -1019,6 +1115,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 "config": serde_json::to_value(&self.cfg).expect("config serialises"),
             }
         });
+        if let Some(tr) = &self.trunc {
+            v["truncated"] = serde_json::to_value(&tr.sampling).expect("sampling serialises");
+        }
         if let (Some(d), Some(c)) = (&self.distill, &self.cfg.consistency) {
             v["consistency"] = serde_json::to_value(&d.sampling).expect("sampling serialises");
             v["teacher"] = json!(c.teacher.display().to_string());
@@ -1038,6 +1137,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             &self.stats,
             &self.riptide_json(),
         )?;
+        if let Some(tr) = &self.trunc {
+            let (h, a) = (self.config.horizon, self.config.action_dim);
+            let anchors = crate::tensor::HostTensor::new(vec![tr.sampling.n_anchors, h, a], tr.anchors.clone())?;
+            let head = tr.head.as_ref().expect("score head present").valid();
+            crate::truncated::save_parts(&dir.join("pretrained_model"), &anchors, &head)?;
+        }
         let ts = dir.join("training_state");
         std::fs::create_dir_all(&ts).map_err(|e| PolicyError::io(&ts, e))?;
         let rec = Rec::new();
@@ -1282,4 +1387,50 @@ fn distill_loss<Bk: Backend>(
     let x0 = x * cx + f * co;
     let target = Tensor::<Bk, 3>::from_data(TensorData::new(target, [b, h, a]), device);
     (x0 - target).square().mean()
+}
+
+/// Truncated-diffusion loss: the anchor nearest to each demonstration, forward-noised to the drawn
+/// timestep (≤ the truncation step) and clamped, is denoised to the demonstration (MSE on the clean
+/// chunk), and the score head's cross-entropy names that anchor. Returns (total, score term).
+#[allow(clippy::too_many_arguments)]
+fn truncated_loss<Bk: Backend>(
+    model: &DiffusionModel<Bk>,
+    head: &crate::truncated::ScoreHead<Bk>,
+    config: &DiffusionConfig,
+    anchors: &[f32],
+    score_weight: f64,
+    alphas_cumprod: &[f32],
+    batch: &HostBatch,
+    draw: &Draw,
+    device: &Bk::Device,
+) -> (Tensor<Bk, 1>, Tensor<Bk, 1>) {
+    let (b, h, a) = (batch.b, config.horizon, config.action_dim);
+    let per = h * a;
+    let k = anchors.len() / per;
+    let global_cond = global_conditioning(model, config, batch, &draw.crops, device);
+    let mut noisy = vec![0.0f32; b * per];
+    let mut target_idx = Vec::with_capacity(b);
+    for i in 0..b {
+        let gt = &batch.action[i * per..(i + 1) * per];
+        let j = crate::truncated::nearest(gt, anchors, per);
+        target_idx.push(j as i64);
+        let ac = alphas_cumprod[draw.timesteps[i]];
+        let (sa, sb) = (ac.sqrt(), (1.0 - ac).sqrt());
+        for q in 0..per {
+            noisy[i * per + q] = (sa * anchors[j * per + q] + sb * draw.eps[i * per + q]).clamp(-1.0, 1.0);
+        }
+    }
+    let noisy = Tensor::<Bk, 3>::from_data(TensorData::new(noisy, [b, h, a]), device);
+    let pred = model.unet.forward_steps(noisy, &draw.timesteps, global_cond.clone());
+    let target = Tensor::<Bk, 3>::from_data(TensorData::new(batch.action.clone(), [b, h, a]), device);
+    let mse = (pred - target).square().mean();
+    let logits = head.forward(global_cond);
+    let logp = burn::tensor::activation::log_softmax(logits, 1);
+    let onehot: Vec<f32> = target_idx
+        .iter()
+        .flat_map(|&j| (0..k).map(move |c| if c as i64 == j { 1.0 } else { 0.0 }))
+        .collect();
+    let onehot = Tensor::<Bk, 2>::from_data(TensorData::new(onehot, [b, k]), device);
+    let ce = (logp * onehot).sum().neg().div_scalar(b as f32);
+    (mse + ce.clone().mul_scalar(score_weight), ce)
 }

@@ -41,8 +41,11 @@ fn data(episodes: usize) -> TrainingSet {
         let sign = if e % 2 == 0 { 1.0 } else { -1.0 };
         let s: f32 = rng.random_range(-1.0..1.0);
         let len = 16;
-        set.push_episode(&[vec![vec![s]; len], vec![vec![0.0]; len]], &vec![vec![sign * MODE + SLOPE * s]; len])
-            .unwrap();
+        set.push_episode(
+            &[vec![vec![s]; len], vec![vec![0.0]; len]],
+            &vec![vec![sign * MODE + SLOPE * s]; len],
+        )
+        .unwrap();
     }
     set
 }
@@ -111,14 +114,13 @@ fn anchors_modes_offsets_and_round_trip() {
     assert_eq!(p.spec().kind, "truncated");
     // k-means anchors sit on the two modes (the offset averages out over episodes).
     let anchors = &p.truncated.as_ref().unwrap().anchors;
-    let mut means: Vec<f32> = anchors
-        .data
-        .chunks(4)
-        .map(|c| c.iter().sum::<f32>() / 4.0)
-        .collect();
+    let mut means: Vec<f32> = anchors.data.chunks(4).map(|c| c.iter().sum::<f32>() / 4.0).collect();
     means.sort_by(|a, b| a.total_cmp(b));
     println!("anchor means {means:?}");
-    assert!((means[0] + MODE).abs() < 0.15 && (means[1] - MODE).abs() < 0.15, "{means:?}");
+    assert!(
+        (means[0] + MODE).abs() < 0.15 && (means[1] - MODE).abs() < 0.15,
+        "{means:?}"
+    );
 
     let mut rng = StdRng::seed_from_u64(9);
     let states: Vec<f32> = (0..N).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -138,8 +140,14 @@ fn anchors_modes_offsets_and_round_trip() {
     }
     let (err, anchor_err) = (err / N as f32, anchor_err / N as f32);
     println!("modes +{pos} −{neg}; |chunk − demonstration of its mode| {err:.3} (anchor alone {anchor_err:.3})");
-    assert!(pos >= N / 5 && neg >= N / 5, "sampled mode selection must cover both modes: +{pos} −{neg}");
-    assert!(err < 0.5 * anchor_err, "the denoiser must add the observed offset: {err} vs anchor {anchor_err}");
+    assert!(
+        pos >= N / 5 && neg >= N / 5,
+        "sampled mode selection must cover both modes: +{pos} −{neg}"
+    );
+    assert!(
+        err < 0.5 * anchor_err,
+        "the denoiser must add the observed offset: {err} vs anchor {anchor_err}"
+    );
 
     // Round trip: kind, anchors and score head come back; same actions bit for bit.
     let ckpt = dir.path().join(format!("checkpoints/{STEPS:06}/pretrained_model"));
@@ -165,7 +173,10 @@ fn anchors_modes_offsets_and_round_trip() {
     let mut m = riptide_policies::read_safetensors(&ckpt.join("truncated.safetensors")).unwrap();
     m.remove("anchors");
     riptide_policies::write_safetensors(&ckpt.join("truncated.safetensors"), &m).unwrap();
-    let e = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).err().unwrap().to_string();
+    let e = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("anchors"), "{e}");
 }
 

@@ -29,6 +29,8 @@ pub struct DemoArgs {
     pub delay_ms: f64,
     /// Record each episode (MCAP) here and write the replay report next to them.
     pub record: Option<PathBuf>,
+    /// RTI warm starts entering at this schedule step (the daemon's `[rti]`); None = cold starts.
+    pub rti_start_step: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +114,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
             cfg.inputs.insert(name.clone(), ic);
         }
     }
+    cfg.rti = args.rti_start_step.map(riptide_policies::rti::RtiConfig::new);
     cfg.lockstep = Some(LockstepSection {
         delay_ms: args.delay_ms,
         queue_threshold_s: 0.0,

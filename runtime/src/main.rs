@@ -130,6 +130,9 @@ enum Command {
         /// Record every episode (MCAP) into this folder and write the replay report there.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// RTI warm starts entering at this denoising step (e.g. 8 of DDIM-10: 2 evaluations per chunk).
+        #[arg(long)]
+        rti: Option<usize>,
     },
     /// Train a diffusion policy from recorded episodes (a folder of MCAP files); writes LeRobot-layout
     /// checkpoints under OUT/checkpoints/STEP.
@@ -467,6 +470,7 @@ fn main() -> Result<()> {
             checkpoint,
             delay_ms,
             record,
+            rti,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let r = rt.block_on(riptide_runtime::demo::demo(riptide_runtime::demo::DemoArgs {
@@ -477,6 +481,7 @@ fn main() -> Result<()> {
                 checkpoint,
                 delay_ms,
                 record: record.clone(),
+                rti_start_step: rti,
             }))?;
             println!(
                 "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",

@@ -29,6 +29,7 @@ async fn zenoh_lockstep_demo_matches_the_in_process_closed_loop_and_replays_dete
         checkpoint: None,
         delay_ms: 0.0,
         record: Some(rec.clone()),
+        rti_start_step: None,
     })
     .await
     .unwrap();
@@ -95,4 +96,53 @@ async fn zenoh_lockstep_demo_matches_the_in_process_closed_loop_and_replays_dete
         successes, RECORDED_SUCCESSES,
         "the recorded success count of the shipped policy"
     );
+}
+
+/// RTI warm starts through the whole zenoh lockstep path (the daemon's `[rti]`) equal the in-process
+/// closed loop with the same warm-start settings, and they really warm-start: far fewer denoiser
+/// evaluations than the cold runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
+    use riptide_policies::rti::RtiConfig;
+    use riptide_runtime::lockstep::Sampling;
+    let ckpt = shipped_checkpoint("arm-reach").expect("the shipped arm-reach policy");
+    let report = demo(DemoArgs {
+        env: "arm-reach".into(),
+        episodes: 2,
+        seed: SEEDS,
+        device: "cpu".into(),
+        checkpoint: None,
+        delay_ms: 0.0,
+        record: None,
+        rti_start_step: Some(8),
+    })
+    .await
+    .unwrap();
+    let (warm, cold) = tokio::task::spawn_blocking(move || {
+        let warm_cfg = Sampling {
+            inference_steps: None,
+            rti: Some(RtiConfig::new(8)),
+        };
+        let mut w = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0, 0.0, warm_cfg).unwrap();
+        let mut c = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
+        let warm: Vec<_> = (0..2).map(|i| w.episode(SEEDS + i).unwrap()).collect();
+        let cold: Vec<_> = (0..2).map(|i| c.episode(SEEDS + i).unwrap()).collect();
+        (warm, cold)
+    })
+    .await
+    .unwrap();
+    for (z, p) in report.episodes.iter().zip(&warm) {
+        assert_eq!(
+            (z.success, z.steps, z.score),
+            (p.success, p.steps, p.score),
+            "seed {}: RTI over zenoh and in-process differ",
+            z.seed
+        );
+    }
+    for (w, c) in warm.iter().zip(&cold) {
+        // Every chunk after the first of an episode continues its predecessor: 2 evaluations instead of 10.
+        assert_eq!(w.warm_starts as usize, w.inferences - 1, "seed {}", w.seed);
+        assert_eq!(w.nfe, 10 + 2 * (w.inferences as u64 - 1), "seed {}", w.seed);
+        assert_eq!(c.nfe, 10 * c.inferences as u64);
+    }
 }

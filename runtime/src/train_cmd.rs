@@ -152,13 +152,14 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
         })),
         eval: None,
     };
-    let summary = riptide_policies::train::train(
+    let summary = riptide_policies::train::train_with(
         cfg,
         set,
         meta,
         args.device,
         &args.out,
         args.resume.as_deref(),
+        args.steps.is_some(),
         &mut hooks,
     )?;
     eprintln!();

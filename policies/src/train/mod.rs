@@ -40,27 +40,48 @@ pub fn train(
     resume_from: Option<&Path>,
     hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
+    train_with(cfg, data, meta, device, out_dir, resume_from, false, hooks)
+}
+
+/// [`train`]; with `resume_steps`, a resumed run takes `cfg.steps` as its new total (the cosine
+/// schedule is re-laid over the new length from the resumed step on) instead of the saved one.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    cfg: TrainConfig,
+    data: TrainingSet,
+    meta: RunMeta,
+    device: DeviceSpec,
+    out_dir: &Path,
+    resume_from: Option<&Path>,
+    resume_steps: bool,
+    hooks: &mut Hooks,
+) -> Result<TrainSummary, PolicyError> {
     if let Some(m) = cfg.mode.clone() {
         return train_mode_run(cfg, m, data, meta, device, out_dir, resume_from);
     }
     match device {
         DeviceSpec::Cpu | DeviceSpec::Flex => {
+            let steps = cfg.steps;
             let mut t = match resume_from {
                 Some(dir) => Trainer::<CpuTrainBackend>::resume(dir, data, Default::default())?,
                 None => Trainer::<CpuTrainBackend>::new(cfg, data, meta, Default::default())?,
             };
+            if resume_from.is_some() && resume_steps {
+                t.set_total_steps(steps)?;
+            }
             t.run(Some(out_dir), hooks)
         }
         DeviceSpec::NdArray => Err(PolicyError::Device(
             "training runs on burn-flex (--device cpu) or CUDA; burn-ndarray is inference-only here".into(),
         )),
-        DeviceSpec::Cuda(i) => train_cuda(cfg, data, meta, i, out_dir, resume_from, hooks),
+        DeviceSpec::Cuda(i) => train_cuda(cfg, data, meta, i, out_dir, resume_from, resume_steps, hooks),
     }
 }
 
 /// CUDA training is its own feature: monomorphising the autodiff trainer for CUDA is the slowest part of
 /// the build, and inference-only deployments (and CI) do not need it.
 #[cfg(feature = "cuda-train")]
+#[allow(clippy::too_many_arguments)]
 fn train_cuda(
     cfg: TrainConfig,
     data: TrainingSet,
@@ -68,17 +89,23 @@ fn train_cuda(
     index: usize,
     out_dir: &Path,
     resume_from: Option<&Path>,
+    resume_steps: bool,
     hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
     let device = burn::backend::cuda::CudaDevice::new(index);
+    let steps = cfg.steps;
     let mut t = match resume_from {
         Some(dir) => Trainer::<CudaTrainBackend>::resume(dir, data, device)?,
         None => Trainer::<CudaTrainBackend>::new(cfg, data, meta, device)?,
     };
+    if resume_from.is_some() && resume_steps {
+        t.set_total_steps(steps)?;
+    }
     t.run(Some(out_dir), hooks)
 }
 
 #[cfg(not(feature = "cuda-train"))]
+#[allow(clippy::too_many_arguments)]
 fn train_cuda(
     _cfg: TrainConfig,
     _data: TrainingSet,
@@ -86,6 +113,7 @@ fn train_cuda(
     _index: usize,
     _out_dir: &Path,
     _resume_from: Option<&Path>,
+    _resume_steps: bool,
     _hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
     Err(PolicyError::Device(

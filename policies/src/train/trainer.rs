@@ -784,6 +784,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(t)
     }
 
+    /// Change the run's total number of steps (e.g. to extend a resumed run); the cosine schedule
+    /// follows the new length from the current step on.
+    pub fn set_total_steps(&mut self, steps: usize) -> Result<(), PolicyError> {
+        if steps <= self.step {
+            return Err(PolicyError::Config(format!(
+                "--steps {steps} is not beyond the checkpoint's step {}; give a larger total",
+                self.step
+            )));
+        }
+        self.cfg.steps = steps;
+        Ok(())
+    }
+
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }

@@ -404,3 +404,45 @@ pub struct Resolved {
     pub alive_topic: String,
     pub joint_names: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PolicySpec {
+        PolicySpec {
+            kind: "diffusion (DDIM)".into(),
+            inputs: vec![riptide_policies::InputFeature {
+                name: "observation.state".into(),
+                kind: FeatureKind::State,
+                shape: vec![2],
+            }],
+            action_dim: 2,
+            n_obs_steps: 2,
+            horizon: 16,
+            exec_start: 1,
+            n_action_steps: 8,
+            default_nfe: 10,
+            num_parameters: 0,
+            backend: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn rti_table_parses_and_is_checked_against_the_schedule() {
+        let cfg: DaemonConfig =
+            toml::from_str("checkpoint = \"x\"\nfps = 10\n[rti]\nstart_step = 8\njump_threshold = 0.5\n").unwrap();
+        assert_eq!(cfg.rti.as_ref().unwrap().start_step, 8);
+        cfg.resolve(&spec()).unwrap();
+        // Beyond the schedule's steps (here overridden to 4): an error naming rti and start_step.
+        let mut bad = cfg.clone();
+        bad.inference_steps = Some(4);
+        let e = bad.resolve(&spec()).unwrap_err().to_string();
+        assert!(e.contains("rti") && e.contains("start_step"), "{e}");
+        // A typo inside the table names the key.
+        let e = toml::from_str::<DaemonConfig>("checkpoint = \"x\"\n[rti]\nstart_stepp = 8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("start_stepp"), "{e}");
+    }
+}

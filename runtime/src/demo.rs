@@ -72,6 +72,24 @@ fn free_port() -> Result<u16> {
 
 /// Input feature names of a checkpoint (from its config.json, without loading weights).
 fn checkpoint_inputs(dir: &Path) -> Result<Vec<(String, String)>> {
+    if !dir.join("config.json").exists() {
+        // riptide-only kinds (e.g. MoDE) have no LeRobot config: ask the loaded policy.
+        let p = riptide_policies::load_policy(dir, riptide_policies::DeviceSpec::Cpu)
+            .with_context(|| format!("{}", dir.display()))?;
+        return Ok(p
+            .spec()
+            .inputs
+            .iter()
+            .map(|f| {
+                let kind = match f.kind {
+                    riptide_policies::FeatureKind::Visual => "VISUAL",
+                    riptide_policies::FeatureKind::State => "STATE",
+                    riptide_policies::FeatureKind::Env => "ENV",
+                };
+                (f.name.clone(), kind.to_string())
+            })
+            .collect());
+    }
     let text = std::fs::read_to_string(dir.join("config.json")).with_context(|| format!("{}", dir.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     let feats = v

@@ -146,3 +146,30 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
         assert_eq!(c.nfe, 10 * c.inferences as u64);
     }
 }
+
+/// Every shipped kind runs through the demo's zenoh lockstep path (riptide-only checkpoints included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_runs_every_shipped_kind() {
+    for (name, kind_nfe) in [
+        ("arm-reach-consistency", 1),
+        ("arm-reach-mode", 10),
+        ("arm-reach-truncated", 2),
+    ] {
+        let ckpt = shipped_checkpoint("arm-reach").unwrap().with_file_name(name);
+        let report = demo(DemoArgs {
+            env: "arm-reach".into(),
+            episodes: 1,
+            seed: SEEDS,
+            device: "cpu".into(),
+            checkpoint: Some(ckpt.clone()),
+            delay_ms: 0.0,
+            record: None,
+            rti_start_step: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(report.episodes.len(), 1, "{name}");
+        let p = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
+        assert_eq!(p.spec().default_nfe, kind_nfe, "{name}");
+    }
+}

@@ -310,14 +310,9 @@ impl<B: Backend> DiffusionPolicy<B> {
         ))
     }
 
-    /// `(√ᾱ_t, √(1−ᾱ_t))` of the training schedule.
+    /// `(√ᾱ_t, √(1−ᾱ_t))` of the training schedule (the truncated schedule carries its ᾱ table).
     fn schedule_coeffs(&self, t: usize) -> (f32, f32) {
-        let ac = crate::schedule::alphas_cumprod(
-            self.config.schedule.beta_schedule,
-            self.config.schedule.num_train_timesteps,
-            self.config.schedule.beta_start,
-            self.config.schedule.beta_end,
-        );
+        let ac = &self.schedule.alphas_cumprod;
         let a = ac[t.min(ac.len() - 1)];
         (a.sqrt(), (1.0 - a).sqrt())
     }

@@ -10,6 +10,7 @@
 //!   sizes trained on a CPU.
 //! - No EMA: the returned policy holds the live weights.
 
+use crate::train::trainer::splitmix64;
 use std::collections::BTreeMap;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
@@ -64,13 +65,6 @@ impl Default for MoDETrainConfig {
             sigma_scale: 0.5,
         }
     }
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Independent RNG stream `stream` (init = 0, steps = 1) at `index`, derived from the run seed.

@@ -44,7 +44,7 @@ const STREAM_SPLIT: u64 = 4;
 const STREAM_INIT: u64 = 5;
 const STREAM_POOL: u64 = 6;
 
-fn splitmix64(mut z: u64) -> u64 {
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -933,7 +933,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let tmax = tr.sampling.trunc_timestep;
             draw.timesteps = (0..batch.b).map(|_| rng.random_range(0..=tmax)).collect();
             let head = tr.head.take().expect("score head present");
-            let (loss, head_loss) = truncated_loss(
+            let loss = truncated_loss(
                 &model,
                 &head,
                 &self.config,
@@ -944,7 +944,6 @@ impl<B: AutodiffBackend> Trainer<B> {
                 &draw,
                 &self.device,
             );
-            let _ = head_loss;
             tr.head = Some(head);
             (batch, loss, model)
         } else {
@@ -1404,7 +1403,7 @@ fn distill_loss<Bk: Backend>(
 
 /// Truncated-diffusion loss: the anchor nearest to each demonstration, forward-noised to the drawn
 /// timestep (≤ the truncation step) and clamped, is denoised to the demonstration (MSE on the clean
-/// chunk), and the score head's cross-entropy names that anchor. Returns (total, score term).
+/// chunk), and the score head's cross-entropy names that anchor.
 #[allow(clippy::too_many_arguments)]
 fn truncated_loss<Bk: Backend>(
     model: &DiffusionModel<Bk>,
@@ -1416,7 +1415,7 @@ fn truncated_loss<Bk: Backend>(
     batch: &HostBatch,
     draw: &Draw,
     device: &Bk::Device,
-) -> (Tensor<Bk, 1>, Tensor<Bk, 1>) {
+) -> Tensor<Bk, 1> {
     let (b, h, a) = (batch.b, config.horizon, config.action_dim);
     let per = h * a;
     let k = anchors.len() / per;
@@ -1445,5 +1444,5 @@ fn truncated_loss<Bk: Backend>(
         .collect();
     let onehot = Tensor::<Bk, 2>::from_data(TensorData::new(onehot, [b, k]), device);
     let ce = (logp * onehot).sum().neg().div_scalar(b as f32);
-    (mse + ce.clone().mul_scalar(score_weight), ce)
+    mse + ce.mul_scalar(score_weight)
 }

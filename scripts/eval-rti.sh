@@ -25,6 +25,9 @@ run cold-ddim10
 run cold-ddim2 --inference-steps 2
 run rti-k8 --rti-start-step 8
 run rti-k9 --rti-start-step 9
+run rti-k8-cold1 --rti-start-step 8 --rti-cold-steps 1
+run rti-k8-cold2 --rti-start-step 8 --rti-cold-steps 2
+run rti-k8-cold3 --rti-start-step 8 --rti-cold-steps 3
 run rti-k8-noise --rti-start-step 8 --rti-noise
 run rti-k8-replan4 --rti-start-step 8 --queue-threshold-s 0.4
 run cold-ddim10-replan4 --queue-threshold-s 0.4

@@ -130,6 +130,8 @@ pub struct StepInfo {
     /// Diffusion timestep the denoiser was evaluated at.
     pub t: usize,
     pub n_steps: usize,
+    /// Signal level ᾱ of the sample after this step (1 = clean): EADP scales its guidance by it.
+    pub alpha_bar: f64,
 }
 
 /// Inspects and may modify the (normalised) sample between denoising steps: guidance, inpainting of
@@ -193,4 +195,10 @@ pub trait Policy: Send {
         req: &SampleRequest,
         hook: Option<&mut dyn StepHook>,
     ) -> Result<ActionChunk, PolicyError>;
+
+    /// How actions are normalised (model space ↔ robot units), for hooks that work in robot units
+    /// such as controller guidance; None if unknown.
+    fn action_norm(&self) -> Option<&crate::normalize::FeatureNorm> {
+        None
+    }
 }

@@ -111,6 +111,7 @@ fn default_max_refine_passes() -> usize {
 /// discrete = [{ dim = 6, scale = 10.0 }]
 /// deadline_ms = 20.0        # refine until this much of the inference budget is spent (omit: no refinement)
 /// max_refine_passes = 8
+/// cold_steps = 2            # a cold start (first chunk, fallback) runs a 2-step schedule (omit: all N)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +136,11 @@ pub struct RtiConfig {
     /// Upper bound on refinement passes under a deadline.
     #[serde(default = "default_max_refine_passes")]
     pub max_refine_passes: usize,
+    /// Denoising steps of a cold start (no previous chunk, or a fallback): the policy's schedule
+    /// re-spaced to this many steps. The warm chunks that follow keep refining the first one, so it
+    /// need not be a full-quality sample; None = the full schedule.
+    #[serde(default)]
+    pub cold_steps: Option<usize>,
 }
 
 impl RtiConfig {
@@ -148,6 +154,7 @@ impl RtiConfig {
             discrete: Vec::new(),
             deadline_ms: None,
             max_refine_passes: default_max_refine_passes(),
+            cold_steps: None,
         }
     }
 
@@ -183,6 +190,9 @@ impl RtiConfig {
             if vector_features(spec).next().is_none() {
                 return bad("jump_threshold needs a state or environment-state input; this policy has none".into());
             }
+        }
+        if self.cold_steps == Some(0) {
+            return bad("cold_steps must be ≥ 1 (omit it to run the full schedule on cold starts)".into());
         }
         if let Some(d) = self.deadline_ms {
             if !(d.is_finite() && d >= 0.0) {
@@ -441,6 +451,8 @@ pub struct WarmContext<'a> {
     pub shape: [usize; 3],
     /// When `predict` started (the deadline is measured from here).
     pub started: Instant,
+    /// The schedule a cold start runs ([`RtiConfig::cold_steps`]); None = the warm-start schedule.
+    pub cold_schedule: Option<&'a NoiseSchedule>,
 }
 
 /// Result of [`denoise`].
@@ -518,10 +530,19 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
         ),
         _ => (noise.take(req.initial_noise.as_ref(), shape, "initial noise")?, 0..n),
     };
+    let first_schedule = match (start, ctx.cold_schedule) {
+        (Start::Cold(_), Some(cold)) => cold,
+        _ => schedule,
+    };
+    let range = if std::ptr::eq(first_schedule, schedule) {
+        range
+    } else {
+        0..first_schedule.nfe()
+    };
     let (mut x, mut nfe) = sampler::sample(
         denoiser,
         cond,
-        schedule,
+        first_schedule,
         range,
         to_device::<B, 3>(&x_start, device),
         &mut |s| step_noise_for(noise, s),

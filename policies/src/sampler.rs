@@ -127,6 +127,7 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
                     index: k,
                     t: c.t,
                     n_steps,
+                    alpha_bar: c.alpha_bar_prev,
                 },
                 &mut host,
             );

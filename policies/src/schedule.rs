@@ -160,6 +160,8 @@ pub struct StepCoefficients {
     pub prev_from_eps: f64,
     /// Standard deviation of the added noise (0 when no noise is drawn at this step).
     pub noise_std: f64,
+    /// ᾱ of the level this step moves to (1 = clean; σ-space: 1/(1 + σ'²)): guidance scales by it.
+    pub alpha_bar_prev: f64,
 }
 
 impl StepCoefficients {
@@ -338,6 +340,7 @@ impl NoiseSchedule {
                     prev_from_x,
                     prev_from_eps: 0.0,
                     noise_std,
+                    alpha_bar_prev: 1.0 / (1.0 + s_next * s_next),
                 }
             })
             .collect();
@@ -401,6 +404,7 @@ fn step_coefficients(cfg: &ScheduleConfig, ac: &[f32], t: usize, prev: i64) -> S
                 prev_from_x: alpha_t.sqrt() * b_p / b_t,
                 prev_from_eps: 0.0,
                 noise_std: var.sqrt(),
+                alpha_bar_prev: a_p,
             }
         }
         SchedulerKind::Ddim => StepCoefficients {
@@ -413,6 +417,7 @@ fn step_coefficients(cfg: &ScheduleConfig, ac: &[f32], t: usize, prev: i64) -> S
             prev_from_x: 0.0,
             prev_from_eps: (1.0 - a_p).max(0.0).sqrt(),
             noise_std: 0.0,
+            alpha_bar_prev: a_p,
         },
     }
 }

@@ -271,6 +271,60 @@ fn cold_fallbacks_equal_plain_cold_starts() {
     );
 }
 
+/// `cold_steps`: a cold start (first chunk or fallback) runs the re-spaced short schedule and equals a
+/// plain cold request with that many steps; the warm chunk after it still runs the full schedule's tail.
+#[test]
+fn cold_steps_shorten_only_cold_starts() {
+    let mut fx = load("state_env_ddim_eps");
+    let n = fx.policy.schedule().nfe();
+    let cfg = RtiConfig {
+        cold_steps: Some(2),
+        ..RtiConfig::new(8)
+    };
+    let obs = fx.obs.clone();
+    let first = fx.policy.predict(&obs, &warm_req(5, cfg.clone(), None), None).unwrap();
+    assert!(!first.meta.warm_started);
+    assert_eq!(first.meta.nfe, 2);
+    let plain2 = fx
+        .policy
+        .predict(
+            &obs,
+            &SampleRequest {
+                seed: Some(5),
+                num_inference_steps: Some(2),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(first.actions_normalized, plain2.actions_normalized);
+    let full = cold(&mut fx, 5);
+    assert!(
+        max_diff(&first.actions_normalized, &full.actions_normalized) > 1e-4,
+        "2 steps ≠ {n} steps"
+    );
+    let next = fx
+        .policy
+        .predict(
+            &obs,
+            &warm_req(6, cfg.clone(), Some(prev(&first.actions_normalized, 1, &obs))),
+            None,
+        )
+        .unwrap();
+    assert!(next.meta.warm_started);
+    assert_eq!(next.meta.nfe, n - 8);
+    // Alternating schedules keeps both cached: the full-schedule cold start is unchanged afterwards.
+    assert_eq!(cold(&mut fx, 5).actions_normalized, full.actions_normalized);
+    let e = RtiConfig {
+        cold_steps: Some(0),
+        ..RtiConfig::new(8)
+    }
+    .validate(fx.policy.spec(), n)
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("cold_steps"), "{e}");
+}
+
 #[test]
 fn bad_warm_requests_are_errors() {
     let mut fx = load("state_env_ddim_eps");
@@ -569,6 +623,7 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
             obs: &obs,
             shape: [1, 4, 1],
             started: Instant::now(),
+            cold_schedule: None,
         };
         let out = rti::denoise(
             &den,

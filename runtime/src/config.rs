@@ -53,6 +53,10 @@ pub struct DaemonConfig {
     /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
     #[serde(default)]
     pub lockstep: Option<crate::daemon_lockstep::LockstepSection>,
+    /// EADP guidance by the hosted drone driver's controller model (`crate::guidance`); applies where
+    /// the daemon hosts the driver in-process (lockstep). Absent = no guidance.
+    #[serde(default)]
+    pub eadp: Option<riptide_drivers::EadpConfig>,
 }
 
 fn default_device() -> String {
@@ -245,6 +249,17 @@ impl DaemonConfig {
         };
         if let Some(rti) = &self.rti {
             rti.validate(spec, self.inference_steps.unwrap_or(spec.default_nfe))?;
+        }
+        if let Some(e) = &self.eadp {
+            riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
+            crate::guidance::EadpHook::check(spec, Some(&riptide_policies::normalize::FeatureNorm::identity()))
+                .map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
+            if self.lockstep.is_none() {
+                bail!(
+                    "eadp: guidance needs the drone driver hosted in the daemon ([lockstep]); a separate \
+                     driver node cannot be asked for its tracking cost between denoising steps"
+                );
+            }
         }
         if !self
             .namespace

@@ -60,6 +60,7 @@ pub async fn run_lockstep(
     let sampling = crate::lockstep::Sampling {
         inference_steps: cfg.inference_steps,
         rti: cfg.rti.clone(),
+        eadp: cfg.eadp.clone(),
     };
     // The policy lives on its own thread (a GPU context would too).
     std::thread::Builder::new()

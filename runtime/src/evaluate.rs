@@ -87,6 +87,9 @@ pub struct ClosedLoopEpisode {
     pub nfe: u64,
     /// Inferences that continued the previous chunk (RTI) instead of starting from noise.
     pub warm_starts: u64,
+    /// Mean distance between the device's position after each step and the command of that step,
+    /// over the first three position dimensions (m for the quadrotor's xyz, rad for arm-reach's joints).
+    pub tracking_error: f64,
     /// Commands sent to the env, one per step.
     #[serde(skip)]
     pub commands: Vec<Vec<f64>>,
@@ -162,6 +165,7 @@ impl ClosedLoop {
         let nfe0 = self.stepper.nfe_total;
         let warm0 = self.stepper.warm_starts;
         let mut commands = Vec::new();
+        let mut track_sum = 0.0;
         let mut k = 0usize;
         while !self.env.done() {
             // The time a message stamp carries (ns resolution), as the wire path sees it.
@@ -175,6 +179,14 @@ impl ClosedLoop {
             } else {
                 self.env.step_no_render(&cmd)
             };
+            let pos = self.env.position();
+            track_sum += pos
+                .iter()
+                .zip(&cmd)
+                .take(3)
+                .map(|(p, c)| (p - c) * (p - c))
+                .sum::<f64>()
+                .sqrt();
             commands.push(cmd);
             k += 1;
         }
@@ -186,6 +198,7 @@ impl ClosedLoop {
             inferences: self.stepper.inference_s.len() - n_inf0,
             nfe: self.stepper.nfe_total - nfe0,
             warm_starts: self.stepper.warm_starts - warm0,
+            tracking_error: track_sum / k.max(1) as f64,
             commands,
             inference_s: self.stepper.inference_s[n_inf0..].to_vec(),
         })
@@ -218,6 +231,9 @@ pub struct EvalSummary {
     pub mean_score: f64,
     pub inference_steps: Option<usize>,
     pub rti_start_step: Option<usize>,
+    pub rti_cold_steps: Option<usize>,
+    /// EADP guidance scale (None: no guidance model; 0: the model only measures).
+    pub eadp_scale: Option<f64>,
     pub queue_threshold_s: f64,
     pub inferences: usize,
     pub warm_starts: u64,
@@ -226,6 +242,10 @@ pub struct EvalSummary {
     pub nfe_per_control_step: f64,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
+    /// Mean of the episodes' tracking errors ([`ClosedLoopEpisode::tracking_error`]).
+    pub mean_tracking_error: f64,
+    /// With EADP: the controller model's mean tracking cost `J` of the chunks as sampled.
+    pub eadp_model_cost: Option<f64>,
     pub per_episode: Vec<ClosedLoopEpisode>,
 }
 
@@ -269,6 +289,8 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         mean_score: per_episode.iter().map(|e| e.score).sum::<f64>() / n,
         inference_steps: args.sampling.inference_steps,
         rti_start_step: args.sampling.rti.as_ref().map(|r| r.start_step),
+        rti_cold_steps: args.sampling.rti.as_ref().and_then(|r| r.cold_steps),
+        eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
         queue_threshold_s: args.queue_threshold_s,
         inferences,
         warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),
@@ -276,6 +298,11 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         nfe_per_control_step: nfe as f64 / steps.max(1) as f64,
         latency_ms_p50: pct(0.5),
         latency_ms_p99: pct(0.99),
+        mean_tracking_error: per_episode.iter().map(|e| e.tracking_error).sum::<f64>() / n,
+        eadp_model_cost: args.sampling.eadp.as_ref().map(|_| {
+            let c = &cl.stepper.eadp_costs;
+            c.iter().sum::<f64>() / c.len().max(1) as f64
+        }),
         per_episode,
     })
 }

@@ -15,6 +15,7 @@ pub mod decode;
 pub mod demo;
 pub mod drive;
 pub mod evaluate;
+pub mod guidance;
 pub mod lockstep;
 pub mod metrics;
 pub mod replay;

@@ -9,11 +9,12 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use riptide_drivers::{Chunk, ChunkPoint, Driver, DriverConfig};
+use riptide_drivers::{Chunk, ChunkPoint, Driver, DriverConfig, EadpConfig, EadpGuidance};
 use riptide_policies::rti::RtiConfig;
 use riptide_policies::{Policy, PolicySpec, SampleRequest};
 
 use crate::chunk::time_chunk;
+use crate::guidance::{chunk_cost, EadpHook};
 use crate::warm::WarmStarter;
 use crate::window::{Frame, WindowBuilder};
 
@@ -39,6 +40,8 @@ pub struct Sampling {
     pub inference_steps: Option<usize>,
     /// RTI warm starts from the previous chunk of the episode.
     pub rti: Option<RtiConfig>,
+    /// EADP guidance from the hosted drone driver's controller model (`crate::guidance`).
+    pub eadp: Option<EadpConfig>,
 }
 
 /// What happened at one step.
@@ -66,6 +69,10 @@ pub struct Stepper {
     warm: Option<WarmStarter>,
     /// Every chunk's full-horizon actions (batch 0) with the observation time they came from.
     pub chunks: Vec<(f64, Vec<Vec<f32>>)>,
+    eadp: Option<EadpGuidance>,
+    /// With `sampling.eadp`: the controller model's tracking cost of each chunk as sampled
+    /// (batch 0, the executed part; `scale = 0` measures unguided chunks with the same model).
+    pub eadp_costs: Vec<f64>,
 }
 
 impl Stepper {
@@ -78,6 +85,13 @@ impl Stepper {
             rti.validate(&spec, n)?;
         }
         let warm = cfg.sampling.rti.clone().map(|r| WarmStarter::new(r, cfg.dt_s));
+        let eadp = match &cfg.sampling.eadp {
+            Some(e) => {
+                EadpHook::check(&spec, policy.action_norm()).map_err(|e| anyhow!("eadp: {e}"))?;
+                Some(EadpGuidance::new(e.clone()).map_err(|e| anyhow!("eadp.{e}"))?)
+            }
+            None => None,
+        };
         Ok(Self {
             policy,
             spec,
@@ -91,6 +105,8 @@ impl Stepper {
             warm_starts: 0,
             warm,
             chunks: vec![],
+            eadp,
+            eadp_costs: vec![],
         })
     }
 
@@ -155,7 +171,19 @@ impl Stepper {
             }
             self.inferences += 1;
             let t = Instant::now();
-            let chunk = self.policy.predict(&tw.window, &req, None)?;
+            let chunk = match &self.eadp {
+                Some(g) => {
+                    let norm = self.policy.action_norm().cloned();
+                    let mut hook = EadpHook::new(g, &self.spec, norm.as_ref(), &tw.window, self.cfg.dt_s)
+                        .map_err(|e| anyhow!("eadp: {e}"))?;
+                    let chunk = self.policy.predict(&tw.window, &req, Some(&mut hook))?;
+                    if let Some(j) = chunk_cost(g, &self.spec, &tw.window, &chunk.actions, self.cfg.dt_s) {
+                        self.eadp_costs.push(j);
+                    }
+                    chunk
+                }
+                None => self.policy.predict(&tw.window, &req, None)?,
+            };
             report.inference_s = t.elapsed().as_secs_f64();
             report.inferred = true;
             report.nfe = chunk.meta.nfe;

@@ -97,6 +97,13 @@ enum Command {
         /// With --rti-start-step: forward-noise the shifted chunk to that step's level.
         #[arg(long)]
         rti_noise: bool,
+        /// With --rti-start-step: cold starts (each episode's first chunk) run this many steps.
+        #[arg(long)]
+        rti_cold_steps: Option<usize>,
+        /// EADP guidance (drone policies) with this scale, λ_t = scale·ᾱ_t; 0 only measures the
+        /// controller model's tracking cost of the unguided chunks.
+        #[arg(long)]
+        eadp_scale: Option<f64>,
         /// Write the full summary (per-episode results) here as well.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -743,10 +750,16 @@ fn main() -> Result<()> {
             inference_steps,
             rti_start_step,
             rti_noise,
+            rti_cold_steps,
+            eadp_scale,
             out,
         } => {
+            if rti_cold_steps.is_some() && rti_start_step.is_none() {
+                anyhow::bail!("--rti-cold-steps needs --rti-start-step (it sets the cold start of RTI sampling)");
+            }
             let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
                 noise: rti_noise,
+                cold_steps: rti_cold_steps,
                 ..riptide_policies::rti::RtiConfig::new(k)
             });
             let args = riptide_runtime::evaluate::EvalArgs {
@@ -757,7 +770,14 @@ fn main() -> Result<()> {
                 episodes,
                 delay_s: delay_ms / 1e3,
                 queue_threshold_s,
-                sampling: riptide_runtime::lockstep::Sampling { inference_steps, rti },
+                sampling: riptide_runtime::lockstep::Sampling {
+                    inference_steps,
+                    rti,
+                    eadp: eadp_scale.map(|scale| riptide_drivers::EadpConfig {
+                        scale,
+                        ..Default::default()
+                    }),
+                },
             };
             let mut ok = 0;
             let s = riptide_runtime::evaluate::evaluate(&args, |i, n, e| {

@@ -122,6 +122,7 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
         let warm_cfg = Sampling {
             inference_steps: None,
             rti: Some(RtiConfig::new(8)),
+            eadp: None,
         };
         let mut w = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0, 0.0, warm_cfg).unwrap();
         let mut c = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();

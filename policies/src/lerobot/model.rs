@@ -110,9 +110,11 @@ impl<B: Backend> FilmCache<B> {
         cache
     }
 
+    /// Cover `timesteps` too, keeping the ones cached already (warm and cold schedules alternate).
     fn ensure(&mut self, unet: &ConditionalUnet1d<B>, timesteps: &[usize], device: &B::Device) {
         if timesteps.iter().any(|t| !self.step_terms.contains_key(t)) {
-            *self = Self::new(unet, timesteps, device);
+            let all: Vec<usize> = self.step_terms.keys().chain(timesteps).copied().collect();
+            *self = Self::new(unet, &all, device);
         }
     }
 }
@@ -447,6 +449,10 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         &self.spec
     }
 
+    fn action_norm(&self) -> Option<&crate::normalize::FeatureNorm> {
+        Some(&self.action_norm)
+    }
+
     fn predict(
         &mut self,
         obs: &ObservationWindow,
@@ -481,12 +487,21 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                 (x, nfe, false)
             }
             (Some(warm), _) => {
+                let cold_schedule = match warm.config.cold_steps {
+                    Some(n) if n != schedule.nfe() => {
+                        let s = self.schedule_for(Some(n))?;
+                        self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
+                        Some(s)
+                    }
+                    _ => None,
+                };
                 let ctx = rti::WarmContext {
                     spec: &self.spec,
                     norms: &self.input_norms,
                     obs,
                     shape,
                     started: t0,
+                    cold_schedule: cold_schedule.as_ref(),
                 };
                 let out = rti::denoise(self, &cond, &schedule, &self.device, warm, ctx, req, &mut noise, hook)?;
                 (out.x, out.nfe, matches!(out.start, rti::Start::Warm { .. }))

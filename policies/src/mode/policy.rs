@@ -411,6 +411,10 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         &self.spec
     }
 
+    fn action_norm(&self) -> Option<&crate::normalize::FeatureNorm> {
+        Some(&self.action_norm)
+    }
+
     /// `initial_noise`, when given, is the standard-normal draw z (x_T = σ_max·z), so supplying the
     /// draw a seed would make reproduces that seed's chunk. MoDE's steps are deterministic: no step noise.
     fn predict(

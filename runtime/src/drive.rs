@@ -105,6 +105,20 @@ pub enum BackendConfig {
     /// ids, setpoint rate, and whether riptide may arm / switch to offboard itself — off by default).
     /// Commands must be `[x, y, z, yaw]` ENU; the driver engages from the vehicle's reported pose.
     Mavlink { mavlink: riptide_drivers::MavlinkConfig },
+    /// The sim crate's robot as the device (`env = "arm-reach"` or `"quadrotor"`): the driver steps it
+    /// at the env's control rate with its current command and publishes the env's observations and
+    /// position as `riptide sim` does (wall time), so a daemon closes the loop through this driver
+    /// alone. Engages from the sim's position; a finished episode starts the next seed (the driver
+    /// disengages; re-engage as for a real robot, or set `auto_engage`).
+    Sim {
+        env: String,
+        /// Episode i uses seed `seed + i`.
+        #[serde(default)]
+        seed: u64,
+        /// Publish camera frames (costs time; only image policies need them).
+        #[serde(default)]
+        render: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -147,6 +161,14 @@ impl DriveConfig {
                 "backend.initial_position has {} values but driver.safety has {dim} dimensions",
                 initial_position.len()
             ),
+            BackendConfig::Sim { env, .. } => {
+                let e = riptide_sim::make_env(env).map_err(|e| anyhow!("backend.env: {e}"))?;
+                let want = e.spec().action_dim;
+                if want != dim {
+                    bail!("backend.env = {env:?} takes {want}-D commands but driver.safety has {dim} dimensions");
+                }
+                Ok(())
+            }
             BackendConfig::Mavlink { mavlink } => {
                 if dim != 4 {
                     bail!("backend.type = \"mavlink\" takes [x, y, z, yaw] setpoints but driver.safety has {dim} dimensions");
@@ -218,6 +240,113 @@ enum Event {
     Engage,
     Disengage,
     DevicePosition(Vec<f64>),
+}
+
+/// The `sim` back-end: an env stepped at its own control rate by the driver loop, publishing what
+/// `riptide sim` publishes (wall-time stamps on the env's grid).
+struct SimDevice {
+    env: Box<dyn riptide_sim::Env>,
+    out: crate::simnode::Outputs,
+    name: String,
+    seed: u64,
+    episode: usize,
+    render: bool,
+    dt_s: f64,
+    /// When the next env step is due (wall time).
+    next_s: f64,
+    /// Since the last reset the driver's hold refers to the previous episode's pose: until it engages
+    /// again the robot holds where it is.
+    awaiting_engage: bool,
+}
+
+impl SimDevice {
+    fn start(name: &str, seed: u64, render: bool, session: &zenoh::Session, ns: &str, now: f64) -> Result<Self> {
+        let env = riptide_sim::make_env(name).map_err(|e| anyhow!("backend.env: {e}"))?;
+        let dt_s = 1.0 / env.spec().fps;
+        let mut dev = Self {
+            env,
+            out: crate::simnode::Outputs::declare(session, ns)?,
+            name: name.to_string(),
+            seed,
+            episode: 0,
+            render,
+            dt_s,
+            next_s: now,
+            awaiting_engage: false,
+        };
+        dev.begin_episode(now)?;
+        Ok(dev)
+    }
+
+    fn begin_episode(&mut self, now: f64) -> Result<()> {
+        let seed = self.seed + self.episode as u64;
+        let mut obs = self.env.reset(seed);
+        if !self.render {
+            obs.image = None;
+        }
+        let position = self.env.position();
+        self.out.announce(&crate::simnode::EpisodeEvent::Start {
+            episode: self.episode,
+            seed,
+            env: self.name.clone(),
+            position: position.clone(),
+            fps: self.env.spec().fps,
+        })?;
+        self.out.publish(now, &obs, &position, false)?;
+        self.next_s = now + self.dt_s;
+        Ok(())
+    }
+
+    /// Step the env if a step is due, with `cmd` while the driver is `following` (else the robot holds
+    /// its own position). Returns whether a new episode began.
+    fn tick(&mut self, now: f64, cmd: Option<&[f64]>, following: bool) -> Result<bool> {
+        if following {
+            self.awaiting_engage = false;
+        }
+        if now < self.next_s {
+            return Ok(false);
+        }
+        let t = self.next_s;
+        // Fell far behind (a stalled process): resume on the grid from now rather than catching up.
+        self.next_s = if now - t > 5.0 * self.dt_s {
+            now + self.dt_s
+        } else {
+            t + self.dt_s
+        };
+        let action = match cmd {
+            Some(c) if !self.awaiting_engage => c.to_vec(),
+            _ => self.env.position(),
+        };
+        let mut obs = if self.render {
+            self.env.step(&action)
+        } else {
+            self.env.step_no_render(&action)
+        };
+        if !self.render {
+            obs.image = None;
+        }
+        self.out.publish(t, &obs, &self.env.position(), false)?;
+        if !self.env.done() {
+            return Ok(false);
+        }
+        self.out.announce(&crate::simnode::EpisodeEvent::End {
+            episode: self.episode,
+            seed: self.seed + self.episode as u64,
+            success: self.env.success(),
+            score: self.env.score(),
+            steps: self.env.steps(),
+        })?;
+        tracing::info!(
+            "sim episode {} (seed {}): {}",
+            self.episode,
+            self.seed + self.episode as u64,
+            if self.env.success() { "success" } else { "failure" }
+        );
+        self.episode += 1;
+        self.awaiting_engage = true;
+        self.begin_episode(now)?;
+        Ok(true)
+    }
 }
 
 /// A running driver node; `stop()` ends the control loop and closes the session.
@@ -322,6 +451,7 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
     let mut joint_names: Vec<String> = (0..dim).map(|i| format!("j{i}")).collect();
     let mut command_message = CommandMessage::JointState;
     let mut mavlink_link: Option<riptide_drivers::MavlinkLink> = None;
+    let mut sim_device: Option<SimDevice> = None;
     match &cfg.backend {
         BackendConfig::Zenoh {
             command_topic,
@@ -359,6 +489,11 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
             }
         }
         BackendConfig::Loopback { initial_position } => device_position = Some(initial_position.clone()),
+        BackendConfig::Sim { env, seed, render } => {
+            let dev = SimDevice::start(env, *seed, *render, &session, &cfg.namespace, now_s())?;
+            device_position = Some(dev.env.position());
+            sim_device = Some(dev);
+        }
         BackendConfig::Mavlink { mavlink } => {
             mavlink_link = Some(
                 riptide_drivers::MavlinkLink::connect(mavlink.clone()).map_err(|e| anyhow!("backend.mavlink: {e}"))?,
@@ -442,6 +577,22 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
                     }
                 }
                 let cmd = driver.step(now);
+                if let Some(sim) = &mut sim_device {
+                    let following = matches!(driver.state(), SupervisorState::Engaging | SupervisorState::Engaged);
+                    match sim.tick(now, cmd.position(), following) {
+                        Ok(new_episode) => {
+                            device_position = Some(sim.env.position());
+                            if new_episode {
+                                // The robot was reset elsewhere: engage again from where it is now.
+                                driver.disengage();
+                            }
+                        }
+                        Err(e) => {
+                            m.inc("backend_errors_total", None);
+                            tracing::warn!("sim: {e}");
+                        }
+                    }
+                }
                 if let Some(link) = &mavlink_link {
                     match link.apply(&cmd) {
                         Ok(riptide_drivers::VehicleGate::Executing) => {}

@@ -75,8 +75,8 @@ pub enum EpisodeEvent {
 
 pub use riptide_sim::record::{image_msg, joint_state_msg as joint_state};
 
-/// Publishers of one sim node.
-struct Outputs {
+/// Publishers of one sim node (also used by a driver whose back-end is the sim).
+pub struct Outputs {
     state: zenoh::pubsub::Publisher<'static>,
     env_state: zenoh::pubsub::Publisher<'static>,
     image: zenoh::pubsub::Publisher<'static>,
@@ -86,7 +86,27 @@ struct Outputs {
 }
 
 impl Outputs {
-    fn publish(&self, t_s: f64, obs: &Observation, position: &[f64], lockstep: bool) -> Result<()> {
+    /// Declare the sim's publishers under namespace `ns`.
+    pub fn declare(session: &zenoh::Session, ns: &str) -> Result<Self> {
+        let ns = ns.trim_end_matches('/');
+        let decl = |rest: &str| {
+            session
+                .declare_publisher(format!("{ns}/{rest}"))
+                .wait()
+                .map_err(|e| anyhow!("{e}"))
+        };
+        Ok(Self {
+            state: decl("observation/state")?,
+            env_state: decl("observation/environment_state")?,
+            image: decl("observation/image")?,
+            position: decl("robot/joint_states")?,
+            clock: decl("clock")?,
+            episode: decl("sim/episode")?,
+        })
+    }
+
+    /// One step's frames, stamped `t_s` (and the clock in lockstep).
+    pub fn publish(&self, t_s: f64, obs: &Observation, position: &[f64], lockstep: bool) -> Result<()> {
         let put = |p: &zenoh::pubsub::Publisher<'static>, bytes: Vec<u8>| {
             p.put(bytes).wait().map_err(|e| anyhow!("publish: {e}"))
         };
@@ -119,7 +139,7 @@ impl Outputs {
         Ok(())
     }
 
-    fn announce(&self, ev: &EpisodeEvent) -> Result<()> {
+    pub fn announce(&self, ev: &EpisodeEvent) -> Result<()> {
         let msg = StringMsg {
             data: serde_json::to_string(ev)?,
         };
@@ -141,20 +161,7 @@ pub fn run_sim(
     let mut env = riptide_sim::make_env(&cfg.env)?;
     let spec = env.spec().clone();
     let ns = cfg.namespace.trim_end_matches('/');
-    let decl = |rest: &str| {
-        session
-            .declare_publisher(format!("{ns}/{rest}"))
-            .wait()
-            .map_err(|e| anyhow!("{e}"))
-    };
-    let out = Outputs {
-        state: decl("observation/state")?,
-        env_state: decl("observation/environment_state")?,
-        image: decl("observation/image")?,
-        position: decl("robot/joint_states")?,
-        clock: decl("clock")?,
-        episode: decl("sim/episode")?,
-    };
+    let out = Outputs::declare(session, ns)?;
     let (tx, rx) = mpsc::channel::<(f64, Vec<f64>)>();
     let _sub = session
         .declare_subscriber(format!("{ns}/action"))

@@ -203,7 +203,7 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
 #[test]
 fn example_driver_configs_validate_and_errors_name_the_key() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
-    for f in ["arm-driver.toml", "drone-driver.toml"] {
+    for f in ["arm-driver.toml", "drone-driver.toml", "sim-arm-driver.toml"] {
         DriveConfig::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
     }
     let arm = std::fs::read_to_string(dir.join("arm-driver.toml")).unwrap();
@@ -217,4 +217,96 @@ fn example_driver_configs_validate_and_errors_name_the_key() {
         toml::from_str(&drone.replace("setpoint_rate_hz = 20.0", "setpoint_rate_hz = 1.0")).unwrap();
     let e = slow.validate().unwrap_err().to_string();
     assert!(e.contains("setpoint_rate_hz"), "{e}");
+    // The sim back-end checks the env name and that its action size matches the envelope.
+    let sim = std::fs::read_to_string(dir.join("sim-arm-driver.toml")).unwrap();
+    let e = toml::from_str::<DriveConfig>(&sim.replace("env = \"arm-reach\"", "env = \"arm-rech\""))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("backend.env") && e.contains("arm-rech"), "{e}");
+    let e = toml::from_str::<DriveConfig>(&sim.replace("env = \"arm-reach\"", "env = \"quadrotor\""))
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("backend.env") && e.contains("4-D"), "{e}");
+}
+
+/// The `sim` back-end: the driver node steps the sim's arm with its command stream and publishes the
+/// sim's observations, so the joints (the sim's servo physics, not the driver) follow a chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sim_backend_steps_the_sim_arm_with_the_commands() {
+    let ns = format!("ds{}", std::process::id());
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sim-arm-driver.toml")).unwrap();
+    let mut cfg: DriveConfig = toml::from_str(&text).unwrap();
+    cfg.namespace = ns.clone();
+    cfg.zenoh.listen = vec!["tcp/127.0.0.1:17483".into()];
+    cfg.zenoh.connect = vec![];
+    let node = start(cfg).await.unwrap();
+    let s = client(17_483).await;
+    wait_alive(&s, &format!("{ns}/alive/driver")).await;
+
+    let states: Arc<Mutex<Vec<(f64, Vec<f64>)>>> = Arc::default();
+    let st = states.clone();
+    let sub = s.declare_subscriber(format!("{ns}/observation/state")).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(x) = sub.recv_async().await {
+            let js: JointState = riptide_msgs::decode(&x.payload().to_bytes()).unwrap();
+            st.lock().await.push((js.header.stamp.as_secs_f64(), js.position));
+        }
+    });
+    // Wait for the sim's 10 Hz stream, then read where the arm starts.
+    let start_q = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some((_, q)) = states.lock().await.last() {
+            break q.clone();
+        }
+    };
+    assert_eq!(start_q.len(), 3);
+    // Nothing commanded yet: the arm holds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = states.lock().await.last().unwrap().1.clone();
+    for j in 0..3 {
+        assert!((held[j] - start_q[j]).abs() < 1e-6, "joint {j} moved before any chunk");
+    }
+    // A chunk that moves every joint by +0.3 rad over 0.6 s (auto-engage on the first chunk).
+    let target: Vec<f64> = start_q.iter().map(|q| q + 0.3).collect();
+    let mut jt = JointTrajectory::default();
+    jt.header.stamp = riptide_msgs::ros::Time::from_secs_f64(now_s() + 0.05);
+    jt.joint_names = vec!["j0".into(), "j1".into(), "j2".into()];
+    for k in 0..=6 {
+        let a = k as f64 / 6.0;
+        jt.points.push(JointTrajectoryPoint {
+            positions: start_q.iter().zip(&target).map(|(s, t)| s + a * (t - s)).collect(),
+            time_from_start: riptide_msgs::ros::Duration::from_secs_f64(0.1 * k as f64),
+            ..Default::default()
+        });
+    }
+    let chunk_pub = s.declare_publisher(format!("{ns}/action/chunk")).await.unwrap();
+    chunk_pub.put(encode(&jt)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let got = states.lock().await.clone();
+    let last = &got.last().unwrap().1;
+    for j in 0..3 {
+        assert!(
+            (last[j] - target[j]).abs() < 0.03,
+            "joint {j}: {:.3} after the chunk, commanded {:.3} (start {:.3})",
+            last[j],
+            target[j],
+            start_q[j]
+        );
+    }
+    // Stamps on the sim's 10 Hz grid, strictly increasing.
+    for w in got.windows(2) {
+        let dt = w[1].0 - w[0].0;
+        assert!(
+            (dt - 0.1).abs() < 1e-6 || dt > 0.1,
+            "stamps {:.4} → {:.4}",
+            w[0].0,
+            w[1].0
+        );
+    }
+    node.stop().await.unwrap();
 }

@@ -13,7 +13,7 @@
 //!
 //! Task: visit three waypoints in order within [`WAYPOINT_TOL_M`]. A pillar (infinite vertical cylinder)
 //! stands on one leg of the course; touching it or the ground is a crash, which ends the episode as a
-//! failure. The expert goes round the pillar on a randomly chosen side.
+//! failure. The expert goes round the pillar on a randomly chosen side, holding its start heading.
 
 use std::f64::consts::PI;
 
@@ -502,8 +502,10 @@ impl Expert {
             wp_vertex[k] = path.len() - 1;
             prev = *w;
         }
-        let d = task.waypoints[0] - task.start;
-        let last = [task.start.x, task.start.y, task.start.z, d.y.atan2(d.x)];
+        // The expert holds the start heading (yaw 0). Facing the direction of travel would wrap the
+        // yaw command at ±π on westward legs: a discontinuity in the demonstrations that a diffusion
+        // policy averages into a half-turn. Heading plays no part in the task.
+        let last = [task.start.x, task.start.y, task.start.z, 0.0];
         Self {
             rng,
             path,
@@ -548,18 +550,14 @@ impl Expert {
         }
         let total = self.s_at(self.path.len() - 1);
         self.s_m = self.s_m.min(total);
-        let (mut sp, dir) = self.at(self.s_m);
+        let (mut sp, _) = self.at(self.s_m);
         if self.s_m < hold_s - 1e-6 {
             for i in 0..3 {
                 let n: f64 = StandardNormal.sample(&mut self.rng);
                 sp[i] += 0.03 * n;
             }
         }
-        let yaw = if dir.xy().norm() > 0.1 {
-            dir.y.atan2(dir.x)
-        } else {
-            self.last[3]
-        };
+        let yaw = self.last[3];
         let mut out = [sp.x, sp.y, sp.z, yaw];
         for i in 0..4 {
             let lim = MAX_SETPOINT_SPEED[i] / FPS * 0.95;

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Reproduce a shipped policy: record expert demos, train, evaluate in closed loop next to the expert.
-#   scripts/train-shipped.sh ENV [STEPS]      (ENV: arm-reach | quadrotor | push-t)
+#   scripts/train-shipped.sh ENV [STEPS] [EPISODES]     (ENV: arm-reach | quadrotor | push-t)
 # Writes policies/shipped/ENV (the final EMA checkpoint) and prints the closed-loop success rates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS]}
 steps=${2:-4000}
+episodes=${3:-200}
 bin=${RIPTIDE:-target/debug/riptide}
 [ -x "$bin" ] || cargo build -p riptide-runtime --features cuda
 work=${WORK:-/tmp/riptide-train}
 rm -rf "$work/$env" && mkdir -p "$work/$env"
-# Training demos: seeds 0..199. Evaluation: seeds 10000..10099 (disjoint).
-"$bin" record --env "$env" --episodes 200 --seed 0 --out "$work/$env/data"
+# Training demos: seeds 0..EPISODES-1. Evaluation: seeds 10000..10099 (disjoint).
+"$bin" record --env "$env" --episodes "$episodes" --seed 0 --out "$work/$env/data"
 "$bin" train --data "$work/$env/data" --config policies/shipped/train-state.toml --steps "$steps" \
   --out "$work/$env/run"
 last=$(ls -d "$work/$env/run/checkpoints/"* | sort | tail -1)

@@ -203,7 +203,12 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
 #[test]
 fn example_driver_configs_validate_and_errors_name_the_key() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
-    for f in ["arm-driver.toml", "drone-driver.toml", "sim-arm-driver.toml"] {
+    for f in [
+        "arm-driver.toml",
+        "drone-driver.toml",
+        "sim-arm-driver.toml",
+        "sim-drone-driver.toml",
+    ] {
         DriveConfig::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
     }
     let arm = std::fs::read_to_string(dir.join("arm-driver.toml")).unwrap();

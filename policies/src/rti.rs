@@ -530,14 +530,9 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
         ),
         _ => (noise.take(req.initial_noise.as_ref(), shape, "initial noise")?, 0..n),
     };
-    let first_schedule = match (start, ctx.cold_schedule) {
-        (Start::Cold(_), Some(cold)) => cold,
-        _ => schedule,
-    };
-    let range = if std::ptr::eq(first_schedule, schedule) {
-        range
-    } else {
-        0..first_schedule.nfe()
+    let (first_schedule, range) = match (start, ctx.cold_schedule) {
+        (Start::Cold(_), Some(cold)) => (cold, 0..cold.nfe()),
+        _ => (schedule, range),
     };
     let (mut x, mut nfe) = sampler::sample(
         denoiser,

@@ -252,8 +252,7 @@ impl DaemonConfig {
         }
         if let Some(e) = &self.eadp {
             riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
-            crate::guidance::EadpHook::check(spec, Some(&riptide_policies::normalize::FeatureNorm::identity()))
-                .map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
+            crate::guidance::EadpHook::check_spec(spec).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
             if self.lockstep.is_none() {
                 bail!(
                     "eadp: guidance needs the drone driver hosted in the daemon ([lockstep]); a separate \

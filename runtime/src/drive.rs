@@ -278,8 +278,12 @@ impl SimDevice {
         Ok(dev)
     }
 
+    fn episode_seed(&self) -> u64 {
+        self.seed + self.episode as u64
+    }
+
     fn begin_episode(&mut self, now: f64) -> Result<()> {
-        let seed = self.seed + self.episode as u64;
+        let seed = self.episode_seed();
         let mut obs = self.env.reset(seed);
         if !self.render {
             obs.image = None;
@@ -331,7 +335,7 @@ impl SimDevice {
         }
         self.out.announce(&crate::simnode::EpisodeEvent::End {
             episode: self.episode,
-            seed: self.seed + self.episode as u64,
+            seed: self.episode_seed(),
             success: self.env.success(),
             score: self.env.score(),
             steps: self.env.steps(),
@@ -339,7 +343,7 @@ impl SimDevice {
         tracing::info!(
             "sim episode {} (seed {}): {}",
             self.episode,
-            self.seed + self.episode as u64,
+            self.episode_seed(),
             if self.env.success() { "success" } else { "failure" }
         );
         self.episode += 1;

@@ -20,7 +20,7 @@ pub struct EadpHook<'a> {
     guidance: &'a EadpGuidance,
     /// Newest drone state per batch element.
     states: Vec<DroneState>,
-    norm: FeatureNorm,
+    norm: &'a FeatureNorm,
     /// d(world)/d(normalised) per action dimension.
     unnorm_scale: [f64; 4],
     exec_start: usize,
@@ -31,19 +31,25 @@ pub struct EadpHook<'a> {
 }
 
 impl<'a> EadpHook<'a> {
-    /// Whether guidance can apply to this policy: it must output `[x, y, z, yaw]` setpoints, expose
-    /// its action normalisation and observe the drone's state.
-    pub fn check(spec: &PolicySpec, norm: Option<&FeatureNorm>) -> Result<(), String> {
+    /// Whether guidance can apply to this policy: [`EadpHook::check_spec`], and it exposes its action
+    /// normalisation (which [`EadpHook::new`] takes).
+    pub fn check<'n>(spec: &PolicySpec, norm: Option<&'n FeatureNorm>) -> Result<&'n FeatureNorm, String> {
+        Self::check_spec(spec)?;
+        norm.ok_or_else(|| {
+            format!(
+                "EADP guidance needs the policy's action normalisation; a {} policy does not expose it",
+                spec.kind
+            )
+        })
+    }
+
+    /// What the spec alone tells: the policy outputs `[x, y, z, yaw]` setpoints and observes the
+    /// drone's state (all a daemon config can check before the policy is loaded).
+    pub fn check_spec(spec: &PolicySpec) -> Result<(), String> {
         if spec.action_dim != 4 {
             return Err(format!(
                 "EADP guidance needs [x, y, z, yaw] setpoints; this policy outputs {}-D actions",
                 spec.action_dim
-            ));
-        }
-        if norm.is_none() {
-            return Err(format!(
-                "EADP guidance needs the policy's action normalisation; a {} policy does not expose it",
-                spec.kind
             ));
         }
         if !spec
@@ -56,38 +62,16 @@ impl<'a> EadpHook<'a> {
         Ok(())
     }
 
-    /// A hook for one inference on `window` (see [`EadpHook::check`] for what the policy must offer).
+    /// A hook for one inference on `window` of a policy that passed [`EadpHook::check`], whose
+    /// actions are normalised by `norm`.
     pub fn new(
         guidance: &'a EadpGuidance,
         spec: &PolicySpec,
-        norm: Option<&FeatureNorm>,
+        norm: &'a FeatureNorm,
         window: &ObservationWindow,
         dt_s: f64,
     ) -> Result<Self, String> {
-        Self::check(spec, norm)?;
-        let norm = norm.expect("checked").clone();
-        let state = window
-            .features
-            .get("observation.state")
-            .ok_or("EADP guidance needs observation.state (position, velocity, yaw of the drone)")?;
-        let [b, to, d] = state.shape[..] else {
-            return Err(format!(
-                "observation.state has shape {:?}, expected [batch, n_obs_steps, dim]",
-                state.shape
-            ));
-        };
-        if d < 7 || to == 0 {
-            return Err(format!(
-                "EADP guidance reads the drone state [x, y, z, vx, vy, vz, yaw] from observation.state; it has {d} values"
-            ));
-        }
-        let states = (0..b)
-            .map(|bi| {
-                let off = (bi * to + to - 1) * d;
-                let s: Vec<f64> = state.data[off..off + 7].iter().map(|v| *v as f64).collect();
-                DroneState::from_state7(&s).expect("7 values")
-            })
-            .collect();
+        let states = newest_drone_states(window)?;
         let (mut zero, mut one) = ([0.0f32; 4], [1.0f32; 4]);
         norm.unnormalize(&mut zero, 1);
         norm.unnormalize(&mut one, 1);
@@ -105,6 +89,39 @@ impl<'a> EadpHook<'a> {
     }
 }
 
+/// The newest frame of `observation.state` per batch element, read as the drone's state.
+fn newest_drone_states(window: &ObservationWindow) -> Result<Vec<DroneState>, String> {
+    let state = window
+        .features
+        .get("observation.state")
+        .ok_or("EADP guidance needs observation.state (position, velocity, yaw of the drone)")?;
+    let [b, to, d] = state.shape[..] else {
+        return Err(format!(
+            "observation.state has shape {:?}, expected [batch, n_obs_steps, dim]",
+            state.shape
+        ));
+    };
+    if d < 7 || to == 0 {
+        return Err(format!(
+            "EADP guidance reads the drone state [x, y, z, vx, vy, vz, yaw] from observation.state; it has {d} values"
+        ));
+    }
+    Ok((0..b)
+        .map(|bi| {
+            let off = (bi * to + to - 1) * d;
+            let s: Vec<f64> = state.data[off..off + 7].iter().map(|v| *v as f64).collect();
+            DroneState::from_state7(&s).expect("7 values")
+        })
+        .collect())
+}
+
+/// `[x, y, z, yaw]` setpoints from flat f32 rows.
+fn setpoints(rows: &[f32]) -> Vec<[f64; 4]> {
+    rows.chunks_exact(4)
+        .map(|p| [p[0] as f64, p[1] as f64, p[2] as f64, p[3] as f64])
+        .collect()
+}
+
 /// The controller model's tracking cost `J` of a finished chunk (batch 0, unnormalised `actions`
 /// [B, H, 4], executed from `spec.exec_start`) from the newest drone state in `window`.
 pub fn chunk_cost(
@@ -114,21 +131,13 @@ pub fn chunk_cost(
     actions: &HostTensor,
     dt_s: f64,
 ) -> Option<f64> {
-    let state = window.features.get("observation.state")?;
-    let [_, to, d] = state.shape[..] else { return None };
+    let state = *newest_drone_states(window).ok()?.first()?;
     let [_, h, 4] = actions.shape[..] else { return None };
-    if d < 7 || to == 0 || spec.exec_start >= h {
+    if spec.exec_start >= h {
         return None;
     }
-    let s: Vec<f64> = state.data[(to - 1) * d..(to - 1) * d + 7]
-        .iter()
-        .map(|v| *v as f64)
-        .collect();
-    let setpoints: Vec<[f64; 4]> = actions.data[spec.exec_start * 4..h * 4]
-        .chunks_exact(4)
-        .map(|p| [p[0] as f64, p[1] as f64, p[2] as f64, p[3] as f64])
-        .collect();
-    Some(guidance.model().cost(&DroneState::from_state7(&s)?, &setpoints, dt_s))
+    let sp = setpoints(&actions.data[spec.exec_start * 4..h * 4]);
+    Some(guidance.model().cost(&state, &sp, dt_s))
 }
 
 impl StepHook for EadpHook<'_> {
@@ -141,13 +150,9 @@ impl StepHook for EadpHook<'_> {
             let rows = &mut sample.data[(bi * h + self.exec_start) * a..(bi + 1) * h * a];
             let mut world = rows.to_vec();
             self.norm.unnormalize(&mut world, 1);
-            let setpoints: Vec<[f64; 4]> = world
-                .chunks_exact(4)
-                .map(|p| [p[0] as f64, p[1] as f64, p[2] as f64, p[3] as f64])
-                .collect();
-            let g = self
-                .guidance
-                .step_normalised(state, &setpoints, self.dt_s, info.alpha_bar, self.unnorm_scale);
+            let g =
+                self.guidance
+                    .step_normalised(state, &setpoints(&world), self.dt_s, info.alpha_bar, self.unnorm_scale);
             self.clipped += g.clipped;
             for (row, step) in rows.chunks_exact_mut(4).zip(&g.step) {
                 for k in 0..4 {
@@ -238,7 +243,7 @@ mod tests {
         let n = norm();
         let x0 = jumpy_chunk(&n);
         let mut x = x0.clone();
-        let mut hook = EadpHook::new(&g, &spec(), Some(&n), &window(), DT).unwrap();
+        let mut hook = EadpHook::new(&g, &spec(), &n, &window(), DT).unwrap();
         let before = cost(&g, &n, &x);
         let mut last = before;
         for i in 0..10 {
@@ -272,7 +277,7 @@ mod tests {
     fn no_signal_or_bad_input_leaves_the_sample() {
         let g = EadpGuidance::new(EadpConfig::default()).unwrap();
         let n = norm();
-        let mut hook = EadpHook::new(&g, &spec(), Some(&n), &window(), DT).unwrap();
+        let mut hook = EadpHook::new(&g, &spec(), &n, &window(), DT).unwrap();
         let info = |alpha_bar| StepInfo {
             index: 0,
             t: 99,

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Driver, DriverConfig, EadpConfig, EadpGuidance};
+use riptide_policies::normalize::FeatureNorm;
 use riptide_policies::rti::RtiConfig;
 use riptide_policies::{Policy, PolicySpec, SampleRequest};
 
@@ -69,7 +70,8 @@ pub struct Stepper {
     warm: Option<WarmStarter>,
     /// Every chunk's full-horizon actions (batch 0) with the observation time they came from.
     pub chunks: Vec<(f64, Vec<Vec<f32>>)>,
-    eadp: Option<EadpGuidance>,
+    /// EADP guidance and the policy's action normalisation it works through.
+    eadp: Option<(EadpGuidance, FeatureNorm)>,
     /// With `sampling.eadp`: the controller model's tracking cost of each chunk as sampled
     /// (batch 0, the executed part; `scale = 0` measures unguided chunks with the same model).
     pub eadp_costs: Vec<f64>,
@@ -87,8 +89,9 @@ impl Stepper {
         let warm = cfg.sampling.rti.clone().map(|r| WarmStarter::new(r, cfg.dt_s));
         let eadp = match &cfg.sampling.eadp {
             Some(e) => {
-                EadpHook::check(&spec, policy.action_norm()).map_err(|e| anyhow!("eadp: {e}"))?;
-                Some(EadpGuidance::new(e.clone()).map_err(|e| anyhow!("eadp.{e}"))?)
+                let norm = EadpHook::check(&spec, policy.action_norm()).map_err(|e| anyhow!("eadp: {e}"))?;
+                let guidance = EadpGuidance::new(e.clone()).map_err(|e| anyhow!("eadp.{e}"))?;
+                Some((guidance, norm.clone()))
             }
             None => None,
         };
@@ -172,9 +175,8 @@ impl Stepper {
             self.inferences += 1;
             let t = Instant::now();
             let chunk = match &self.eadp {
-                Some(g) => {
-                    let norm = self.policy.action_norm().cloned();
-                    let mut hook = EadpHook::new(g, &self.spec, norm.as_ref(), &tw.window, self.cfg.dt_s)
+                Some((g, norm)) => {
+                    let mut hook = EadpHook::new(g, &self.spec, norm, &tw.window, self.cfg.dt_s)
                         .map_err(|e| anyhow!("eadp: {e}"))?;
                     let chunk = self.policy.predict(&tw.window, &req, Some(&mut hook))?;
                     if let Some(j) = chunk_cost(g, &self.spec, &tw.window, &chunk.actions, self.cfg.dt_s) {

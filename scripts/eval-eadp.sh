@@ -9,7 +9,8 @@ ckpt=${1:?usage: scripts/eval-eadp.sh CHECKPOINT [EPISODES] [SCALES...]}
 n=${2:-50}
 shift $(( $# >= 2 ? 2 : 1 ))
 scales=${*:-0 0.5 1 1.5}
-bin=${RIPTIDE:-target/debug/riptide}
+bin=${RIPTIDE:-target/release/riptide}
+[ -x "$bin" ] || cargo build --release -p riptide-runtime
 out=${OUT:-bench/eadp}
 mkdir -p "$out"
 for s in $scales; do

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 ckpt=${1:-policies/shipped/arm-reach}
 env=${2:-arm-reach}
 n=${3:-100}
-bin=${RIPTIDE:-target/debug/riptide}
+bin=${RIPTIDE:-target/release/riptide}
+[ -x "$bin" ] || cargo build --release -p riptide-runtime
 out=${OUT:-bench/rti}
 mkdir -p "$out"
 run() {

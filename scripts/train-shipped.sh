@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS]}
 steps=${2:-4000}
 episodes=${3:-200}
-bin=${RIPTIDE:-target/debug/riptide}
-[ -x "$bin" ] || cargo build -p riptide-runtime --features cuda
+bin=${RIPTIDE:-target/release/riptide}
+[ -x "$bin" ] || cargo build --release -p riptide-runtime
 work=${WORK:-/tmp/riptide-train}
 rm -rf "$work/$env" && mkdir -p "$work/$env"
 # Training demos: seeds 0..EPISODES-1. Evaluation: seeds 10000..10099 (disjoint).

@@ -12,7 +12,9 @@ bin=${RIPTIDE:-target/release/riptide}
 work=${WORK:-/tmp/riptide-train}
 rm -rf "$work/$env" && mkdir -p "$work/$env"
 # Training demos: seeds 0..EPISODES-1. Evaluation: seeds 10000..10099 (disjoint).
-"$bin" record --env "$env" --episodes "$episodes" --seed 0 --out "$work/$env/data"
+# arm-reach demos hold 1 s past success, so the policy learns to arrive and stop (HOLD_S overrides).
+hold=${HOLD_S:-$([ "$env" = arm-reach ] && echo 1.0 || echo 0)}
+"$bin" record --env "$env" --episodes "$episodes" --seed 0 --hold-s "$hold" --out "$work/$env/data"
 "$bin" train --data "$work/$env/data" --config policies/shipped/train-state.toml --steps "$steps" \
   --out "$work/$env/run"
 last=$(ls -d "$work/$env/run/checkpoints/"* | sort | tail -1)

@@ -208,6 +208,10 @@ enum Command {
         /// Record camera frames too.
         #[arg(long)]
         render: bool,
+        /// Expert episodes: keep recording this long after a success, the expert holding its goal, so
+        /// the demos show arriving and stopping (an episode otherwise ends mid-motion).
+        #[arg(long, default_value_t = 0.0)]
+        hold_s: f64,
         /// Live topic to record, KEY:TYPE (repeatable); `riptide` records the daemon's own topics.
         #[arg(long)]
         topic: Vec<String>,
@@ -591,18 +595,30 @@ fn main() -> Result<()> {
             seed,
             out,
             render,
+            hold_s,
             topic,
             seconds,
             connect,
         } => match env {
             Some(env_name) => {
+                anyhow::ensure!(
+                    hold_s.is_finite() && hold_s >= 0.0,
+                    "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
+                );
                 let mut env = riptide_sim::make_env(&env_name)?;
                 std::fs::create_dir_all(&out)?;
                 let mut ok = 0;
                 for i in 0..episodes {
                     let s = seed + i as u64;
                     let path = out.join(format!("{env_name}_{s:06}.mcap"));
-                    let r = riptide_sim::record::record_expert_episode(env.as_mut(), s, &path, render)?;
+                    let hold_steps = (hold_s * env.spec().fps).round() as usize;
+                    let r = riptide_sim::record::record_expert_episode_with_hold(
+                        env.as_mut(),
+                        s,
+                        &path,
+                        render,
+                        hold_steps,
+                    )?;
                     ok += r.success as usize;
                     eprint!("\r{}/{} episodes recorded ({} successful)", i + 1, episodes, ok);
                 }

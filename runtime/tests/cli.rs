@@ -95,6 +95,23 @@ fn bad_requests_fail_cleanly() {
         !o.status.success() && e.contains("observation.") && !e.contains("panicked"),
         "{e}"
     );
+
+    let out = tempfile::tempdir().unwrap();
+    let o = riptide(&[
+        "record",
+        "--env",
+        "arm-reach",
+        "--episodes",
+        "1",
+        "--hold-s=-1",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("--hold-s") && !e.contains("panicked"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -151,16 +151,35 @@ pub fn record_expert_episode(
     path: &Path,
     render: bool,
 ) -> Result<EpisodeSummary, McapError> {
+    record_expert_episode_with_hold(env, seed, path, render, 0)
+}
+
+/// [`record_expert_episode`], then `hold_steps` more expert steps after a success.
+///
+/// An episode ends the moment the task succeeds, so the expert's last recorded frames are still moving
+/// towards the goal and a policy trained on them never sees how to arrive: it carries the motion on past
+/// the target. Holding a little past success records the arrival (the expert holds its goal).
+pub fn record_expert_episode_with_hold(
+    env: &mut dyn Env,
+    seed: u64,
+    path: &Path,
+    render: bool,
+    hold_steps: usize,
+) -> Result<EpisodeSummary, McapError> {
     let mut obs = env.reset(seed);
     let mut w = EpisodeWriter::create(path, env, seed)?;
     let mut k = 0;
+    let mut held = 0;
     loop {
         if !render {
             obs.image = None;
         }
         w.observation(k, &obs, &env.position())?;
         if env.done() {
-            break;
+            if !env.success() || held >= hold_steps {
+                break;
+            }
+            held += 1;
         }
         let a = env.expert_action();
         w.action(k, &a)?;

@@ -51,3 +51,46 @@ fn a_folder_without_episodes_is_a_clear_error() {
     let e = read_dir(dir.path()).unwrap_err().to_string();
     assert!(e.contains("no .mcap files"), "{e}");
 }
+
+/// Holding past success records the arrival: the same episode, then the expert holding its goal with
+/// the tool tip inside the success radius, and coming to rest.
+#[test]
+fn holding_past_success_records_the_expert_arriving_and_stopping() {
+    use riptide_sim::arm_reach::{forward_kinematics, SUCCESS_TOL_M};
+    use riptide_sim::record::record_expert_episode_with_hold;
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, held) = (dir.path().join("plain.mcap"), dir.path().join("held.mcap"));
+    let mut env = make_env("arm-reach").unwrap();
+    let a = record_expert_episode(env.as_mut(), 7, &plain, false).unwrap();
+    let b = record_expert_episode_with_hold(env.as_mut(), 7, &held, false, 10).unwrap();
+    assert!(a.success && b.success);
+    let (pa, pb) = (read_episode(&plain).unwrap(), read_episode(&held).unwrap());
+    assert_eq!(pb.len(), pa.len() + 10, "ten more steps after the success");
+    assert_eq!(
+        pb.actions[..pa.len()],
+        pa.actions[..],
+        "the episode itself is unchanged"
+    );
+    let target = [pb.env_state[0][0] as f64, pb.env_state[0][1] as f64];
+    let tip = |k: usize| {
+        let q = &pb.state[k];
+        forward_kinematics(&[q[0] as f64, q[1] as f64, q[2] as f64])[3]
+    };
+    for k in pa.len()..pb.state.len() {
+        let t = tip(k);
+        let d = ((t[0] - target[0]).powi(2) + (t[1] - target[1]).powi(2)).sqrt();
+        assert!(d < SUCCESS_TOL_M, "hold frame {k}: tip {d} m from the target");
+    }
+    let n = pb.state.len();
+    let last_move: f32 = (0..3).map(|i| (pb.state[n - 1][i] - pb.state[n - 2][i]).abs()).sum();
+    let arrive_move: f32 = (0..3)
+        .map(|i| (pb.state[pa.len()][i] - pb.state[pa.len() - 1][i]).abs())
+        .sum();
+    assert!(
+        last_move < 0.2 * arrive_move,
+        "the arm comes to rest: {last_move} rad per step at the end vs {arrive_move} on arrival"
+    );
+    // No hold is the plain recording.
+    let c = record_expert_episode_with_hold(env.as_mut(), 7, &dir.path().join("zero.mcap"), false, 0).unwrap();
+    assert_eq!(c.steps, a.steps);
+}

@@ -606,12 +606,12 @@ fn main() -> Result<()> {
                     "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
                 );
                 let mut env = riptide_sim::make_env(&env_name)?;
+                let hold_steps = (hold_s * env.spec().fps).round() as usize;
                 std::fs::create_dir_all(&out)?;
                 let mut ok = 0;
                 for i in 0..episodes {
                     let s = seed + i as u64;
                     let path = out.join(format!("{env_name}_{s:06}.mcap"));
-                    let hold_steps = (hold_s * env.spec().fps).round() as usize;
                     let r = riptide_sim::record::record_expert_episode_with_hold(
                         env.as_mut(),
                         s,

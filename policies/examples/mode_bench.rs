@@ -1,7 +1,8 @@
 //! MoDE inference latency on burn-flex (CPU): cached fused experts vs routing every call (uncached)
 //! vs a dense MoE that evaluates every expert.
 //!
-//! `cargo run -p riptide-policies --example mode_bench [-- <iterations>]`; prints one JSON object.
+//! `cargo run -p riptide-policies --example mode_bench [-- <iterations> [shipped|large]]`; prints one JSON
+//! object.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -75,23 +76,12 @@ fn time(p: &mut MoDEPolicy<B>, obs: &ObservationWindow, warmup: usize, iters: us
     )
 }
 
-fn main() {
-    let iters: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let config = MoDEConfig::new(ACTION, STATE + ENV)
-        .with_n_obs_steps(1)
-        .with_horizon(16)
-        .with_n_action_steps(8)
-        .with_d_model(256)
-        .with_n_layers(6)
-        .with_n_heads(8)
-        .with_n_experts(8)
-        .with_top_k(2);
+/// Time the three expert paths of one network shape, interleaved so machine load affects them alike.
+fn bench(name: &str, config: MoDEConfig, iters: usize) -> serde_json::Value {
     let t = Instant::now();
     let mut p = untrained_policy::<B>(config.clone(), &data(), 0, &Default::default()).expect("policy");
     let build_s = t.elapsed().as_secs_f64();
     let obs = window(config.n_obs_steps);
-
-    // Interleave the paths' runs so machine load affects them alike.
     let paths = [ExpertPath::Cached, ExpertPath::Routed, ExpertPath::Dense];
     let mut times: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
     for round in 0..2 {
@@ -103,8 +93,8 @@ fn main() {
     let mean = |v: &[(f64, f64)]| v.iter().map(|x| x.0).sum::<f64>() / v.len() as f64;
     let min = |v: &[(f64, f64)]| v.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
     let (c, u, d) = (mean(&times[0]), mean(&times[1]), mean(&times[2]));
-    let out = serde_json::json!({
-        "backend": "flex (cpu)",
+    serde_json::json!({
+        "name": name,
         "config": {"d_model": config.d_model, "n_layers": config.n_layers, "n_heads": config.n_heads,
                    "n_experts": config.n_experts, "top_k": config.top_k, "horizon": config.horizon,
                    "num_inference_steps": config.num_inference_steps, "batch": 1},
@@ -119,6 +109,35 @@ fn main() {
         "dense_moe_min_ms": min(&times[2]) * 1e3,
         "ratio_cached_over_uncached": c / u,
         "ratio_cached_over_dense_moe": c / d,
-    });
+    })
+}
+
+fn main() {
+    let iters: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let base = MoDEConfig::new(ACTION, STATE + ENV)
+        .with_horizon(16)
+        .with_n_action_steps(8);
+    // The shape riptide ships (`policies/shipped/train-mode.toml`), then a 40 M-parameter one.
+    let shipped = base
+        .clone()
+        .with_n_obs_steps(2)
+        .with_d_model(64)
+        .with_n_layers(3)
+        .with_n_heads(4);
+    let large = base
+        .with_n_obs_steps(1)
+        .with_d_model(256)
+        .with_n_layers(6)
+        .with_n_heads(8)
+        .with_n_experts(8)
+        .with_top_k(2);
+    // An optional second argument runs one shape only.
+    let only = std::env::args().nth(2);
+    let runs: Vec<_> = [("shipped", shipped, iters * 5), ("large", large, iters)]
+        .into_iter()
+        .filter(|(name, _, _)| only.as_deref().is_none_or(|o| o == *name))
+        .map(|(name, config, n)| bench(name, config, n))
+        .collect();
+    let out = serde_json::json!({"backend": "flex (cpu)", "runs": runs});
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }

@@ -190,9 +190,27 @@ fn routing_depends_only_on_sigma() {
     }
 }
 
+/// `policy()` with every norm gain and every bias set away from its initial 1 or 0, so the cache's
+/// folds (gain into W_qkv, noise term into the Q, K, V bias) are exercised.
+fn perturbed_policy(dir: &std::path::Path) -> MoDEPolicy<B> {
+    policy().save(dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let mut w = read_safetensors(&path).unwrap();
+    for (i, (name, t)) in w.iter_mut().enumerate() {
+        if name.contains("norm") || name.ends_with("bias") {
+            for (j, v) in t.data.iter_mut().enumerate() {
+                *v += 0.3 * ((i * 31 + j * 7) as f32).sin();
+            }
+        }
+    }
+    write_safetensors(&path, &w).unwrap();
+    load::<B>(dir, &Default::default()).unwrap()
+}
+
 #[test]
 fn cached_matches_uncached() {
-    let mut p = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = perturbed_policy(dir.path());
     for n in [10, 3] {
         let req = SampleRequest {
             num_inference_steps: Some(n),

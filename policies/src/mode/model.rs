@@ -193,8 +193,13 @@ impl<B: Backend> RmsNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        Self::unit(x).mul(self.weight.val().unsqueeze::<3>())
+    }
+
+    /// `x / max(rms(x), ε)`: the norm without its gain (which a following matmul can absorb).
+    pub fn unit(x: Tensor<B, 3>) -> Tensor<B, 3> {
         let rms = x.clone().square().mean_dim(2).sqrt().clamp_min(1e-6);
-        x.div(rms).mul(self.weight.val().unsqueeze::<3>())
+        x.div(rms)
     }
 }
 
@@ -212,6 +217,15 @@ impl<B: Backend> Router<B> {
         let logits = self.fc2.forward(gelu(self.fc1.forward(c)));
         let [b, _, e] = logits.dims();
         softmax(logits.reshape([b, e]), 1).clamp(1e-9, 1.0 - 1e-9)
+    }
+
+    /// [`Self::probs`] read back to the host, row-major [B, E] (routing decisions are made there).
+    pub fn probs_host(&self, c: Tensor<B, 3>) -> Vec<f32> {
+        self.probs(c)
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("converted to f32 above")
     }
 }
 
@@ -250,13 +264,66 @@ impl<B: Backend> Block<B> {
     /// `x + Attn(RMSNorm(x) + c)`: non-causal multi-head self-attention, c added to every token.
     pub fn attend(&self, x: Tensor<B, 3>, c: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let (h, dh) = (self.n_heads, d / self.n_heads);
         let xn = self.attn_norm.forward(x.clone()) + c;
-        let heads = |l: &Linear<B>| l.forward(xn.clone()).reshape([b, t, h, dh]).swap_dims(1, 2);
-        let (q, k, v) = (heads(&self.query), heads(&self.key), heads(&self.value));
+        let (q, k, v) = (
+            self.query.forward(xn.clone()),
+            self.key.forward(xn.clone()),
+            self.value.forward(xn),
+        );
+        x + self.attention(q, k, v, [b, t, d])
+    }
+
+    /// [`Self::attend`] with the norm's gain g folded into the Q, K, V weights and the noise term c into
+    /// their biases: `(x̂·g + c)·W + b = x̂·(diag(g)·W) + (c·W + b)`. `weights` are the three
+    /// `diag(g)·W` ([`Self::qkv_gain_folded`]), `biases` the three `c·W + b` ([`Self::qkv_noise_bias`]):
+    /// σ alone fixes the biases, so the expert cache precomputes them per step.
+    pub fn attend_folded(
+        &self,
+        x: Tensor<B, 3>,
+        weights: &[Tensor<B, 2>; 3],
+        biases: &[Tensor<B, 1>; 3],
+    ) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let xn = RmsNorm::unit(x.clone()).reshape([b * t, d]);
+        let proj =
+            |i: usize| (xn.clone().matmul(weights[i].clone()) + biases[i].clone().unsqueeze::<2>()).reshape([b, t, d]);
+        x + self.attention(proj(0), proj(1), proj(2), [b, t, d])
+    }
+
+    fn qkv(&self) -> [&Linear<B>; 3] {
+        [&self.query, &self.key, &self.value]
+    }
+
+    /// `diag(g)·W` for Q, K and V, g the attention norm's gain.
+    pub fn qkv_gain_folded(&self) -> [Tensor<B, 2>; 3] {
+        let g = self.attn_norm.weight.val();
+        let d = g.dims()[0];
+        self.qkv().map(|l| l.weight.val().mul(g.clone().reshape([d, 1])))
+    }
+
+    /// `c·W + b` for Q, K and V, from a noise embedding c [1, 1, D].
+    pub fn qkv_noise_bias(&self, c: Tensor<B, 3>) -> [Tensor<B, 1>; 3] {
+        let d = c.dims()[2];
+        let c = c.reshape([1, d]);
+        self.qkv().map(|l| {
+            let y = c.clone().matmul(l.weight.val());
+            let y = match &l.bias {
+                Some(b) => y + b.val().unsqueeze::<2>(),
+                None => y,
+            };
+            let n = y.dims()[1];
+            y.reshape([n])
+        })
+    }
+
+    /// Scaled dot-product attention over projected q, k, v ([B, T, D] each) and the output projection.
+    fn attention(&self, q: Tensor<B, 3>, k: Tensor<B, 3>, v: Tensor<B, 3>, [b, t, d]: [usize; 3]) -> Tensor<B, 3> {
+        let (h, dh) = (self.n_heads, d / self.n_heads);
+        let heads = |x: Tensor<B, 3>| x.reshape([b, t, h, dh]).swap_dims(1, 2);
+        let (q, k, v) = (heads(q), heads(k), heads(v));
         let att = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()), 3);
         let y = att.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        x + self.attn_out.forward(y)
+        self.attn_out.forward(y)
     }
 
     /// `Σ_k w_k Expert_k(h)` over the given (expert, weight) pairs: the uncached inference path.
@@ -328,27 +395,25 @@ impl<B: Backend> MoDE<B> {
         self.obs_emb.forward(obs).reshape([b, 1, d]) + pos
     }
 
-    /// F over the token sequence; `mlp(layer, block, h)` computes the expert mixture of each block
+    /// F over the token sequence; `attend(layer, block, x)` computes each block's attention residual
+    /// (`block.attend(x, c)`, or the cache's folded form) and `mlp(layer, block, h)` its expert mixture
     /// (dense gates in training, selected experts or a cached fused MLP at inference).
     pub fn forward_with(
         &self,
         x_in: Tensor<B, 3>,
         c: Tensor<B, 3>,
         obs_token: Tensor<B, 3>,
+        mut attend: impl FnMut(usize, &Block<B>, Tensor<B, 3>) -> Tensor<B, 3>,
         mut mlp: impl FnMut(usize, &Block<B>, Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
         let [b, h, _] = x_in.dims();
         let d = self.pos_emb.dims()[1];
-        let c_tok = if c.dims()[0] == b {
-            c.clone()
-        } else {
-            c.clone().repeat_dim(0, b)
-        };
+        let c_tok = if c.dims()[0] == b { c } else { c.repeat_dim(0, b) };
         let pos = self.pos_emb.val().narrow(0, 1, h).reshape([1, h, d]);
         let actions = self.action_emb.forward(x_in) + pos;
         let mut x = Tensor::cat(vec![c_tok, obs_token, actions], 1);
         for (l, block) in self.blocks.iter().enumerate() {
-            let x_attn = block.attend(x, c.clone());
+            let x_attn = attend(l, block, x);
             let hn = block.mlp_norm.forward(x_attn);
             x = hn.clone() + mlp(l, block, hn);
         }

@@ -21,15 +21,18 @@ use crate::schedule::{NoiseSchedule, SigmaStep};
 use crate::tensor::{read_safetensors, write_safetensors, HostTensor};
 use crate::train::data::FeatureStats;
 
-/// Top-k experts of one layer fused into one SwiGLU MLP (MoDE's `FusedMLPV2`), columns laid out
-/// [proj_1 … proj_k, gate_1 … gate_k] so one narrow splits all projections from all gates.
+/// Top-k experts of one layer fused into one SwiGLU MLP (MoDE's `FusedMLPV2`). The projections and
+/// the gates are kept as two matrices, [proj_1 … proj_k] and [gate_1 … gate_k], so both products come
+/// out contiguous (a split of one wide product is a strided view, slow to iterate on the CPU).
 #[derive(Debug, Clone)]
 struct FusedMlp<B: Backend> {
-    /// [D, k·8D] and [k·8D].
-    w1: Tensor<B, 2>,
-    b1: Tensor<B, 1>,
+    /// [D, k·4D] each, and [k·4D] biases.
+    w_proj: Tensor<B, 2>,
+    b_proj: Tensor<B, 1>,
+    w_gate: Tensor<B, 2>,
+    b_gate: Tensor<B, 1>,
     /// [k·4D, D]: each expert's output rows scaled by its routing weight.
-    w2: Tensor<B, 2>,
+    w_out: Tensor<B, 2>,
 }
 
 impl<B: Backend> FusedMlp<B> {
@@ -50,37 +53,41 @@ impl<B: Backend> FusedMlp<B> {
             bg.push(b.narrow(0, half, half));
             out.push(ex.out.weight.val().mul_scalar(w));
         }
-        p.extend(g);
-        bp.extend(bg);
         Self {
-            w1: Tensor::cat(p, 1),
-            b1: Tensor::cat(bp, 0),
-            w2: Tensor::cat(out, 0),
+            w_proj: Tensor::cat(p, 1),
+            b_proj: Tensor::cat(bp, 0),
+            w_gate: Tensor::cat(g, 1),
+            b_gate: Tensor::cat(bg, 0),
+            w_out: Tensor::cat(out, 0),
         }
     }
 
     fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
-        let y = h.reshape([b * t, d]).matmul(self.w1.clone()) + self.b1.clone().unsqueeze::<2>();
-        let half = y.dims()[1] / 2;
-        let (p, g) = (y.clone().narrow(1, 0, half), y.narrow(1, half, half));
-        let out = p.mul(burn::tensor::activation::silu(g)).matmul(self.w2.clone());
+        let h = h.reshape([b * t, d]);
+        let p = h.clone().matmul(self.w_proj.clone()) + self.b_proj.clone().unsqueeze::<2>();
+        let g = h.matmul(self.w_gate.clone()) + self.b_gate.clone().unsqueeze::<2>();
+        let out = p.mul(burn::tensor::activation::silu(g)).matmul(self.w_out.clone());
         out.reshape([b, t, d])
     }
 }
 
 /// Everything about one denoising step that depends only on σ_i: the noise embedding and, per layer,
-/// the chosen experts fused into one MLP.
+/// the chosen experts fused into one MLP and the noise term of the attention input projected through
+/// Q, K and V (`c·W + b`).
 #[derive(Debug, Clone)]
 struct StepExperts<B: Backend> {
     c: Tensor<B, 3>,
     layers: Vec<FusedMlp<B>>,
+    qkv_bias: Vec<[Tensor<B, 1>; 3]>,
     chosen: Vec<Vec<(usize, f32)>>,
 }
 
 /// Expert cache for one σ grid, keyed by step index (never by a float σ).
 #[derive(Debug, Clone)]
 struct ExpertCache<B: Backend> {
+    /// Per layer, `diag(g)·W` for Q, K, V with g the attention norm's gain (the same at every step).
+    qkv_w: Vec<[Tensor<B, 2>; 3]>,
     steps: Vec<StepExperts<B>>,
 }
 
@@ -97,10 +104,17 @@ impl<B: Backend> ExpertCache<B> {
                     .zip(&chosen)
                     .map(|(b, sel)| FusedMlp::new(b, sel))
                     .collect();
-                StepExperts { c, layers, chosen }
+                let qkv_bias = model.blocks.iter().map(|b| b.qkv_noise_bias(c.clone())).collect();
+                StepExperts {
+                    c,
+                    layers,
+                    qkv_bias,
+                    chosen,
+                }
             })
             .collect();
-        Self { steps }
+        let qkv_w = model.blocks.iter().map(|b| b.qkv_gain_folded()).collect();
+        Self { qkv_w, steps }
     }
 }
 
@@ -109,10 +123,7 @@ fn route<B: Backend>(model: &MoDE<B>, c: Tensor<B, 3>, top: usize) -> Vec<Vec<(u
     model
         .blocks
         .iter()
-        .map(|b| {
-            let p = b.router.probs(c.clone()).into_data().convert::<f32>().into_vec::<f32>();
-            top_k(&p.expect("f32 router probabilities"), top)
-        })
+        .map(|b| top_k(&b.router.probs_host(c.clone()), top))
         .collect()
 }
 
@@ -151,31 +162,36 @@ impl<B: Backend> Denoiser<B> for EdmDenoiser<'_, B> {
         let f = match self.cache {
             Some(cache) => {
                 let step = &cache.steps[t];
-                self.model
-                    .forward_with(x_in, step.c.clone(), cond.clone(), |l, _, h| step.layers[l].forward(h))
+                self.model.forward_with(
+                    x_in,
+                    step.c.clone(),
+                    cond.clone(),
+                    |l, block, x| block.attend_folded(x, &cache.qkv_w[l], &step.qkv_bias[l]),
+                    |l, _, h| step.layers[l].forward(h),
+                )
             }
             None => {
                 let c = self.model.noise_embedding_at(sigma, self.device);
                 let (top, dense) = (self.top_k, self.dense);
-                self.model.forward_with(x_in, c.clone(), cond.clone(), |_, block, h| {
-                    let p = block
-                        .router
-                        .probs(c.clone())
-                        .into_data()
-                        .convert::<f32>()
-                        .into_vec::<f32>();
-                    let chosen = top_k(&p.expect("f32 router probabilities"), top);
-                    if dense {
-                        let e = block.experts.len();
-                        let mut gates = vec![0.0f32; e];
-                        for (i, w) in chosen {
-                            gates[i] = w;
+                self.model.forward_with(
+                    x_in,
+                    c.clone(),
+                    cond.clone(),
+                    |_, block, x| block.attend(x, c.clone()),
+                    |_, block, h| {
+                        let chosen = top_k(&block.router.probs_host(c.clone()), top);
+                        if dense {
+                            let e = block.experts.len();
+                            let mut gates = vec![0.0f32; e];
+                            for (i, w) in chosen {
+                                gates[i] = w;
+                            }
+                            block.experts_gated(h, Tensor::from_data(TensorData::new(gates, [1, e]), self.device))
+                        } else {
+                            block.experts_selected(h, &chosen)
                         }
-                        block.experts_gated(h, Tensor::from_data(TensorData::new(gates, [1, e]), self.device))
-                    } else {
-                        block.experts_selected(h, &chosen)
-                    }
-                })
+                    },
+                )
             }
         };
         x.mul_scalar(c_skip) + f.mul_scalar(c_out)
@@ -333,13 +349,7 @@ impl<B: Backend> MoDEPolicy<B> {
         ));
         let mut out = vec![Vec::new(); batch];
         for block in &self.model.blocks {
-            let p = block
-                .router
-                .probs(c.clone())
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>();
-            let p = p.map_err(|e| PolicyError::Device(format!("{e:?}")))?;
+            let p = block.router.probs_host(c.clone());
             let e = self.config.n_experts;
             for (b, row) in p.chunks(e).enumerate() {
                 out[b].push(top_k(row, self.config.top_k).into_iter().map(|(i, _)| i).collect());

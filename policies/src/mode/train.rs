@@ -290,42 +290,48 @@ pub fn train_mode<B: AutodiffBackend>(
         let c = model.noise_embedding(sigma_t);
         let obs_token = model.obs_token(obs);
         let mut aux: Vec<Tensor<B, 1>> = Vec::new();
-        let f = model.forward_with(x_in, c.clone(), obs_token, |_, block, hn| {
-            let probs = block.router.probs(c.clone());
-            let host = probs
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .expect("f32 router probabilities");
-            let mut mask = vec![0.0f32; b * n_exp];
-            let mut counts = vec![0.0f32; n_exp];
-            for (i, row) in host.chunks(n_exp).enumerate() {
-                let chosen: Vec<usize> = match train.routing {
-                    TrainRouting::Sample => sample_experts(&mut rng, row, k),
-                    TrainRouting::TopK => top_k(row, k).into_iter().map(|(e, _)| e).collect(),
-                };
-                for e in chosen {
-                    mask[i * n_exp + e] = 1.0;
-                    counts[e] += 1.0 / (b * k) as f32;
-                }
-            }
-            let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [b, n_exp]), device);
-            let frac = Tensor::<B, 1>::from_data(TensorData::new(counts, [n_exp]), device);
-            // Switch-style load balancing: E·Σ_e mean_b(p_e)·(fraction of routings to e).
-            aux.push(
-                probs
+        let f = model.forward_with(
+            x_in,
+            c.clone(),
+            obs_token,
+            |_, block, x| block.attend(x, c.clone()),
+            |_, block, hn| {
+                let probs = block.router.probs(c.clone());
+                let host = probs
                     .clone()
-                    .mean_dim(0)
-                    .reshape([n_exp])
-                    .mul(frac)
-                    .sum()
-                    .mul_scalar(n_exp as f64),
-            );
-            let picked = probs.mul(mask);
-            let gates = picked.clone().div(picked.sum_dim(1));
-            block.experts_gated(hn, gates)
-        });
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32 router probabilities");
+                let mut mask = vec![0.0f32; b * n_exp];
+                let mut counts = vec![0.0f32; n_exp];
+                for (i, row) in host.chunks(n_exp).enumerate() {
+                    let chosen: Vec<usize> = match train.routing {
+                        TrainRouting::Sample => sample_experts(&mut rng, row, k),
+                        TrainRouting::TopK => top_k(row, k).into_iter().map(|(e, _)| e).collect(),
+                    };
+                    for e in chosen {
+                        mask[i * n_exp + e] = 1.0;
+                        counts[e] += 1.0 / (b * k) as f32;
+                    }
+                }
+                let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [b, n_exp]), device);
+                let frac = Tensor::<B, 1>::from_data(TensorData::new(counts, [n_exp]), device);
+                // Switch-style load balancing: E·Σ_e mean_b(p_e)·(fraction of routings to e).
+                aux.push(
+                    probs
+                        .clone()
+                        .mean_dim(0)
+                        .reshape([n_exp])
+                        .mul(frac)
+                        .sum()
+                        .mul_scalar(n_exp as f64),
+                );
+                let picked = probs.mul(mask);
+                let gates = picked.clone().div(picked.sum_dim(1));
+                block.experts_gated(hn, gates)
+            },
+        );
         let mse = (f - target).square().mean();
         let n_aux = aux.len();
         let aux = Tensor::cat(aux, 0).sum().div_scalar(n_aux as f64);

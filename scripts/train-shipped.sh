@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Reproduce a shipped policy: record expert demos, train, evaluate in closed loop next to the expert.
-#   scripts/train-shipped.sh ENV [STEPS] [EPISODES]     (ENV: arm-reach | quadrotor | push-t)
+#   scripts/train-shipped.sh ENV [STEPS] [EPISODES] [EXTEND_TO]   (ENV: arm-reach | quadrotor | push-t)
 # Writes policies/shipped/ENV (the final EMA checkpoint) and prints the closed-loop success rates.
+# EXTEND_TO resumes the finished STEPS-step run to that many steps: the cosine schedule is recomputed for
+# the new length, so the learning rate restarts at its value for step STEPS of EXTEND_TO (a warm restart).
+# The shipped arm-reach policy: scripts/train-shipped.sh arm-reach 9000 1000 18000
 set -euo pipefail
 cd "$(dirname "$0")/.."
-env=${1:?usage: scripts/train-shipped.sh ENV [STEPS]}
+env=${1:?usage: scripts/train-shipped.sh ENV [STEPS] [EPISODES] [EXTEND_TO]}
 steps=${2:-4000}
 episodes=${3:-200}
+extend=${4:-}
 bin=${RIPTIDE:-target/release/riptide}
 [ -x "$bin" ] || cargo build --release -p riptide-runtime
 work=${WORK:-/tmp/riptide-train}
@@ -17,7 +21,11 @@ hold=${HOLD_S:-$([ "$env" = arm-reach ] && echo 1.0 || echo 0)}
 "$bin" record --env "$env" --episodes "$episodes" --seed 0 --hold-s "$hold" --out "$work/$env/data"
 "$bin" train --data "$work/$env/data" --config policies/shipped/train-state.toml --steps "$steps" \
   --out "$work/$env/run"
-last=$(ls -d "$work/$env/run/checkpoints/"* | sort | tail -1)
+if [ -n "$extend" ]; then
+  "$bin" train --data "$work/$env/data" --resume "$work/$env/run/checkpoints/$(printf %06d "$steps")" \
+    --steps "$extend" --out "$work/$env/run"
+fi
+last=$(ls -d "$work/$env/run/checkpoints/"[0-9]* | sort | tail -1)
 rm -rf "policies/shipped/$env" && cp -r "$last/pretrained_model" "policies/shipped/$env"
 "$bin" record --env "$env" --episodes 100 --seed 10000 --out "$work/$env/eval"
 "$bin" replay "$work/$env/eval" --checkpoint "policies/shipped/$env" --closed-loop --out "$work/$env/report"

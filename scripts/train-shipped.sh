@@ -26,7 +26,8 @@ if [ -n "$extend" ]; then
     --steps "$extend" --out "$work/$env/run"
 fi
 last=$(ls -d "$work/$env/run/checkpoints/"[0-9]* | sort | tail -1)
-rm -rf "policies/shipped/$env" && cp -r "$last/pretrained_model" "policies/shipped/$env"
+# Copy over the checkpoint files only, so the committed MODEL_CARD.md stays.
+mkdir -p "policies/shipped/$env" && cp "$last/pretrained_model/"* "policies/shipped/$env/"
 "$bin" record --env "$env" --episodes 100 --seed 10000 --out "$work/$env/eval"
 "$bin" replay "$work/$env/eval" --checkpoint "policies/shipped/$env" --closed-loop --out "$work/$env/report"
 python3 - "$work/$env/report/replay.json" <<'PY'

@@ -306,11 +306,7 @@ impl<B: Backend> Block<B> {
         let d = c.dims()[2];
         let c = c.reshape([1, d]);
         self.qkv().map(|l| {
-            let y = c.clone().matmul(l.weight.val());
-            let y = match &l.bias {
-                Some(b) => y + b.val().unsqueeze::<2>(),
-                None => y,
-            };
+            let y = l.forward(c.clone());
             let n = y.dims()[1];
             y.reshape([n])
         })

@@ -137,6 +137,46 @@ fn parse_safetensors_filtered(
     Ok(out)
 }
 
+/// The file's bytes with every f16/bf16/f64 tensor rewritten as f32, or `None` when all floats already are
+/// f32. burn-store keeps a tensor's stored dtype, and an f16 weight in an f32 module fails inside the
+/// first matmul; half-precision checkpoints (LeRobot users save them to halve downloads) are upcast here.
+pub fn upcast_floats_to_f32(bytes: &[u8], path: &Path) -> Result<Option<Vec<u8>>, PolicyError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| PolicyError::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let narrow = |d: Dtype| matches!(d, Dtype::F16 | Dtype::BF16 | Dtype::F64);
+    if !st.tensors().iter().any(|(_, v)| narrow(v.dtype())) {
+        return Ok(None);
+    }
+    let floats = parse_safetensors_filtered(bytes, path, &|name| {
+        st.tensor(name).map(|v| narrow(v.dtype())).unwrap_or(false)
+    })?;
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        match floats.get(&name) {
+            Some(t) => owned.push((
+                name,
+                Dtype::F32,
+                t.shape.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )),
+            None => owned.push((name, view.dtype(), view.shape().to_vec(), view.data().to_vec())),
+        }
+    }
+    let views = owned
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|views| safetensors::serialize(views, None));
+    views.map(Some).map_err(|e| PolicyError::Safetensors {
+        path: path.into(),
+        message: format!("upcasting to f32: {e}"),
+    })
+}
+
 fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
@@ -198,4 +238,81 @@ pub fn read_safetensors_where(
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| PolicyError::io(path, e))?;
     let all = parse_safetensors_filtered(&map, path, &keep)?;
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every one of the 65 536 half-precision bit patterns (subnormals, infinities, NaNs included)
+    /// decodes to the value the `half` crate gives.
+    #[test]
+    fn f16_decoding_matches_the_half_crate_for_every_bit_pattern() {
+        for bits in 0..=u16::MAX {
+            let want = half::f16::from_bits(bits).to_f32();
+            let got = f16_to_f32(bits);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{bits:#06x}: {got}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}: {got} vs {want}");
+            }
+        }
+    }
+
+    fn file(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let views = tensors.iter().map(|(n, d, s, b)| {
+            (
+                n.to_string(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        });
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    #[test]
+    fn upcast_rewrites_half_floats_and_keeps_the_rest() {
+        let path = Path::new("model.safetensors");
+        let vals = [0.5f32, -1.25, 3.0e-3, 1000.0];
+        let f16: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let f32s: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let steps: Vec<u8> = 7i64.to_le_bytes().to_vec();
+        let all_f32 = file(&[("w", Dtype::F32, vec![2, 2], f32s.clone())]);
+        assert!(
+            upcast_floats_to_f32(&all_f32, path).unwrap().is_none(),
+            "nothing to do for f32 files"
+        );
+
+        let mixed = file(&[
+            ("a", Dtype::F16, vec![4], f16),
+            ("b", Dtype::BF16, vec![2, 2], bf16),
+            ("c", Dtype::F32, vec![4], f32s),
+            ("n", Dtype::I64, vec![], steps.clone()),
+        ]);
+        let out = upcast_floats_to_f32(&mixed, path).unwrap().expect("rewritten");
+        let st = SafeTensors::deserialize(&out).unwrap();
+        for name in ["a", "b", "c"] {
+            assert_eq!(st.tensor(name).unwrap().dtype(), Dtype::F32, "{name}");
+        }
+        let n = st.tensor("n").unwrap();
+        assert_eq!(
+            (n.dtype(), n.data()),
+            (Dtype::I64, steps.as_slice()),
+            "integers are left alone"
+        );
+        let back = parse_safetensors(&out, path).unwrap();
+        assert_eq!(back["b"].shape, vec![2, 2]);
+        for (name, tol) in [("a", 1e-3), ("b", 8e-3), ("c", 0.0)] {
+            for (got, want) in back[name].data.iter().zip(vals) {
+                assert!((got - want).abs() <= tol * want.abs(), "{name}: {got} vs {want}");
+            }
+        }
+        assert!(upcast_floats_to_f32(b"not a safetensors file", path).is_err());
+    }
 }

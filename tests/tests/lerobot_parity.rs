@@ -82,3 +82,65 @@ fn image_models_match_lerobot() {
         eprintln!("SKIPPED: {msg}");
     }
 }
+
+/// Checkpoints stored in half precision (f16 or bf16 `model.safetensors`, as LeRobot users save them to
+/// halve downloads) load (they are upcast to f32) and stay close to LeRobot's f32 outputs: the only
+/// difference is the weights' rounding.
+#[test]
+fn half_precision_checkpoints_load_and_stay_close() {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let dirs = fixture_dirs(&fixtures_dir().join("lerobot"));
+    assert!(!dirs.is_empty());
+    for dir in dirs {
+        for (dtype, tol) in [(Dtype::F16, 1e-2f32), (Dtype::BF16, 6e-2)] {
+            let tmp = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let p = entry.unwrap().path();
+                std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+            }
+            let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+                .tensors()
+                .into_iter()
+                .map(|(name, v)| {
+                    if v.dtype() != Dtype::F32 {
+                        return (name, v.dtype(), v.shape().to_vec(), v.data().to_vec());
+                    }
+                    let half: Vec<u8> = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .flat_map(|x| match dtype {
+                            Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                            _ => half::bf16::from_f32(x).to_le_bytes(),
+                        })
+                        .collect();
+                    (name, dtype, v.shape().to_vec(), half)
+                })
+                .collect();
+            let views = tensors
+                .iter()
+                .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()));
+            std::fs::write(
+                tmp.path().join("model.safetensors"),
+                safetensors::serialize(views, None).unwrap(),
+            )
+            .unwrap();
+            let p = check_fixture(tmp.path(), DeviceSpec::Cpu, LoadOptions::default());
+            println!(
+                "{:<36} {dtype:?}: max|Δ| normalised {:.2e}, unnormalised/range {:.2e}",
+                dir.file_name().unwrap().to_string_lossy(),
+                p.max_err_normalized,
+                p.max_err_rel_range
+            );
+            let name = dir.file_name().unwrap().to_string_lossy();
+            assert!(
+                p.max_err_normalized <= tol,
+                "{name} {dtype:?}: {}",
+                p.max_err_normalized
+            );
+            assert!(p.max_err_rel_range <= tol, "{name} {dtype:?}: {}", p.max_err_rel_range);
+        }
+    }
+}

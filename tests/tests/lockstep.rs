@@ -172,21 +172,24 @@ async fn demo_runs_every_shipped_kind() {
         assert_eq!(report.episodes.len(), 1, "{name}");
         let p = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
         assert_eq!(p.spec().default_nfe, kind_nfe, "{name}");
-    } // The quadrotor's shipped policy is the demo's default for that env.
-    let report = demo(DemoArgs {
-        env: "quadrotor".into(),
-        episodes: 1,
-        seed: SEEDS,
-        device: "cpu".into(),
-        checkpoint: None,
-        delay_ms: 0.0,
-        record: None,
-        rti_start_step: None,
-    })
-    .await
-    .unwrap();
-    assert_eq!(report.episodes.len(), 1);
-    assert!(report.episodes[0].steps > 0);
+    }
+    // The other envs' shipped policies are the demo's defaults for them (push-t's weights are f16).
+    for env in ["quadrotor", "push-t"] {
+        let report = demo(DemoArgs {
+            env: env.into(),
+            episodes: 1,
+            seed: SEEDS,
+            device: "cpu".into(),
+            checkpoint: None,
+            delay_ms: 0.0,
+            record: None,
+            rti_start_step: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{env}: {e:#}"));
+        assert_eq!(report.episodes.len(), 1, "{env}");
+        assert!(report.episodes[0].steps > 0, "{env}");
+    }
 }
 
 /// EADP guidance through the hosted-driver sampling path (`Sampling::eadp`) on the shipped quadrotor

@@ -199,7 +199,9 @@ pub fn read_riptide_kind(dir: &Path) -> Result<Option<(String, serde_json::Value
 }
 
 fn load_weights<B: Backend>(model: &mut DiffusionModel<B>, path: &Path) -> Result<(), PolicyError> {
-    let mut store = SafetensorsStore::from_file(path)
+    let bytes = std::fs::read(path).map_err(|e| PolicyError::io(path, e))?;
+    let bytes = crate::tensor::upcast_floats_to_f32(&bytes, path)?.unwrap_or(bytes);
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true)
         .validate(false)

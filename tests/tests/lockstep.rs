@@ -151,18 +151,22 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
 /// Every shipped kind runs through the demo's zenoh lockstep path (riptide-only checkpoints included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn demo_runs_every_shipped_kind() {
-    for (name, kind_nfe) in [
-        ("arm-reach-consistency", 1),
-        ("arm-reach-mode", 10),
-        ("arm-reach-truncated", 2),
+    // (env, shipped folder, NFE per chunk of its kind); quadrotor and push-t run the demo's default for the
+    // env (push-t's weights are f16).
+    for (env, name, kind_nfe) in [
+        ("arm-reach", "arm-reach-consistency", 1),
+        ("arm-reach", "arm-reach-mode", 10),
+        ("arm-reach", "arm-reach-truncated", 2),
+        ("quadrotor", "quadrotor", 10),
+        ("push-t", "push-t", 10),
     ] {
-        let ckpt = shipped_checkpoint("arm-reach").unwrap().with_file_name(name);
+        let ckpt = shipped_checkpoint(env).unwrap().with_file_name(name);
         let report = demo(DemoArgs {
-            env: "arm-reach".into(),
+            env: env.into(),
             episodes: 1,
             seed: SEEDS,
             device: "cpu".into(),
-            checkpoint: Some(ckpt.clone()),
+            checkpoint: (name != env).then(|| ckpt.clone()),
             delay_ms: 0.0,
             record: None,
             rti_start_step: None,
@@ -170,25 +174,9 @@ async fn demo_runs_every_shipped_kind() {
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(report.episodes.len(), 1, "{name}");
+        assert!(report.episodes[0].steps > 0, "{name}");
         let p = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
         assert_eq!(p.spec().default_nfe, kind_nfe, "{name}");
-    }
-    // The other envs' shipped policies are the demo's defaults for them (push-t's weights are f16).
-    for env in ["quadrotor", "push-t"] {
-        let report = demo(DemoArgs {
-            env: env.into(),
-            episodes: 1,
-            seed: SEEDS,
-            device: "cpu".into(),
-            checkpoint: None,
-            delay_ms: 0.0,
-            record: None,
-            rti_start_step: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{env}: {e:#}"));
-        assert_eq!(report.episodes.len(), 1, "{env}");
-        assert!(report.episodes[0].steps > 0, "{env}");
     }
 }
 

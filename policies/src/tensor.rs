@@ -201,6 +201,15 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Write f32 tensors to a safetensors file.
 pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) -> Result<(), PolicyError> {
+    let bytes = safetensors_bytes(tensors).map_err(|message| PolicyError::Safetensors {
+        path: path.into(),
+        message,
+    })?;
+    std::fs::write(path, bytes).map_err(|e| PolicyError::io(path, e))
+}
+
+/// f32 tensors as the bytes of a safetensors file.
+pub fn safetensors_bytes(tensors: &BTreeMap<String, HostTensor>) -> Result<Vec<u8>, String> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, t)| {
@@ -211,19 +220,15 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
             )
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+    let views = bytes
         .iter()
         .map(|(k, b, s)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("{k}: {e}"))
         })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).map_err(|e| PolicyError::Safetensors {
-        path: path.into(),
-        message: e.to_string(),
-    })
+        .collect::<Result<Vec<_>, String>>()?;
+    safetensors::serialize(views, None).map_err(|e| e.to_string())
 }
 
 /// Read only the tensors whose names satisfy `keep` (the file is memory-mapped, so large weight files

@@ -107,6 +107,16 @@ fn checkpoint_inputs(dir: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// Width of the checkpoint's `observation.environment_state` input (from its config.json), if any.
+fn env_state_width(dir: &Path) -> Result<Option<usize>> {
+    let path = dir.join("config.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}", path.display()))?;
+    Ok(v.pointer("/input_features/observation.environment_state/shape")
+        .and_then(|s| s.as_array())
+        .map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>() as usize))
+}
+
 pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
     let env = riptide_sim::make_env(&args.env)?;
     let spec = env.spec().clone();
@@ -172,6 +182,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
             ..ZenohConfig::default()
         },
         record_dir: args.record.clone(),
+        env_state_width: env_state_width(&checkpoint)?,
     };
     let session = zenoh::open(crate::daemon::zenoh_config_from(&sim_cfg.zenoh)?)
         .await

@@ -118,6 +118,9 @@ pub enum BackendConfig {
         /// Publish camera frames (costs time; only image policies need them).
         #[serde(default)]
         render: bool,
+        /// Publish this older `observation.environment_state` layout (default: the newest).
+        #[serde(default)]
+        env_state_width: Option<usize>,
     },
 }
 
@@ -161,8 +164,10 @@ impl DriveConfig {
                 "backend.initial_position has {} values but driver.safety has {dim} dimensions",
                 initial_position.len()
             ),
-            BackendConfig::Sim { env, .. } => {
-                let e = riptide_sim::make_env(env).map_err(|e| anyhow!("backend.env: {e}"))?;
+            BackendConfig::Sim {
+                env, env_state_width, ..
+            } => {
+                let e = riptide_sim::make_env_for(env, *env_state_width).map_err(|e| anyhow!("backend: {e}"))?;
                 let want = e.spec().action_dim;
                 if want != dim {
                     bail!("backend.env = {env:?} takes {want}-D commands but driver.safety has {dim} dimensions");
@@ -260,8 +265,16 @@ struct SimDevice {
 }
 
 impl SimDevice {
-    fn start(name: &str, seed: u64, render: bool, session: &zenoh::Session, ns: &str, now: f64) -> Result<Self> {
-        let env = riptide_sim::make_env(name).map_err(|e| anyhow!("backend.env: {e}"))?;
+    fn start(
+        name: &str,
+        env_state_width: Option<usize>,
+        seed: u64,
+        render: bool,
+        session: &zenoh::Session,
+        ns: &str,
+        now: f64,
+    ) -> Result<Self> {
+        let env = riptide_sim::make_env_for(name, env_state_width).map_err(|e| anyhow!("backend: {e}"))?;
         let dt_s = 1.0 / env.spec().fps;
         let mut dev = Self {
             env,
@@ -493,8 +506,13 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
             }
         }
         BackendConfig::Loopback { initial_position } => device_position = Some(initial_position.clone()),
-        BackendConfig::Sim { env, seed, render } => {
-            let dev = SimDevice::start(env, *seed, *render, &session, &cfg.namespace, now_s())?;
+        BackendConfig::Sim {
+            env,
+            seed,
+            render,
+            env_state_width,
+        } => {
+            let dev = SimDevice::start(env, *env_state_width, *seed, *render, &session, &cfg.namespace, now_s())?;
             device_position = Some(dev.env.position());
             sim_device = Some(dev);
         }

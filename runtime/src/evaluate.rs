@@ -38,6 +38,20 @@ pub fn driver_config_for(spec: &EnvSpec) -> DriverConfig {
     }
 }
 
+/// Width of the policy's `observation.environment_state`, if it takes one.
+pub fn policy_env_state_width(policy: &PolicySpec) -> Option<usize> {
+    policy
+        .inputs
+        .iter()
+        .find(|f| f.name == "observation.environment_state")
+        .map(|f| f.shape.iter().product())
+}
+
+/// The sim env `name` publishing the `environment_state` layout `policy` was trained on.
+pub fn env_for_policy(name: &str, policy: &PolicySpec) -> Result<Box<dyn riptide_sim::Env>> {
+    Ok(riptide_sim::make_env_for(name, policy_env_state_width(policy))?)
+}
+
 /// Daemon-style input config for a sim env's topics (vectors as JointState with stamps).
 pub fn sim_daemon_config(checkpoint: &Path, spec: &EnvSpec, policy: &PolicySpec) -> DaemonConfig {
     let mut cfg = DaemonConfig::for_checkpoint(checkpoint.to_path_buf());
@@ -121,9 +135,9 @@ impl ClosedLoop {
         queue_threshold_s: f64,
         sampling: Sampling,
     ) -> Result<Self> {
-        let env = riptide_sim::make_env(env_name)?;
         let policy = load_policy(checkpoint, device).with_context(|| format!("loading {}", checkpoint.display()))?;
         let pspec = policy.spec().clone();
+        let env = env_for_policy(env_name, &pspec)?;
         let spec = env.spec().clone();
         if pspec.action_dim != spec.action_dim {
             anyhow::bail!(

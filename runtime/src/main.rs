@@ -156,6 +156,10 @@ enum Command {
         /// Resume from a checkpoint written by an earlier run.
         #[arg(long)]
         resume: Option<PathBuf>,
+        /// Fine-tune: start from this diffusion checkpoint's weights (fresh optimiser and schedule); it
+        /// may take an older, shorter observation.environment_state (the new inputs start at zero).
+        #[arg(long, conflicts_with = "resume")]
+        init_from: Option<PathBuf>,
         /// Input features, comma separated.
         #[arg(
             long,
@@ -192,6 +196,10 @@ enum Command {
         /// Record each episode (MCAP) into this folder.
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Publish an older observation.environment_state layout (e.g. 5 for arm-reach policies trained
+        /// before the tool-relative features; default: the newest).
+        #[arg(long)]
+        env_state_width: Option<usize>,
     },
     /// Record expert episodes of a sim env (one MCAP per episode), or live zenoh topics (--topic).
     Record {
@@ -533,6 +541,7 @@ fn main() -> Result<()> {
             out,
             device,
             resume,
+            init_from,
             features,
             steps,
             successful_only,
@@ -543,6 +552,7 @@ fn main() -> Result<()> {
                 out: out.clone(),
                 device,
                 resume,
+                init_from,
                 features,
                 steps,
                 successful_only,
@@ -559,6 +569,7 @@ fn main() -> Result<()> {
             namespace,
             connect,
             record,
+            env_state_width,
         } => {
             let z = node_zenoh(connect);
             let cfg = riptide_runtime::simnode::SimNodeConfig {
@@ -571,6 +582,7 @@ fn main() -> Result<()> {
                 command_timeout_s: 60.0,
                 zenoh: z,
                 record_dir: record,
+                env_state_width,
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {

@@ -75,10 +75,14 @@ pub struct ReplaySummary {
     pub success_rate: Option<f64>,
 }
 
-fn observation_at(ep: &EpisodeData, k: usize) -> Observation {
+/// Frame `k` of a recording, its `environment_state` cut to `env_state_width` values when the recording
+/// holds a newer (longer) layout than the policy was trained on (layouts only append).
+fn observation_at(ep: &EpisodeData, k: usize, env_state_width: usize) -> Observation {
+    let mut env_state = ep.env_state.get(k).cloned().unwrap_or_default();
+    env_state.truncate(env_state_width);
     Observation {
         state: ep.state[k].clone(),
-        env_state: ep.env_state.get(k).cloned().unwrap_or_default(),
+        env_state,
         image: ep.images.get(k).cloned().map(|im: RgbImage| im),
     }
 }
@@ -91,7 +95,7 @@ pub fn open_loop(checkpoint: &Path, device: DeviceSpec, ep: &EpisodeData) -> Res
         .env
         .clone()
         .ok_or_else(|| anyhow!("{}: no env in metadata", ep.path.display()))?;
-    let env = riptide_sim::make_env(&env_name)?;
+    let env = crate::evaluate::env_for_policy(&env_name, &spec)?;
     let inputs = sim_daemon_config(checkpoint, env.spec(), &spec).resolve(&spec)?.inputs;
     if ep.fps <= 0.0 {
         bail!("{}: unknown fps", ep.path.display());
@@ -113,7 +117,7 @@ pub fn open_loop(checkpoint: &Path, device: DeviceSpec, ep: &EpisodeData) -> Res
     let seed0 = ep.seed.unwrap_or(0);
     for k in 0..ep.len() {
         let t = ep.times_s[k];
-        for (feature, values) in frames_for(&inputs, t, &observation_at(ep, k))? {
+        for (feature, values) in frames_for(&inputs, t, &observation_at(ep, k, env.spec().env_state_dim))? {
             builder.push(
                 &feature,
                 Frame {

@@ -38,6 +38,9 @@ pub struct SimNodeConfig {
     pub zenoh: ZenohConfig,
     /// Write one MCAP per episode here (`episode_<seed>.mcap`): observations and the commands executed.
     pub record_dir: Option<std::path::PathBuf>,
+    /// Publish this older `environment_state` layout (see `EnvSpec::env_state_widths`; None: the newest),
+    /// for a policy trained on it.
+    pub env_state_width: Option<usize>,
 }
 
 /// One episode's outcome.
@@ -158,7 +161,7 @@ pub fn run_sim(
     stop: &std::sync::atomic::AtomicBool,
     mut on_episode: impl FnMut(&EpisodeResult),
 ) -> Result<Vec<EpisodeResult>> {
-    let mut env = riptide_sim::make_env(&cfg.env)?;
+    let mut env = riptide_sim::make_env_for(&cfg.env, cfg.env_state_width)?;
     let spec = env.spec().clone();
     let ns = cfg.namespace.trim_end_matches('/');
     let out = Outputs::declare(session, ns)?;

@@ -15,6 +15,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     pub device: DeviceSpec,
     pub resume: Option<PathBuf>,
+    /// Start from this checkpoint's weights (overrides the config's `init_from`).
+    pub init_from: Option<PathBuf>,
     /// Input features to train on (default: observation.state + observation.environment_state).
     pub features: Vec<String>,
     /// Override `steps` of the config.
@@ -98,6 +100,9 @@ pub fn train(args: &TrainArgs) -> Result<TrainSummary> {
     };
     if let Some(s) = args.steps {
         cfg.steps = s;
+    }
+    if let Some(p) = &args.init_from {
+        cfg.init_from = Some(p.clone());
     }
     let mut episodes = read_dir(&args.data)?;
     let total = episodes.len();

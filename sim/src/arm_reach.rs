@@ -306,7 +306,8 @@ impl ArmReach {
             name: "arm-reach",
             fps: FPS,
             state_dim: 3,
-            env_state_dim: 5,
+            env_state_dim: 12,
+            env_state_widths: vec![5, 12],
             action_dim: 3,
             image_hw: (IMAGE_PX, IMAGE_PX),
             max_steps: MAX_STEPS,
@@ -446,10 +447,28 @@ impl Env for ArmReach {
         let t = &self.task;
         Observation {
             state: self.q.iter().map(|&v| v as f32).collect(),
-            env_state: [t.target[0], t.target[1], t.obstacle[0], t.obstacle[1], t.obstacle_r]
+            env_state: {
+                // Layout 2 appends the task seen from the tool tip.
+                let tip = self.tip();
+                let clearance = dist(tip, t.obstacle) - t.obstacle_r - TOOL_RADIUS_M;
+                [
+                    t.target[0],
+                    t.target[1],
+                    t.obstacle[0],
+                    t.obstacle[1],
+                    t.obstacle_r,
+                    tip[0],
+                    tip[1],
+                    t.target[0] - tip[0],
+                    t.target[1] - tip[1],
+                    t.obstacle[0] - tip[0],
+                    t.obstacle[1] - tip[1],
+                    clearance,
+                ]
                 .iter()
                 .map(|&v| v as f32)
-                .collect(),
+                .collect()
+            },
             image: render.then(|| self.render()),
         }
     }
@@ -504,7 +523,7 @@ impl Env for ArmReach {
             "tool_radius_m": TOOL_RADIUS_M,
             "collision": "tool tip touching the obstacle ends the episode as a failure (score 0)",
             "state": "joint angles [q0, q1, q2] (rad)",
-            "env_state": "[target_x, target_y, obstacle_x, obstacle_y, obstacle_r] (m)",
+            "env_state": "[target_x, target_y, obstacle_x, obstacle_y, obstacle_r, tool_x, tool_y, target-tool xy, obstacle-tool xy, tool clearance to the obstacle] (m); policies trained on the first 5 get those",
             "action": "joint position targets (rad)",
         })
     }

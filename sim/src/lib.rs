@@ -11,9 +11,13 @@
 //!
 //! | env | fps | state | env_state | action | max_steps | expert success (seeds 0..200) |
 //! |---|---|---|---|---|---|---|
-//! | `arm-reach` | 10 | 3 joint angles | target, obstacle (5) | 3 joint targets (rad) | 100 | 200/200 |
+//! | `arm-reach` | 10 | 3 joint angles | target, obstacle (5); + tool-relative (12) | 3 joint targets (rad) | 100 | 200/200 |
 //! | `push-t` | 10 | pusher xy (px) | pusher xy, block x, y, θ (5) | pusher target xy (px) | 300 | 194/200 |
-//! | `quadrotor` | 10 | pos, vel, yaw (7) | 3 waypoints, pillar, progress (13) | ENU x, y, z, yaw | 250 | 200/200 |
+//! | `quadrotor` | 10 | pos, vel, yaw (7) | 3 waypoints, pillar, progress (13); + drone-relative (22) | ENU x, y, z, yaw | 250 | 200/200 |
+//!
+//! The second `env_state` layouts append the same task seen from the tool or the drone (its position,
+//! the vector to the current goal, to the obstacle, and the clearance to it), which a policy would
+//! otherwise have to learn to compute (forward kinematics, picking the current waypoint).
 //!
 //! All render 96×96 RGB. Failure modes that end an episode early (arm tool hitting the obstacle, drone
 //! hitting the pillar or the ground) are documented in each module.
@@ -42,6 +46,15 @@ pub const ENV_NAMES: &[&str] = &["arm-reach", "push-t", "quadrotor"];
 pub enum SimError {
     #[error("unknown environment {name:?}; valid names: {}", ENV_NAMES.join(", "))]
     UnknownEnv { name: String },
+    #[error(
+        "{name} publishes observation.environment_state with {} values (older layouts first); {width} is none of them",
+        fmt_widths(valid)
+    )]
+    EnvStateWidth {
+        name: String,
+        width: usize,
+        valid: Vec<usize>,
+    },
 }
 
 /// Static description of an environment: what the policy sees and what the driver must enforce.
@@ -55,6 +68,10 @@ pub struct EnvSpec {
     pub state_dim: usize,
     /// Length of `observation.environment_state` (privileged low-dimensional task state).
     pub env_state_dim: usize,
+    /// Layouts of `observation.environment_state` this env can publish, oldest first, the last being
+    /// `env_state_dim`. Layouts only ever append values, so an older one is a prefix of the newest and a
+    /// policy trained on it keeps working: see [`make_env_for`].
+    pub env_state_widths: Vec<usize>,
     /// Length of an action (a position target).
     pub action_dim: usize,
     /// Rendered RGB size (height, width).
@@ -124,6 +141,95 @@ pub fn make_env(name: &str) -> Result<Box<dyn Env>, SimError> {
         "push-t" => Ok(Box::new(push_t::PushT::new())),
         "quadrotor" => Ok(Box::new(quadrotor::Quadrotor::new())),
         _ => Err(SimError::UnknownEnv { name: name.to_string() }),
+    }
+}
+
+fn fmt_widths(w: &[usize]) -> String {
+    w.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" or ")
+}
+
+/// [`make_env`] publishing the `observation.environment_state` layout of width `env_state_width`
+/// (one of [`EnvSpec::env_state_widths`]; `None`: the newest), so a policy trained on an older layout
+/// sees exactly the values it was trained on.
+pub fn make_env_for(name: &str, env_state_width: Option<usize>) -> Result<Box<dyn Env>, SimError> {
+    let env = make_env(name)?;
+    let valid = &env.spec().env_state_widths;
+    match env_state_width {
+        None => Ok(env),
+        Some(w) if w == env.spec().env_state_dim => Ok(env),
+        Some(w) if valid.contains(&w) => {
+            let mut spec = env.spec().clone();
+            spec.env_state_dim = w;
+            Ok(Box::new(EnvStatePrefix { inner: env, spec }))
+        }
+        Some(w) => Err(SimError::EnvStateWidth {
+            name: name.into(),
+            width: w,
+            valid: valid.clone(),
+        }),
+    }
+}
+
+/// An env whose `environment_state` is cut to an older layout (a prefix of the newest).
+struct EnvStatePrefix {
+    inner: Box<dyn Env>,
+    spec: EnvSpec,
+}
+
+impl EnvStatePrefix {
+    fn cut(&self, mut obs: Observation) -> Observation {
+        obs.env_state.truncate(self.spec.env_state_dim);
+        obs
+    }
+}
+
+impl Env for EnvStatePrefix {
+    fn spec(&self) -> &EnvSpec {
+        &self.spec
+    }
+    fn reset(&mut self, seed: u64) -> Observation {
+        let o = self.inner.reset(seed);
+        self.cut(o)
+    }
+    fn step(&mut self, action: &[f64]) -> Observation {
+        let o = self.inner.step(action);
+        self.cut(o)
+    }
+    fn observe(&self, render: bool) -> Observation {
+        self.cut(self.inner.observe(render))
+    }
+    fn success(&self) -> bool {
+        self.inner.success()
+    }
+    fn score(&self) -> f64 {
+        self.inner.score()
+    }
+    fn done(&self) -> bool {
+        self.inner.done()
+    }
+    fn steps(&self) -> usize {
+        self.inner.steps()
+    }
+    fn position(&self) -> Vec<f64> {
+        self.inner.position()
+    }
+    fn expert_action(&mut self) -> Vec<f64> {
+        self.inner.expert_action()
+    }
+    fn seed(&self) -> u64 {
+        self.inner.seed()
+    }
+    fn config_json(&self) -> serde_json::Value {
+        let mut v = self.inner.config_json();
+        v["env_state_width"] = serde_json::json!(self.spec.env_state_dim);
+        v
+    }
+    fn action_faults(&self) -> usize {
+        self.inner.action_faults()
+    }
+    fn step_no_render(&mut self, action: &[f64]) -> Observation {
+        let o = self.inner.step_no_render(action);
+        self.cut(o)
     }
 }
 

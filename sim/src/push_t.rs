@@ -528,6 +528,7 @@ impl PushT {
             fps: FPS,
             state_dim: 2,
             env_state_dim: 5,
+            env_state_widths: vec![5],
             action_dim: 2,
             image_hw: (IMAGE_PX, IMAGE_PX),
             max_steps: MAX_STEPS,

@@ -605,7 +605,8 @@ impl Quadrotor {
             name: "quadrotor",
             fps: FPS,
             state_dim: 7,
-            env_state_dim: 3 * N_WAYPOINTS + 4,
+            env_state_dim: 3 * N_WAYPOINTS + 4 + 9,
+            env_state_widths: vec![3 * N_WAYPOINTS + 4, 3 * N_WAYPOINTS + 4 + 9],
             action_dim: 4,
             image_hw: (IMAGE_PX, IMAGE_PX),
             max_steps: MAX_STEPS,
@@ -777,6 +778,33 @@ impl Env for Quadrotor {
             self.task.pillar_r as f32,
             (self.visited as f64 / N_WAYPOINTS as f64) as f32,
         ]);
+        // Layout 2 appends the course seen from the drone: the current and the next waypoint (the last
+        // one again once there is no next; zeros once all are visited), the pillar, and the clearance.
+        let wp = |k: usize| {
+            self.task
+                .waypoints
+                .get(k.min(N_WAYPOINTS - 1))
+                .filter(|_| self.visited < N_WAYPOINTS)
+                .map(|w| w - b.pos_m)
+                .unwrap_or_else(Vector3::zeros)
+        };
+        let (cur, next) = (wp(self.visited), wp(self.visited + 1));
+        let clearance = xy_dist(&b.pos_m, self.task.pillar) - self.task.pillar_r - BODY_RADIUS_M;
+        env_state.extend(
+            [
+                cur.x,
+                cur.y,
+                cur.z,
+                next.x,
+                next.y,
+                next.z,
+                self.task.pillar[0] - b.pos_m.x,
+                self.task.pillar[1] - b.pos_m.y,
+                clearance,
+            ]
+            .iter()
+            .map(|&v| v as f32),
+        );
         Observation {
             state: [
                 b.pos_m.x,
@@ -837,7 +865,7 @@ impl Env for Quadrotor {
             "arena_half_m": ARENA_HALF_M,
             "frames": "world ENU, body FLU; yaw 0 = east, counter-clockwise",
             "state": "[x, y, z, vx, vy, vz, yaw] (m, m/s, rad)",
-            "env_state": "[wp0 xyz, wp1 xyz, wp2 xyz, pillar_x, pillar_y, pillar_r, visited/3]",
+            "env_state": "[wp0 xyz, wp1 xyz, wp2 xyz, pillar_x, pillar_y, pillar_r, visited/3, current wp - drone xyz, next wp - drone xyz, pillar - drone xy, pillar clearance]; policies trained on the first 13 get those",
             "action": "[x, y, z, yaw] ENU position + yaw setpoint",
             "crash": "touching the pillar or the ground ends the episode as a failure",
         })

@@ -200,6 +200,15 @@ pub fn read_riptide_kind(dir: &Path) -> Result<Option<(String, serde_json::Value
 
 fn load_weights<B: Backend>(model: &mut DiffusionModel<B>, path: &Path) -> Result<(), PolicyError> {
     let bytes = std::fs::read(path).map_err(|e| PolicyError::io(path, e))?;
+    load_weights_bytes(model, bytes, path)
+}
+
+/// [`load_weights`] from the bytes of a safetensors file (`path` names it in errors).
+pub(crate) fn load_weights_bytes<B: Backend>(
+    model: &mut DiffusionModel<B>,
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<(), PolicyError> {
     let bytes = crate::tensor::upcast_floats_to_f32(&bytes, path)?.unwrap_or(bytes);
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)

@@ -43,6 +43,9 @@ pub struct TrainConfig {
     /// Truncated diffusion with k-means anchors and a score head (riptide kind "truncated",
     /// `riptide_policies::truncated`); the U-Net is trained to predict the clean chunk.
     pub truncated: Option<TruncatedTrainSection>,
+    /// Start from this diffusion checkpoint's weights instead of a seeded init (fine-tuning), with fresh
+    /// optimiser state; its environment_state may be an older, shorter layout (`train::init`).
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +154,7 @@ impl Default for TrainConfig {
             consistency: None,
             mode: None,
             truncated: None,
+            init_from: None,
         }
     }
 }

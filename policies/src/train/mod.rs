@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod init;
 pub mod trainer;
 
 use std::path::Path;
@@ -56,6 +57,11 @@ pub fn train_with(
     resume_steps: bool,
     hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
+    if cfg.mode.is_some() && cfg.init_from.is_some() {
+        return Err(PolicyError::Config(
+            "init_from: MoDE runs cannot start from another checkpoint yet".into(),
+        ));
+    }
     if let Some(m) = cfg.mode.clone() {
         return train_mode_run(cfg, m, data, meta, device, out_dir, resume_from);
     }

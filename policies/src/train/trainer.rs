@@ -437,7 +437,7 @@ fn adopt_teacher(
     Ok(student_ts)
 }
 
-fn diffusion_config(cfg: &TrainConfig, data: &TrainingSet) -> Result<DiffusionConfig, PolicyError> {
+pub(crate) fn diffusion_config(cfg: &TrainConfig, data: &TrainingSet) -> Result<DiffusionConfig, PolicyError> {
     let m = &cfg.model;
     let d = &cfg.diffusion;
     let mut norm_modes = BTreeMap::new();
@@ -568,10 +568,20 @@ impl<B: AutodiffBackend> Trainer<B> {
             fan_in: 1,
         });
         // A student starts from its teacher's weights.
-        let model = match &teacher {
+        let mut model = match &teacher {
             Some((c, _)) => crate::lerobot::load_diffusion::<B>(&c.teacher, "teacher", &device)?.model,
             None => model,
         };
+        if let Some(dir) = &cfg.init_from {
+            if teacher.is_some() || cfg.truncated.is_some() {
+                return Err(PolicyError::Config(
+                    "init_from: only plain diffusion runs start from another checkpoint".into(),
+                ));
+            }
+            let w = super::init::weights_for(dir, &config)?;
+            let bytes = crate::tensor::safetensors_bytes(&w).map_err(PolicyError::Weights)?;
+            crate::lerobot::loader::load_weights_bytes(&mut model, bytes, &dir.join("model.safetensors"))?;
+        }
         let ema = model.valid();
         let o = &cfg.optim;
         let optim = AdamWConfig::new()

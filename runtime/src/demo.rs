@@ -31,6 +31,8 @@ pub struct DemoArgs {
     pub record: Option<PathBuf>,
     /// RTI warm starts entering at this schedule step (the daemon's `[rti]`); None = cold starts.
     pub rti_start_step: Option<usize>,
+    /// Coherent sampling: candidate chunks per inference (the daemon's `candidates`); None = off.
+    pub candidates: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,8 +109,14 @@ fn checkpoint_inputs(dir: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// The `environment_state` layout the shipped policy for `env` takes (what a sim node publishes when
+/// not told otherwise, so `riptide sim` + `riptide daemon` work together out of the box).
+pub fn default_env_state_width(env: &str) -> Option<usize> {
+    env_state_width(&shipped_checkpoint(env).ok()?).ok().flatten()
+}
+
 /// Width of the checkpoint's `observation.environment_state` input (from its config.json), if any.
-fn env_state_width(dir: &Path) -> Result<Option<usize>> {
+pub fn env_state_width(dir: &Path) -> Result<Option<usize>> {
     let path = dir.join("config.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}", path.display()))?;
@@ -143,6 +151,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         }
     }
     cfg.rti = args.rti_start_step.map(riptide_policies::rti::RtiConfig::new);
+    cfg.candidates = args.candidates;
     cfg.lockstep = Some(LockstepSection {
         delay_ms: args.delay_ms,
         queue_threshold_s: 0.0,

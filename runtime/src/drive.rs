@@ -118,7 +118,8 @@ pub enum BackendConfig {
         /// Publish camera frames (costs time; only image policies need them).
         #[serde(default)]
         render: bool,
-        /// Publish this older `observation.environment_state` layout (default: the newest).
+        /// Width of the `observation.environment_state` layout to publish (default: the one the shipped
+        /// policy for `env` takes).
         #[serde(default)]
         env_state_width: Option<usize>,
     },
@@ -167,7 +168,8 @@ impl DriveConfig {
             BackendConfig::Sim {
                 env, env_state_width, ..
             } => {
-                let e = riptide_sim::make_env_for(env, *env_state_width).map_err(|e| anyhow!("backend: {e}"))?;
+                let width = env_state_width.or_else(|| crate::demo::default_env_state_width(env));
+                let e = riptide_sim::make_env_for(env, width).map_err(|e| anyhow!("backend: {e}"))?;
                 let want = e.spec().action_dim;
                 if want != dim {
                     bail!("backend.env = {env:?} takes {want}-D commands but driver.safety has {dim} dimensions");
@@ -274,7 +276,8 @@ impl SimDevice {
         ns: &str,
         now: f64,
     ) -> Result<Self> {
-        let env = riptide_sim::make_env_for(name, env_state_width).map_err(|e| anyhow!("backend: {e}"))?;
+        let width = env_state_width.or_else(|| crate::demo::default_env_state_width(name));
+        let env = riptide_sim::make_env_for(name, width).map_err(|e| anyhow!("backend: {e}"))?;
         let dt_s = 1.0 / env.spec().fps;
         let mut dev = Self {
             env,

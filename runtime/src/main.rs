@@ -104,6 +104,10 @@ enum Command {
         /// controller model's tracking cost of the unguided chunks.
         #[arg(long)]
         eadp_scale: Option<f64>,
+        /// Coherent sampling: draw N candidate chunks per inference (one batched pass) and keep the one
+        /// that best continues the previous chunk (the medoid for the first).
+        #[arg(long, default_value_t = 1)]
+        candidates: usize,
         /// Write the full summary (per-episode results) here as well.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -140,6 +144,9 @@ enum Command {
         /// RTI warm starts entering at this denoising step (e.g. 8 of DDIM-10: 2 evaluations per chunk).
         #[arg(long)]
         rti: Option<usize>,
+        /// Coherent sampling: N candidate chunks per inference, keeping the one that continues the plan.
+        #[arg(long)]
+        candidates: Option<usize>,
     },
     /// Train a diffusion policy from recorded episodes (a folder of MCAP files); writes LeRobot-layout
     /// checkpoints under OUT/checkpoints/STEP.
@@ -196,8 +203,8 @@ enum Command {
         /// Record each episode (MCAP) into this folder.
         #[arg(long)]
         record: Option<PathBuf>,
-        /// Publish an older observation.environment_state layout (e.g. 5 for arm-reach policies trained
-        /// before the tool-relative features; default: the newest).
+        /// observation.environment_state layout (its width, e.g. 5 or 12 for arm-reach: the original or
+        /// with tool-relative features appended); default: the one the shipped policy for --env takes.
         #[arg(long)]
         env_state_width: Option<usize>,
     },
@@ -490,6 +497,7 @@ fn main() -> Result<()> {
             delay_ms,
             record,
             rti,
+            candidates,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let r = rt.block_on(riptide_runtime::demo::demo(riptide_runtime::demo::DemoArgs {
@@ -501,6 +509,7 @@ fn main() -> Result<()> {
                 delay_ms,
                 record: record.clone(),
                 rti_start_step: rti,
+                candidates,
             }))?;
             println!(
                 "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
@@ -572,6 +581,7 @@ fn main() -> Result<()> {
             env_state_width,
         } => {
             let z = node_zenoh(connect);
+            let env_name = env.clone();
             let cfg = riptide_runtime::simnode::SimNodeConfig {
                 env,
                 namespace,
@@ -582,7 +592,7 @@ fn main() -> Result<()> {
                 command_timeout_s: 60.0,
                 zenoh: z,
                 record_dir: record,
-                env_state_width,
+                env_state_width: env_state_width.or_else(|| riptide_runtime::demo::default_env_state_width(&env_name)),
             };
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
@@ -780,6 +790,7 @@ fn main() -> Result<()> {
             rti_noise,
             rti_cold_steps,
             eadp_scale,
+            candidates,
             out,
         } => {
             if rti_cold_steps.is_some() && rti_start_step.is_none() {
@@ -805,6 +816,7 @@ fn main() -> Result<()> {
                         scale,
                         ..Default::default()
                     }),
+                    candidates,
                 },
             };
             let mut ok = 0;

@@ -7,7 +7,6 @@
 #![recursion_limit = "256"]
 
 pub mod backend;
-pub mod coherence;
 pub mod error;
 pub mod lerobot;
 pub mod mode;

@@ -50,10 +50,6 @@ pub struct DaemonConfig {
     /// `riptide_policies::rti::RtiConfig`); absent = every chunk starts from noise.
     #[serde(default)]
     pub rti: Option<riptide_policies::rti::RtiConfig>,
-    /// Coherent sampling (`riptide_policies::coherence`): draw this many candidate chunks per inference
-    /// in one batched pass and keep the one that best continues the previous chunk. Absent or 1: off.
-    #[serde(default)]
-    pub candidates: Option<usize>,
     /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
     #[serde(default)]
     pub lockstep: Option<crate::daemon_lockstep::LockstepSection>,
@@ -253,13 +249,6 @@ impl DaemonConfig {
         };
         if let Some(rti) = &self.rti {
             rti.validate(spec, self.inference_steps.unwrap_or(spec.default_nfe))?;
-        }
-        match self.candidates {
-            Some(0) => bail!("candidates = 0: give the number of candidate chunks per inference (1 = off)"),
-            Some(n) if n > 1 && (self.rti.is_some() || self.eadp.is_some()) => bail!(
-                "candidates = {n}: coherent sampling does not combine with [rti] warm starts or [eadp] guidance; drop one"
-            ),
-            _ => {}
         }
         if let Some(e) = &self.eadp {
             riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;

@@ -129,13 +129,6 @@ pub async fn run(
             .clone()
             .zip(cfg.fps)
             .map(|(rti, fps)| crate::warm::WarmStarter::new(rti, 1.0 / fps)),
-        cfg.candidates
-            .filter(|&n| n > 1)
-            .zip(cfg.fps)
-            .map(|(candidates, fps)| crate::worker::Coherent {
-                candidates,
-                dt_s: 1.0 / fps,
-            }),
     )
     .await
     .with_context(|| format!("loading {}", cfg.checkpoint.display()))?;

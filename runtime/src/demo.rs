@@ -31,8 +31,6 @@ pub struct DemoArgs {
     pub record: Option<PathBuf>,
     /// RTI warm starts entering at this schedule step (the daemon's `[rti]`); None = cold starts.
     pub rti_start_step: Option<usize>,
-    /// Coherent sampling: candidate chunks per inference (the daemon's `candidates`); None = off.
-    pub candidates: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,14 +113,33 @@ pub fn default_env_state_width(env: &str) -> Option<usize> {
     env_state_width(&shipped_checkpoint(env).ok()?).ok().flatten()
 }
 
-/// Width of the checkpoint's `observation.environment_state` input (from its config.json), if any.
+/// Width of the checkpoint's `observation.environment_state` input, if any: from LeRobot's config.json
+/// `input_features`, or riptide.json's `inputs` for kinds without a config.json (MoDE).
 pub fn env_state_width(dir: &Path) -> Result<Option<usize>> {
-    let path = dir.join("config.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path)?).with_context(|| format!("{}", path.display()))?;
-    Ok(v.pointer("/input_features/observation.environment_state/shape")
-        .and_then(|s| s.as_array())
-        .map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>() as usize))
+    let read = |name: &str| -> Result<serde_json::Value> {
+        let path = dir.join(name);
+        serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?)
+            .with_context(|| format!("{}", path.display()))
+    };
+    let product = |s: &serde_json::Value| {
+        s.as_array()
+            .map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>() as usize)
+    };
+    if dir.join("config.json").exists() {
+        let v = read("config.json")?;
+        return Ok(v
+            .pointer("/input_features/observation.environment_state/shape")
+            .and_then(product));
+    }
+    let v = read("riptide.json")?;
+    Ok(v.get("inputs")
+        .and_then(|i| i.as_array())
+        .and_then(|i| {
+            i.iter()
+                .find(|f| f.get("name").and_then(|n| n.as_str()) == Some("observation.environment_state"))
+        })
+        .and_then(|f| f.get("shape"))
+        .and_then(product))
 }
 
 pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
@@ -151,7 +168,6 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         }
     }
     cfg.rti = args.rti_start_step.map(riptide_policies::rti::RtiConfig::new);
-    cfg.candidates = args.candidates;
     cfg.lockstep = Some(LockstepSection {
         delay_ms: args.delay_ms,
         queue_threshold_s: 0.0,

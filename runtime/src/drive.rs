@@ -169,7 +169,7 @@ impl DriveConfig {
                 env, env_state_width, ..
             } => {
                 let width = env_state_width.or_else(|| crate::demo::default_env_state_width(env));
-                let e = riptide_sim::make_env_for(env, width).map_err(|e| anyhow!("backend: {e}"))?;
+                let e = riptide_sim::make_env_for(env, width).map_err(sim_backend_err)?;
                 let want = e.spec().action_dim;
                 if want != dim {
                     bail!("backend.env = {env:?} takes {want}-D commands but driver.safety has {dim} dimensions");
@@ -266,6 +266,14 @@ struct SimDevice {
     awaiting_engage: bool,
 }
 
+/// A sim back-end error, named after the config key at fault.
+fn sim_backend_err(e: riptide_sim::SimError) -> anyhow::Error {
+    match e {
+        riptide_sim::SimError::UnknownEnv { .. } => anyhow!("backend.env: {e}"),
+        riptide_sim::SimError::EnvStateWidth { .. } => anyhow!("backend.env_state_width: {e}"),
+    }
+}
+
 impl SimDevice {
     fn start(
         name: &str,
@@ -277,7 +285,7 @@ impl SimDevice {
         now: f64,
     ) -> Result<Self> {
         let width = env_state_width.or_else(|| crate::demo::default_env_state_width(name));
-        let env = riptide_sim::make_env_for(name, width).map_err(|e| anyhow!("backend: {e}"))?;
+        let env = riptide_sim::make_env_for(name, width).map_err(sim_backend_err)?;
         let dt_s = 1.0 / env.spec().fps;
         let mut dev = Self {
             env,

@@ -248,8 +248,6 @@ pub struct EvalSummary {
     pub rti_cold_steps: Option<usize>,
     /// EADP guidance scale (None: no guidance model; 0: the model only measures).
     pub eadp_scale: Option<f64>,
-    /// Coherent sampling: candidate chunks per inference (1: off).
-    pub candidates: usize,
     pub queue_threshold_s: f64,
     pub inferences: usize,
     pub warm_starts: u64,
@@ -307,7 +305,6 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         rti_start_step: args.sampling.rti.as_ref().map(|r| r.start_step),
         rti_cold_steps: args.sampling.rti.as_ref().and_then(|r| r.cold_steps),
         eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
-        candidates: args.sampling.candidates.max(1),
         queue_threshold_s: args.queue_threshold_s,
         inferences,
         warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),

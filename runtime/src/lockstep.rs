@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Driver, DriverConfig, EadpConfig, EadpGuidance};
 use riptide_policies::normalize::FeatureNorm;
 use riptide_policies::rti::RtiConfig;
-use riptide_policies::{coherence, HostTensor, Policy, PolicySpec, SampleRequest};
+use riptide_policies::{Policy, PolicySpec, SampleRequest};
 
 use crate::chunk::time_chunk;
 use crate::guidance::{chunk_cost, EadpHook};
@@ -43,8 +43,6 @@ pub struct Sampling {
     pub rti: Option<RtiConfig>,
     /// EADP guidance from the hosted drone driver's controller model (`crate::guidance`).
     pub eadp: Option<EadpConfig>,
-    /// Coherent sampling (`riptide_policies::coherence`): candidates per chunk (0 or 1: off).
-    pub candidates: usize,
 }
 
 /// What happened at one step.
@@ -70,8 +68,6 @@ pub struct Stepper {
     pub nfe_total: u64,
     pub warm_starts: u64,
     warm: Option<WarmStarter>,
-    /// Coherent sampling: the previous chunk's normalised actions and observation time.
-    previous: Option<(HostTensor, f64)>,
     /// Every chunk's full-horizon actions (batch 0) with the observation time they came from.
     pub chunks: Vec<(f64, Vec<Vec<f32>>)>,
     /// EADP guidance and the policy's action normalisation it works through.
@@ -91,9 +87,6 @@ impl Stepper {
             rti.validate(&spec, n)?;
         }
         let warm = cfg.sampling.rti.clone().map(|r| WarmStarter::new(r, cfg.dt_s));
-        if cfg.sampling.candidates > 1 && (warm.is_some() || cfg.sampling.eadp.is_some()) {
-            anyhow::bail!("coherent sampling (candidates > 1) does not combine with RTI warm starts or EADP guidance");
-        }
         let eadp = match &cfg.sampling.eadp {
             Some(e) => {
                 let norm = EadpHook::check(&spec, policy.action_norm()).map_err(|e| anyhow!("eadp: {e}"))?;
@@ -114,7 +107,6 @@ impl Stepper {
             nfe_total: 0,
             warm_starts: 0,
             warm,
-            previous: None,
             chunks: vec![],
             eadp,
             eadp_costs: vec![],
@@ -146,7 +138,6 @@ impl Stepper {
         if let Some(w) = &mut self.warm {
             w.reset();
         }
-        self.previous = None;
         Ok(())
     }
 
@@ -191,22 +182,6 @@ impl Stepper {
                     if let Some(j) = chunk_cost(g, &self.spec, &tw.window, &chunk.actions, self.cfg.dt_s) {
                         self.eadp_costs.push(j);
                     }
-                    chunk
-                }
-                None if self.cfg.sampling.candidates > 1 => {
-                    let previous = self.previous.as_ref().map(|(a, t_prev)| coherence::Previous {
-                        actions_normalized: a,
-                        shift: ((tw.t_obs_s - t_prev) / self.cfg.dt_s).round().max(0.0) as usize,
-                    });
-                    let chunk = coherence::predict_coherent(
-                        self.policy.as_mut(),
-                        &tw.window,
-                        &req,
-                        None,
-                        self.cfg.sampling.candidates,
-                        previous,
-                    )?;
-                    self.previous = Some((chunk.actions_normalized.clone(), tw.t_obs_s));
                     chunk
                 }
                 None => self.policy.predict(&tw.window, &req, None)?,

@@ -104,10 +104,6 @@ enum Command {
         /// controller model's tracking cost of the unguided chunks.
         #[arg(long)]
         eadp_scale: Option<f64>,
-        /// Coherent sampling: draw N candidate chunks per inference (one batched pass) and keep the one
-        /// that best continues the previous chunk (the medoid for the first).
-        #[arg(long, default_value_t = 1)]
-        candidates: usize,
         /// Write the full summary (per-episode results) here as well.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -144,9 +140,6 @@ enum Command {
         /// RTI warm starts entering at this denoising step (e.g. 8 of DDIM-10: 2 evaluations per chunk).
         #[arg(long)]
         rti: Option<usize>,
-        /// Coherent sampling: N candidate chunks per inference, keeping the one that continues the plan.
-        #[arg(long)]
-        candidates: Option<usize>,
     },
     /// Train a diffusion policy from recorded episodes (a folder of MCAP files); writes LeRobot-layout
     /// checkpoints under OUT/checkpoints/STEP.
@@ -497,7 +490,6 @@ fn main() -> Result<()> {
             delay_ms,
             record,
             rti,
-            candidates,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let r = rt.block_on(riptide_runtime::demo::demo(riptide_runtime::demo::DemoArgs {
@@ -509,7 +501,6 @@ fn main() -> Result<()> {
                 delay_ms,
                 record: record.clone(),
                 rti_start_step: rti,
-                candidates,
             }))?;
             println!(
                 "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
@@ -790,7 +781,6 @@ fn main() -> Result<()> {
             rti_noise,
             rti_cold_steps,
             eadp_scale,
-            candidates,
             out,
         } => {
             if rti_cold_steps.is_some() && rti_start_step.is_none() {
@@ -816,7 +806,6 @@ fn main() -> Result<()> {
                         scale,
                         ..Default::default()
                     }),
-                    candidates,
                 },
             };
             let mut ok = 0;

@@ -62,7 +62,6 @@ impl Worker {
         warmup_window: impl FnOnce(&PolicySpec) -> TimedWindow + Send + 'static,
         results: mpsc::UnboundedSender<Outcome>,
         warm_starts: Option<WarmStarter>,
-        coherent: Option<Coherent>,
     ) -> Result<(Self, WarmUp), PolicyError> {
         let shared: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -95,7 +94,7 @@ impl Worker {
                 if ready_tx.send(Ok((spec, WarmUp { runs: warmup, last_s }))).is_err() {
                     return;
                 }
-                run(&thread_shared, policy.as_mut(), &results, warm_starts, coherent);
+                run(&thread_shared, policy.as_mut(), &results, warm_starts);
             })
             .map_err(|e| PolicyError::Device(format!("cannot start the inference thread: {e}")))?;
         let (spec, warm) = ready_rx
@@ -141,23 +140,12 @@ impl Drop for Worker {
     }
 }
 
-/// Coherent sampling in the worker (`riptide_policies::coherence`).
-#[derive(Debug, Clone, Copy)]
-pub struct Coherent {
-    /// Candidate chunks per inference.
-    pub candidates: usize,
-    /// Control period, to count the actions executed since the previous chunk.
-    pub dt_s: f64,
-}
-
 fn run(
     shared: &(Mutex<Slot>, Condvar),
     policy: &mut dyn Policy,
     results: &mpsc::UnboundedSender<Outcome>,
     mut warm: Option<WarmStarter>,
-    coherent: Option<Coherent>,
 ) {
-    let mut previous: Option<(riptide_policies::HostTensor, f64)> = None;
     let (lock, cv) = shared;
     loop {
         let job = {
@@ -179,29 +167,7 @@ fn run(
             Some(w) => w.request(job.request, t_obs_s),
             None => job.request,
         };
-        let result = match coherent {
-            Some(c) => {
-                let prev = previous
-                    .as_ref()
-                    .map(|(a, t_prev)| riptide_policies::coherence::Previous {
-                        actions_normalized: a,
-                        shift: ((t_obs_s - t_prev) / c.dt_s).round().max(0.0) as usize,
-                    });
-                let r = riptide_policies::coherence::predict_coherent(
-                    policy,
-                    &job.window.window,
-                    &request,
-                    None,
-                    c.candidates,
-                    prev,
-                );
-                if let Ok(chunk) = &r {
-                    previous = Some((chunk.actions_normalized.clone(), t_obs_s));
-                }
-                r
-            }
-            None => policy.predict(&job.window.window, &request, None),
-        };
+        let result = policy.predict(&job.window.window, &request, None);
         if let (Some(w), Ok(chunk)) = (&mut warm, &result) {
             w.record(chunk, &job.window.window, t_obs_s);
         }

@@ -236,6 +236,14 @@ fn example_driver_configs_validate_and_errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("backend.env") && e.contains("4-D"), "{e}");
+    // An environment_state layout the env does not have is refused with the ones it has.
+    let e =
+        toml::from_str::<DriveConfig>(&sim.replace("env = \"arm-reach\"", "env = \"arm-reach\"\nenv_state_width = 7"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("backend.env_state_width") && e.contains("5 or 12"), "{e}");
 }
 
 /// The `sim` back-end: the driver node steps the sim's arm with its command stream and publishes the

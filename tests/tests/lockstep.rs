@@ -30,7 +30,6 @@ async fn zenoh_lockstep_demo_matches_the_in_process_closed_loop_and_replays_dete
         delay_ms: 0.0,
         record: Some(rec.clone()),
         rti_start_step: None,
-        candidates: None,
     })
     .await
     .unwrap();
@@ -116,7 +115,6 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
         delay_ms: 0.0,
         record: None,
         rti_start_step: Some(8),
-        candidates: None,
     })
     .await
     .unwrap();
@@ -125,7 +123,6 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
             inference_steps: None,
             rti: Some(RtiConfig::new(8)),
             eadp: None,
-            candidates: 0,
         };
         let mut w = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0, 0.0, warm_cfg).unwrap();
         let mut c = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
@@ -173,7 +170,6 @@ async fn demo_runs_every_shipped_kind() {
             delay_ms: 0.0,
             record: None,
             rti_start_step: None,
-            candidates: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -201,7 +197,6 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
                 scale,
                 ..Default::default()
             }),
-            candidates: 0,
         };
         let mut cl = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "quadrotor", 0.0, 0.0, sampling).unwrap();
         let eps: Vec<_> = (0..3).map(|i| cl.episode(SEEDS + i).unwrap()).collect();

@@ -214,3 +214,32 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
         "tracking error {track0:.3} m unguided, {track1:.3} m guided"
     );
 }
+
+/// A standalone sim node (`riptide sim`, the driver's sim back-end) publishes, by default, the
+/// environment_state layout the shipped policy for its env was trained on, so `riptide sim` +
+/// `riptide run` with a shipped policy work together without flags; and every shipped checkpoint's
+/// layout (LeRobot config.json or MoDE's riptide.json) is one the env can serve.
+#[test]
+fn sim_nodes_default_to_the_shipped_policies_env_layout() {
+    use riptide_runtime::demo::{default_env_state_width, env_state_width};
+    for env in riptide_sim::ENV_NAMES {
+        let ckpt = shipped_checkpoint(env).unwrap();
+        let policy = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
+        let want = riptide_runtime::evaluate::policy_env_state_width(policy.spec());
+        assert_eq!(default_env_state_width(env), want, "{env}");
+        let sim = riptide_sim::make_env_for(env, default_env_state_width(env)).unwrap();
+        assert_eq!(Some(sim.spec().env_state_dim), want, "{env}");
+    }
+    let shipped = shipped_checkpoint("arm-reach").unwrap();
+    for kind in ["arm-reach-mode", "arm-reach-truncated", "arm-reach-consistency"] {
+        let dir = shipped.with_file_name(kind);
+        let policy = riptide_policies::load_policy(&dir, DeviceSpec::Cpu).unwrap();
+        let w = env_state_width(&dir).unwrap();
+        assert_eq!(
+            w,
+            riptide_runtime::evaluate::policy_env_state_width(policy.spec()),
+            "{kind}"
+        );
+        riptide_sim::make_env_for("arm-reach", w).unwrap();
+    }
+}

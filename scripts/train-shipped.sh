@@ -5,6 +5,9 @@
 # EXTEND_TO resumes the finished STEPS-step run to that many steps: the cosine schedule is recomputed for
 # the new length, so the learning rate restarts at its value for step STEPS of EXTEND_TO (a warm restart).
 # The shipped arm-reach policy: scripts/train-shipped.sh arm-reach 9000 1000 18000
+# Recordings hold the newest observation.environment_state layout (arm-reach 12 values, quadrotor 22), so a
+# policy trained here takes that layout; the shipped arm-reach and quadrotor policies were trained on the
+# original 5 / 13 (README, "Simulation"), which the sim still serves them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS] [EPISODES] [EXTEND_TO]}

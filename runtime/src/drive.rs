@@ -168,8 +168,7 @@ impl DriveConfig {
             BackendConfig::Sim {
                 env, env_state_width, ..
             } => {
-                let width = env_state_width.or_else(|| crate::demo::default_env_state_width(env));
-                let e = riptide_sim::make_env_for(env, width).map_err(sim_backend_err)?;
+                let e = sim_env(env, *env_state_width)?;
                 let want = e.spec().action_dim;
                 if want != dim {
                     bail!("backend.env = {env:?} takes {want}-D commands but driver.safety has {dim} dimensions");
@@ -266,12 +265,14 @@ struct SimDevice {
     awaiting_engage: bool,
 }
 
-/// A sim back-end error, named after the config key at fault.
-fn sim_backend_err(e: riptide_sim::SimError) -> anyhow::Error {
-    match e {
+/// The sim back-end's env, publishing `env_state_width` (default: the shipped policy's layout); errors
+/// name the config key at fault.
+fn sim_env(name: &str, env_state_width: Option<usize>) -> Result<Box<dyn riptide_sim::Env>> {
+    let width = env_state_width.or_else(|| crate::demo::default_env_state_width(name));
+    riptide_sim::make_env_for(name, width).map_err(|e| match e {
         riptide_sim::SimError::UnknownEnv { .. } => anyhow!("backend.env: {e}"),
         riptide_sim::SimError::EnvStateWidth { .. } => anyhow!("backend.env_state_width: {e}"),
-    }
+    })
 }
 
 impl SimDevice {
@@ -284,8 +285,7 @@ impl SimDevice {
         ns: &str,
         now: f64,
     ) -> Result<Self> {
-        let width = env_state_width.or_else(|| crate::demo::default_env_state_width(name));
-        let env = riptide_sim::make_env_for(name, width).map_err(sim_backend_err)?;
+        let env = sim_env(name, env_state_width)?;
         let dt_s = 1.0 / env.spec().fps;
         let mut dev = Self {
             env,

@@ -5,6 +5,7 @@
 # EXTEND_TO resumes the finished STEPS-step run to that many steps: the cosine schedule is recomputed for
 # the new length, so the learning rate restarts at its value for step STEPS of EXTEND_TO (a warm restart).
 # The shipped arm-reach policy: scripts/train-shipped.sh arm-reach 9000 1000 18000
+# The shipped quadrotor policy: scripts/train-shipped.sh quadrotor 8000 400 16000
 # Recordings hold the newest observation.environment_state layout (arm-reach 12 values, quadrotor 22), so a
 # policy trained here takes that layout; the shipped arm-reach and quadrotor policies were trained on the
 # original 5 / 13 (README, "Simulation"), which the sim still serves them.
@@ -22,7 +23,10 @@ rm -rf "$work/$env" && mkdir -p "$work/$env"
 # arm-reach demos hold 1 s past success, so the policy learns to arrive and stop (HOLD_S overrides).
 hold=${HOLD_S:-$([ "$env" = arm-reach ] && echo 1.0 || echo 0)}
 "$bin" record --env "$env" --episodes "$episodes" --seed 0 --hold-s "$hold" --out "$work/$env/data"
-"$bin" train --data "$work/$env/data" --config policies/shipped/train-state.toml --steps "$steps" \
+# The quadrotor learns its position setpoints relative to the drone (train-quadrotor-relative.toml).
+config=policies/shipped/train-state.toml
+[ "$env" = quadrotor ] && config=policies/shipped/train-quadrotor-relative.toml
+"$bin" train --data "$work/$env/data" --config "$config" --steps "$steps" \
   --out "$work/$env/run"
 if [ -n "$extend" ]; then
   "$bin" train --data "$work/$env/data" --resume "$work/$env/run/checkpoints/$(printf %06d "$steps")" \

@@ -45,6 +45,37 @@ pub struct PolicySpec {
     pub default_nfe: usize,
     pub num_parameters: usize,
     pub backend: String,
+    /// `(action index, observation.state index)`: that action is predicted as an offset from the newest
+    /// observed state value and returned absolute (the state added back); empty = absolute actions.
+    pub relative_actions: Vec<(usize, usize)>,
+}
+
+impl PolicySpec {
+    /// The newest observed `observation.state[s]` of each batch row, for each relative pair:
+    /// `[batch][pair]`. Empty rows when the policy predicts absolute actions.
+    pub fn relative_reference(&self, obs: &ObservationWindow) -> Result<Vec<Vec<f32>>, PolicyError> {
+        if self.relative_actions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = obs.features.get("observation.state").ok_or_else(|| {
+            PolicyError::Input("relative actions need \"observation.state\" in the observation window".into())
+        })?;
+        let (b, n, d) = match t.shape[..] {
+            [b, n, d] if n > 0 => (b, n, d),
+            _ => {
+                return Err(PolicyError::Input(format!(
+                    "observation.state has shape {:?}, expected [batch, n_obs_steps, dim]",
+                    t.shape
+                )))
+            }
+        };
+        Ok((0..b)
+            .map(|i| {
+                let newest = &t.data[(i * n + n - 1) * d..(i * n + n) * d];
+                self.relative_actions.iter().map(|&(_, s)| newest[s]).collect()
+            })
+            .collect())
+    }
 }
 
 /// `n_obs_steps` frames of named features, batched: each tensor is [batch, n_obs_steps, ...frame].

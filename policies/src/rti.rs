@@ -659,6 +659,7 @@ mod tests {
             default_nfe: 10,
             num_parameters: 0,
             backend: "none".into(),
+            relative_actions: Vec::new(),
         }
     }
 

@@ -597,6 +597,7 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
         default_nfe: 10,
         num_parameters: 0,
         backend: "flex".into(),
+        relative_actions: Vec::new(),
     };
     let obs = ObservationWindow::default();
     let norms = BTreeMap::new();

@@ -46,6 +46,14 @@ pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
         .map(|m| format!("{m:?}"))
         .unwrap_or_default();
     println!("action       dim {}  norm {anorm}", spec.action_dim);
+    if !spec.relative_actions.is_empty() {
+        let pairs: Vec<String> = spec
+            .relative_actions
+            .iter()
+            .map(|(a, s)| format!("action[{a}] = state[{s}] + offset"))
+            .collect();
+        println!("relative     {}", pairs.join(", "));
+    }
     println!(
         "window       n_obs_steps {}  horizon {}  executes [{}..{}) ({} actions)",
         spec.n_obs_steps,

@@ -439,6 +439,7 @@ mod tests {
             default_nfe: 10,
             num_parameters: 0,
             backend: "cpu".into(),
+            relative_actions: Vec::new(),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct EadpHook<'a> {
     norm: &'a FeatureNorm,
     /// d(world)/d(normalised) per action dimension.
     unnorm_scale: [f64; 4],
+    /// The policy's relative action dims and, per batch element, the state values they are offsets from.
+    relative: Vec<(usize, usize)>,
+    reference: Vec<Vec<f32>>,
     exec_start: usize,
     dt_s: f64,
     /// Guided steps and waypoints whose gradient was clipped.
@@ -78,6 +81,8 @@ impl<'a> EadpHook<'a> {
         let unnorm_scale = std::array::from_fn(|k| (one[k] - zero[k]) as f64);
         Ok(Self {
             guidance,
+            relative: spec.relative_actions.clone(),
+            reference: spec.relative_reference(window).map_err(|e| e.to_string())?,
             states,
             norm,
             unnorm_scale,
@@ -150,6 +155,14 @@ impl StepHook for EadpHook<'_> {
             let rows = &mut sample.data[(bi * h + self.exec_start) * a..(bi + 1) * h * a];
             let mut world = rows.to_vec();
             self.norm.unnormalize(&mut world, 1);
+            // A relative-action policy samples offsets: the model needs the absolute setpoints.
+            if let Some(r) = self.reference.get(bi) {
+                for sp in world.chunks_exact_mut(4) {
+                    for (j, &(k, _)) in self.relative.iter().enumerate() {
+                        sp[k] += r[j];
+                    }
+                }
+            }
             let g =
                 self.guidance
                     .step_normalised(state, &setpoints(&world), self.dt_s, info.alpha_bar, self.unnorm_scale);
@@ -192,6 +205,7 @@ mod tests {
             default_nfe: 10,
             num_parameters: 0,
             backend: "test".into(),
+            relative_actions: Vec::new(),
         }
     }
 

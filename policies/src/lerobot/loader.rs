@@ -139,8 +139,21 @@ pub fn load_diffusion<B: Backend>(
     let mut model: DiffusionModel<B> = config.init_model(device);
     load_weights(&mut model, &files.weights)?;
     let (input_norms, action_norm) = load_stats(&files, &config)?;
-    let policy = DiffusionPolicy::new(config, model, input_norms, action_norm, backend_name, device.clone())?;
-    match read_riptide_kind(&files.dir)? {
+    let mut policy = DiffusionPolicy::new(config, model, input_norms, action_norm, backend_name, device.clone())?;
+    let sidecar = read_riptide_kind(&files.dir)?;
+    if let Some(dims) = sidecar.as_ref().and_then(|(_, v)| v.get("relative_actions")) {
+        let path = files.dir.join("riptide.json");
+        let dims: Vec<[usize; 2]> = serde_json::from_value(dims.clone()).map_err(|e| {
+            PolicyError::Config(format!(
+                "{}: relative_actions: {e} (expected [[action index, observation.state index], ...])",
+                path.display()
+            ))
+        })?;
+        policy = policy
+            .with_relative_actions(dims.iter().map(|&[a, s]| (a, s)).collect())
+            .map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
+    }
+    match sidecar {
         Some((kind, v)) if kind == "consistency" => {
             let path = files.dir.join("riptide.json");
             let c = v.get("consistency").cloned().ok_or_else(|| {

@@ -189,6 +189,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             default_nfe: schedule.nfe(),
             num_parameters: model.num_params(),
             backend: backend_name.to_string(),
+            relative_actions: Vec::new(),
         };
         Ok(Self {
             config,
@@ -214,6 +215,64 @@ impl<B: Backend> DiffusionPolicy<B> {
         self.schedule = schedule;
         self.consistency = Some(c);
         Ok(self)
+    }
+
+    /// Predict the given action dims as offsets from the newest observed `observation.state` values
+    /// (`(action index, state index)` pairs, riptide.json `relative_actions`; trained with
+    /// `data.relative_actions`). Chunks still come out absolute: the state is added back.
+    pub fn with_relative_actions(mut self, dims: Vec<(usize, usize)>) -> Result<Self, PolicyError> {
+        let state_dim = self
+            .spec
+            .inputs
+            .iter()
+            .find(|f| f.name == "observation.state")
+            .map(|f| f.shape.iter().product::<usize>());
+        for &(a, s) in &dims {
+            if a >= self.config.action_dim || state_dim.is_none_or(|d| s >= d) {
+                return Err(PolicyError::Config(format!(
+                    "relative_actions: [{a}, {s}] is out of range (actions have {} values, observation.state {:?})",
+                    self.config.action_dim, state_dim
+                )));
+            }
+        }
+        self.spec.relative_actions = dims;
+        Ok(self)
+    }
+
+    /// A warm start's previous chunk, re-expressed against the new window's state: its offsets were
+    /// taken from the state it was made at. Without that window the warm start runs cold.
+    fn rereference(&self, warm: &rti::WarmStart, reference: &[Vec<f32>]) -> rti::WarmStart {
+        let mut w = warm.clone();
+        let (h, d) = (self.config.horizon, self.config.action_dim);
+        let Some(p) = w.previous.as_mut() else { return w };
+        let old = p
+            .observation
+            .as_ref()
+            .and_then(|o| self.spec.relative_reference(o).ok());
+        match old {
+            Some(old) if old.len() == reference.len() && p.actions_normalized.data.len() == old.len() * h * d => {
+                let mut zero = vec![0.0f32; d];
+                self.action_norm.normalize(&mut zero, 1);
+                for (i, (was, now)) in old.iter().zip(reference).enumerate() {
+                    let mut delta = vec![0.0f32; d];
+                    for (j, &(a, _)) in self.spec.relative_actions.iter().enumerate() {
+                        delta[a] = was[j] - now[j];
+                    }
+                    // Normalisation is affine per dim: a shift of x moves n by norm(Δ) − norm(0).
+                    self.action_norm.normalize(&mut delta, 1);
+                    for row in p.actions_normalized.data[i * h * d..(i + 1) * h * d].chunks_exact_mut(d) {
+                        for a in 0..d {
+                            row[a] += delta[a] - zero[a];
+                        }
+                    }
+                }
+            }
+            _ => {
+                tracing::debug!("relative actions: previous chunk without its window; cold start");
+                w.previous = None;
+            }
+        }
+        w
     }
 
     /// Sample as truncated diffusion (see [`crate::truncated`]).
@@ -461,6 +520,12 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
     ) -> Result<ActionChunk, PolicyError> {
         let t0 = Instant::now();
         let batch = obs.validate(&self.spec)?;
+        let reference = self.spec.relative_reference(obs)?;
+        let rereferenced = match &req.warm_start {
+            Some(w) if !reference.is_empty() => Some(self.rereference(w, &reference)),
+            _ => None,
+        };
+        let warm_start = rereferenced.as_ref().or(req.warm_start.as_ref());
         let schedule = self.schedule_for(req.num_inference_steps)?;
         self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
         let seed = req.seed.unwrap_or_else(rand::random);
@@ -481,7 +546,7 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         timings.encode_s = t1.elapsed().as_secs_f64();
 
         let t2 = Instant::now();
-        let (x, nfe, warm_started) = match (&req.warm_start, x_t) {
+        let (x, nfe, warm_started) = match (warm_start, x_t) {
             _ if self.truncated.is_some() => {
                 let (x, nfe) = self.predict_truncated(obs, req, batch, &mut noise, hook)?;
                 (x, nfe, false)
@@ -523,6 +588,14 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
             rti::discrete_to_unit(&mut actions, &warm.config.discrete);
         }
         self.action_norm.unnormalize(&mut actions.data, 1);
+        let (h, d) = (self.config.horizon, self.config.action_dim);
+        for (i, row) in reference.iter().enumerate() {
+            for step in actions.data[i * h * d..(i + 1) * h * d].chunks_exact_mut(d) {
+                for (j, &(a, _)) in self.spec.relative_actions.iter().enumerate() {
+                    step[a] += row[j];
+                }
+            }
+        }
         timings.postprocess_s = t3.elapsed().as_secs_f64();
         Ok(ActionChunk {
             actions,

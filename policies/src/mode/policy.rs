@@ -271,6 +271,7 @@ impl<B: Backend> MoDEPolicy<B> {
             default_nfe: config.num_inference_steps,
             num_parameters: model.num_params(),
             backend: std::any::type_name::<B>().to_string(),
+            relative_actions: Vec::new(),
         };
         let mut p = Self {
             config,

@@ -381,6 +381,10 @@ pub struct DataConfig {
     /// Windows whose current step is among an episode's last N frames are not sampled (LeRobot's
     /// `drop_n_last_frames`); None = horizon − n_action_steps − n_obs_steps + 1, LeRobot's choice.
     pub drop_n_last_frames: Option<usize>,
+    /// `[action index, observation.state index]` pairs: that action value is trained (and predicted) as
+    /// an offset from that state value of the newest observed frame, e.g. a position setpoint relative to
+    /// the measured position (plain diffusion runs only). Empty = absolute actions, as LeRobot trains.
+    pub relative_actions: Vec<[usize; 2]>,
 }
 
 impl Default for DataConfig {
@@ -388,6 +392,7 @@ impl Default for DataConfig {
         Self {
             val_fraction: 0.0,
             drop_n_last_frames: None,
+            relative_actions: Vec::new(),
         }
     }
 }

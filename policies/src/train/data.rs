@@ -105,6 +105,9 @@ pub struct TrainingSet {
     features: Vec<InputFeature>,
     action_dim: usize,
     episodes: Vec<Episode>,
+    /// (action dim, `observation.state` index) pairs trained relative to the state: see
+    /// [`TrainingSet::set_relative_actions`].
+    relative: Vec<(usize, usize)>,
 }
 
 fn frame_len(f: &InputFeature) -> usize {
@@ -166,7 +169,43 @@ impl TrainingSet {
             features,
             action_dim,
             episodes: Vec::new(),
+            relative: Vec::new(),
         })
+    }
+
+    /// Train action dim `a` as its offset from `observation.state[s]` of the window's current (newest
+    /// observed) frame, for each `[a, s]`. A position target far from the origin then becomes a small
+    /// offset the min–max normalisation resolves finely; inference adds the state back
+    /// (`DiffusionPolicy::with_relative_actions`).
+    pub fn set_relative_actions(&mut self, dims: &[[usize; 2]]) -> Result<(), PolicyError> {
+        let err = |m: String| Err(PolicyError::Config(format!("data.relative_actions: {m}")));
+        let state_dim = match self.features.iter().find(|f| f.name == "observation.state") {
+            Some(f) => frame_len(f),
+            None => return err("needs an \"observation.state\" input".into()),
+        };
+        for (i, &[a, s]) in dims.iter().enumerate() {
+            if a >= self.action_dim {
+                return err(format!(
+                    "[{a}, {s}]: action index {a} is out of range (actions have {} values)",
+                    self.action_dim
+                ));
+            }
+            if s >= state_dim {
+                return err(format!(
+                    "[{a}, {s}]: state index {s} is out of range (observation.state has {state_dim} values)"
+                ));
+            }
+            if dims[..i].iter().any(|p| p[0] == a) {
+                return err(format!("action index {a} is listed twice"));
+            }
+        }
+        self.relative = dims.iter().map(|&[a, s]| (a, s)).collect();
+        Ok(())
+    }
+
+    /// The pairs set by [`Self::set_relative_actions`].
+    pub fn relative_actions(&self) -> &[(usize, usize)] {
+        &self.relative
     }
 
     pub fn features(&self) -> &[InputFeature] {
@@ -293,11 +332,50 @@ impl TrainingSet {
             action.extend_from_slice(&ep.actions[s * d..(s + 1) * d]);
             action_is_pad.push(i < 0 || i >= ep.len as isize);
         }
+        if !self.relative.is_empty() {
+            let si = self.state_feature();
+            let n = frame_len(&self.features[si]);
+            let cur = clamp(t as isize);
+            let state = &ep.obs[si][cur * n..(cur + 1) * n];
+            for row in action.chunks_exact_mut(d) {
+                for &(a, s) in &self.relative {
+                    row[a] -= state[s];
+                }
+            }
+        }
         Sample {
             obs,
             action,
             action_is_pad,
         }
+    }
+
+    fn state_feature(&self) -> usize {
+        self.features
+            .iter()
+            .position(|f| f.name == "observation.state")
+            .expect("set_relative_actions checked for observation.state")
+    }
+
+    /// [`Self::stats`], with the "action" stats taken over the chunks training sees when actions are
+    /// relative (every window of `spec`, padding included): offsets from the current state, not positions.
+    pub fn stats_for(&self, spec: &WindowSpec) -> Result<BTreeMap<String, FeatureStats>, PolicyError> {
+        let mut out = self.stats()?;
+        if !self.relative.is_empty() {
+            let chunks: Vec<Vec<f32>> = self
+                .windows(spec)
+                .into_iter()
+                .map(|(e, t)| self.sample(e, t, spec).action)
+                .collect();
+            let st = channel_stats(
+                chunks.iter().map(Vec::as_slice),
+                self.action_dim,
+                1,
+                vec![self.action_dim],
+            );
+            out.insert("action".into(), st);
+        }
+        Ok(out)
     }
 
     /// Stats over every frame of every episode, per feature and for "action" (f64 accumulation,
@@ -393,6 +471,7 @@ pub fn samples_from_episode(
         features: features.to_vec(),
         action_dim,
         episodes: Vec::new(),
+        relative: Vec::new(),
     };
     let ep = set.episode_from_steps(obs, actions)?;
     let set = TrainingSet {
@@ -481,5 +560,45 @@ mod tests {
         assert!(e.to_string().contains("non-finite"), "{e}");
         let e = TrainingSet::new(feats()[..1].to_vec(), 1).unwrap_err();
         assert!(e.to_string().contains("environment_state"), "{e}");
+    }
+
+    #[test]
+    fn relative_actions_are_offsets_from_the_current_state() {
+        // Two action dims: dim 0 relative to state 0, dim 1 absolute.
+        let n = 4;
+        let obs = vec![
+            (0..n).map(|t| vec![10.0 * t as f32]).collect::<Vec<_>>(),
+            (0..n).map(|_| vec![0.0]).collect(),
+        ];
+        let actions: Vec<Vec<f32>> = (0..n).map(|t| vec![10.0 * t as f32 + 1.0, t as f32]).collect();
+        let mut set = TrainingSet::new(feats(), 2).unwrap();
+        set.push_episode(&obs, &actions).unwrap();
+        let spec = WindowSpec {
+            n_obs_steps: 2,
+            horizon: 3,
+            drop_n_last_frames: 0,
+        };
+        let absolute = set.sample(0, 2, &spec).action;
+        assert_eq!(absolute, vec![11.0, 1.0, 21.0, 2.0, 31.0, 3.0]);
+        set.set_relative_actions(&[[0, 0]]).unwrap();
+        // t = 2: the current state is 20; actions at t−1..=t+1.
+        assert_eq!(set.sample(0, 2, &spec).action, vec![-9.0, 1.0, 1.0, 2.0, 11.0, 3.0]);
+        // Action stats follow the offsets the network sees, the state's stats are unchanged.
+        let st = set.stats_for(&spec).unwrap();
+        let windows: Vec<f32> = (0..n).flat_map(|t| set.sample(0, t, &spec).action).step_by(2).collect();
+        let min = windows.iter().cloned().fold(f32::INFINITY, f32::min);
+        let max = windows.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!((st["action"].min[0], st["action"].max[0]), (min, max));
+        assert_eq!((st["action"].min[0], st["action"].max[0]), (-9.0, 11.0));
+        assert_eq!(st["action"].max[1], 3.0);
+        assert_eq!(st["observation.state"], set.stats().unwrap()["observation.state"]);
+        for (dims, want) in [
+            (vec![[2, 0]], "action index 2"),
+            (vec![[0, 1]], "state index 1"),
+            (vec![[0, 0], [0, 0]], "twice"),
+        ] {
+            let e = set.set_relative_actions(&dims).unwrap_err().to_string();
+            assert!(e.contains("data.relative_actions") && e.contains(want), "{e}");
+        }
     }
 }

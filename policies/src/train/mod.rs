@@ -62,6 +62,12 @@ pub fn train_with(
             "init_from: MoDE runs cannot start from another checkpoint yet".into(),
         ));
     }
+    if cfg.mode.is_some() && !cfg.data.relative_actions.is_empty() {
+        return Err(PolicyError::Config(
+            "data.relative_actions: MoDE runs train absolute actions only; remove the key or train a diffusion policy"
+                .into(),
+        ));
+    }
     if let Some(m) = cfg.mode.clone() {
         return train_mode_run(cfg, m, data, meta, device, out_dir, resume_from);
     }

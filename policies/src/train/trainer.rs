@@ -500,8 +500,20 @@ fn recorder_err(path: &Path, e: impl std::fmt::Display) -> PolicyError {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A fresh run: stats from `data`, weights initialised from `cfg.seed`.
-    pub fn new(mut cfg: TrainConfig, data: TrainingSet, meta: RunMeta, device: B::Device) -> Result<Self, PolicyError> {
+    pub fn new(
+        mut cfg: TrainConfig,
+        mut data: TrainingSet,
+        meta: RunMeta,
+        device: B::Device,
+    ) -> Result<Self, PolicyError> {
         cfg.validate()?;
+        if !cfg.data.relative_actions.is_empty() && (cfg.consistency.is_some() || cfg.truncated.is_some()) {
+            return Err(PolicyError::Config(
+                "data.relative_actions: only plain diffusion runs train relative actions (not [consistency] or [truncated])"
+                    .into(),
+            ));
+        }
+        data.set_relative_actions(&cfg.data.relative_actions)?;
         let teacher = match cfg.consistency.clone() {
             Some(c) => {
                 let files = crate::lerobot::CheckpointFiles::locate(&c.teacher)
@@ -551,7 +563,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 spec.drop_n_last_frames
             )));
         }
-        let stats = data.stats()?;
+        let stats = data.stats_for(&spec)?;
         let norms = data
             .features()
             .iter()
@@ -1139,6 +1151,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         });
         if let Some(tr) = &self.trunc {
             v["truncated"] = serde_json::to_value(&tr.sampling).expect("sampling serialises");
+        }
+        if !self.cfg.data.relative_actions.is_empty() {
+            // What inference must add back (see `DiffusionPolicy::with_relative_actions`).
+            v["relative_actions"] = json!(self.cfg.data.relative_actions);
         }
         if let (Some(d), Some(c)) = (&self.distill, &self.cfg.consistency) {
             v["consistency"] = serde_json::to_value(&d.sampling).expect("sampling serialises");

@@ -7,8 +7,8 @@
 # The shipped arm-reach policy: scripts/train-shipped.sh arm-reach 9000 1000 18000
 # The shipped quadrotor policy: scripts/train-shipped.sh quadrotor 8000 400 16000
 # Recordings hold the newest observation.environment_state layout (arm-reach 12 values, quadrotor 22), so a
-# policy trained here takes that layout; the shipped arm-reach and quadrotor policies were trained on the
-# original 5 / 13 (README, "Simulation"), which the sim still serves them.
+# policy trained here takes that layout; the shipped arm-reach policy was trained on the original 5 values
+# (README, "Simulation"), which the sim still serves it; the shipped quadrotor policy on the 22.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS] [EPISODES] [EXTEND_TO]}

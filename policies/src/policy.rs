@@ -76,6 +76,21 @@ impl PolicySpec {
             })
             .collect())
     }
+
+    /// Turn offsets into absolute actions: [`add_reference`] with this policy's pairs.
+    pub fn add_reference(&self, rows: &mut [f32], reference: &[f32]) {
+        add_reference(&self.relative_actions, self.action_dim, rows, reference)
+    }
+}
+
+/// Add one batch row's reference (see [`PolicySpec::relative_reference`]) to the `relative` dims of every
+/// action (`action_dim` values) in `rows`.
+pub fn add_reference(relative: &[(usize, usize)], action_dim: usize, rows: &mut [f32], reference: &[f32]) {
+    for action in rows.chunks_exact_mut(action_dim) {
+        for (&(a, _), r) in relative.iter().zip(reference) {
+            action[a] += r;
+        }
+    }
 }
 
 /// `n_obs_steps` frames of named features, batched: each tensor is [batch, n_obs_steps, ...frame].

@@ -23,7 +23,8 @@ pub struct EadpHook<'a> {
     norm: &'a FeatureNorm,
     /// d(world)/d(normalised) per action dimension.
     unnorm_scale: [f64; 4],
-    /// The policy's relative action dims and, per batch element, the state values they are offsets from.
+    /// For a relative-action policy: its (action, state) pairs and, per batch element, the state values
+    /// its actions are offsets from.
     relative: Vec<(usize, usize)>,
     reference: Vec<Vec<f32>>,
     exec_start: usize,
@@ -157,11 +158,7 @@ impl StepHook for EadpHook<'_> {
             self.norm.unnormalize(&mut world, 1);
             // A relative-action policy samples offsets: the model needs the absolute setpoints.
             if let Some(r) = self.reference.get(bi) {
-                for sp in world.chunks_exact_mut(4) {
-                    for (j, &(k, _)) in self.relative.iter().enumerate() {
-                        sp[k] += r[j];
-                    }
-                }
+                riptide_policies::policy::add_reference(&self.relative, 4, &mut world, r);
             }
             let g =
                 self.guidance

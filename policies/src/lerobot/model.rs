@@ -588,13 +588,9 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
             rti::discrete_to_unit(&mut actions, &warm.config.discrete);
         }
         self.action_norm.unnormalize(&mut actions.data, 1);
-        let (h, d) = (self.config.horizon, self.config.action_dim);
-        for (i, row) in reference.iter().enumerate() {
-            for step in actions.data[i * h * d..(i + 1) * h * d].chunks_exact_mut(d) {
-                for (j, &(a, _)) in self.spec.relative_actions.iter().enumerate() {
-                    step[a] += row[j];
-                }
-            }
+        let per_row = self.config.horizon * self.config.action_dim;
+        for (rows, r) in actions.data.chunks_exact_mut(per_row).zip(&reference) {
+            self.spec.add_reference(rows, r);
         }
         timings.postprocess_s = t3.elapsed().as_secs_f64();
         Ok(ActionChunk {

@@ -105,9 +105,10 @@ pub struct TrainingSet {
     features: Vec<InputFeature>,
     action_dim: usize,
     episodes: Vec<Episode>,
-    /// (action dim, `observation.state` index) pairs trained relative to the state: see
-    /// [`TrainingSet::set_relative_actions`].
+    /// (action dim, `observation.state` index) pairs trained relative to the state, and the position of
+    /// `observation.state` among the features: see [`TrainingSet::set_relative_actions`].
     relative: Vec<(usize, usize)>,
+    state_feature: usize,
 }
 
 fn frame_len(f: &InputFeature) -> usize {
@@ -170,6 +171,7 @@ impl TrainingSet {
             action_dim,
             episodes: Vec::new(),
             relative: Vec::new(),
+            state_feature: 0,
         })
     }
 
@@ -179,10 +181,10 @@ impl TrainingSet {
     /// (`DiffusionPolicy::with_relative_actions`).
     pub fn set_relative_actions(&mut self, dims: &[[usize; 2]]) -> Result<(), PolicyError> {
         let err = |m: String| Err(PolicyError::Config(format!("data.relative_actions: {m}")));
-        let state_dim = match self.features.iter().find(|f| f.name == "observation.state") {
-            Some(f) => frame_len(f),
-            None => return err("needs an \"observation.state\" input".into()),
+        let Some(state_feature) = self.features.iter().position(|f| f.name == "observation.state") else {
+            return err("needs an \"observation.state\" input".into());
         };
+        let state_dim = frame_len(&self.features[state_feature]);
         for (i, &[a, s]) in dims.iter().enumerate() {
             if a >= self.action_dim {
                 return err(format!(
@@ -200,12 +202,8 @@ impl TrainingSet {
             }
         }
         self.relative = dims.iter().map(|&[a, s]| (a, s)).collect();
+        self.state_feature = state_feature;
         Ok(())
-    }
-
-    /// The pairs set by [`Self::set_relative_actions`].
-    pub fn relative_actions(&self) -> &[(usize, usize)] {
-        &self.relative
     }
 
     pub fn features(&self) -> &[InputFeature] {
@@ -333,7 +331,7 @@ impl TrainingSet {
             action_is_pad.push(i < 0 || i >= ep.len as isize);
         }
         if !self.relative.is_empty() {
-            let si = self.state_feature();
+            let si = self.state_feature;
             let n = frame_len(&self.features[si]);
             let cur = clamp(t as isize);
             let state = &ep.obs[si][cur * n..(cur + 1) * n];
@@ -348,13 +346,6 @@ impl TrainingSet {
             action,
             action_is_pad,
         }
-    }
-
-    fn state_feature(&self) -> usize {
-        self.features
-            .iter()
-            .position(|f| f.name == "observation.state")
-            .expect("set_relative_actions checked for observation.state")
     }
 
     /// [`Self::stats`], with the "action" stats taken over the chunks training sees when actions are
@@ -472,6 +463,7 @@ pub fn samples_from_episode(
         action_dim,
         episodes: Vec::new(),
         relative: Vec::new(),
+        state_feature: 0,
     };
     let ep = set.episode_from_steps(obs, actions)?;
     let set = TrainingSet {

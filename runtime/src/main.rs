@@ -220,6 +220,17 @@ enum Command {
         /// the demos show arriving and stopping (an episode otherwise ends mid-motion).
         #[arg(long, default_value_t = 0.0)]
         hold_s: f64,
+        /// Expert episodes, DART-style: execute the expert's command plus a random offset with this
+        /// standard deviation (action units; one value per action dimension, comma separated, or one for
+        /// all), record the expert's command. Shows the policy how the expert recovers from errors.
+        #[arg(long, value_delimiter = ',')]
+        perturb: Vec<f64>,
+        /// With --perturb: how long each offset is held, seconds.
+        #[arg(long, default_value_t = 0.5)]
+        perturb_hold_s: f64,
+        /// With --perturb: the fraction of hold periods that are perturbed at all.
+        #[arg(long, default_value_t = 0.5)]
+        perturb_prob: f64,
         /// Live topic to record, KEY:TYPE (repeatable); `riptide` records the daemon's own topics.
         #[arg(long)]
         topic: Vec<String>,
@@ -609,6 +620,9 @@ fn main() -> Result<()> {
             out,
             render,
             hold_s,
+            perturb,
+            perturb_hold_s,
+            perturb_prob,
             topic,
             seconds,
             connect,
@@ -620,17 +634,19 @@ fn main() -> Result<()> {
                 );
                 let mut env = riptide_sim::make_env(&env_name)?;
                 let hold_steps = (hold_s * env.spec().fps).round() as usize;
+                let perturbation = perturbation_for(env.spec(), &perturb, perturb_hold_s, perturb_prob)?;
                 std::fs::create_dir_all(&out)?;
                 let mut ok = 0;
                 for i in 0..episodes {
                     let s = seed + i as u64;
                     let path = out.join(format!("{env_name}_{s:06}.mcap"));
-                    let r = riptide_sim::record::record_expert_episode_with_hold(
+                    let r = riptide_sim::record::record_expert_episode_perturbed(
                         env.as_mut(),
                         s,
                         &path,
                         render,
                         hold_steps,
+                        perturbation.as_ref(),
                     )?;
                     ok += r.success as usize;
                     eprint!("\r{}/{} episodes recorded ({} successful)", i + 1, episodes, ok);
@@ -842,4 +858,42 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `riptide record --perturb`: one sigma per action dimension (or one for all), finite and >= 0.
+fn perturbation_for(
+    spec: &riptide_sim::EnvSpec,
+    sigma: &[f64],
+    hold_s: f64,
+    probability: f64,
+) -> Result<Option<riptide_sim::record::Perturbation>> {
+    if sigma.is_empty() {
+        return Ok(None);
+    }
+    let n = spec.action_dim;
+    let sigma = match sigma.len() {
+        1 => vec![sigma[0]; n],
+        m if m == n => sigma.to_vec(),
+        m => anyhow::bail!(
+            "--perturb takes one value or one per action dimension: {} actions have {n}, got {m}",
+            spec.name
+        ),
+    };
+    anyhow::ensure!(
+        sigma.iter().all(|s| s.is_finite() && *s >= 0.0),
+        "--perturb values must be finite and >= 0 (got {sigma:?})"
+    );
+    anyhow::ensure!(
+        hold_s.is_finite() && hold_s > 0.0,
+        "--perturb-hold-s must be a positive number of seconds (got {hold_s})"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&probability),
+        "--perturb-prob must lie in [0, 1] (got {probability})"
+    );
+    Ok(Some(riptide_sim::record::Perturbation {
+        sigma,
+        hold_steps: ((hold_s * spec.fps).round() as usize).max(1),
+        probability,
+    }))
 }

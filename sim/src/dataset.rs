@@ -43,7 +43,8 @@ pub struct EpisodeData {
     pub env_state: Vec<Vec<f32>>,
     /// `observation.image` per step (empty when not recorded).
     pub images: Vec<RgbImage>,
-    /// Executed command per step.
+    /// Command per step: the one executed, or in a perturbed recording the expert's (executed plus an
+    /// offset, see [`crate::record::Perturbation`]).
     pub actions: Vec<Vec<f32>>,
 }
 

@@ -80,15 +80,26 @@ fn ns(t_s: f64) -> u64 {
 impl EpisodeWriter {
     /// Create the file and write the `riptide.episode` metadata.
     pub fn create(path: &Path, env: &dyn Env, seed: u64) -> Result<Self, McapError> {
+        Self::create_with(path, env, seed, BTreeMap::new())
+    }
+
+    /// [`EpisodeWriter::create`] with more `riptide.episode` metadata entries.
+    pub fn create_with(
+        path: &Path,
+        env: &dyn Env,
+        seed: u64,
+        extra: BTreeMap<String, String>,
+    ) -> Result<Self, McapError> {
         let mut rec = McapRecorder::create(path)?;
         let spec = env.spec();
-        let meta = BTreeMap::from([
+        let mut meta = BTreeMap::from([
             ("env".to_string(), spec.name.to_string()),
             ("seed".to_string(), seed.to_string()),
             ("fps".to_string(), spec.fps.to_string()),
             ("config".to_string(), env.config_json().to_string()),
             ("spec".to_string(), serde_json::to_string(spec).unwrap_or_default()),
         ]);
+        meta.extend(extra);
         rec.write_metadata("riptide.episode", &meta)?;
         Ok(Self { rec, fps: spec.fps })
     }
@@ -123,7 +134,7 @@ impl EpisodeWriter {
         )
     }
 
-    /// The command executed at step `k`.
+    /// The command for step `k` (the expert's; a perturbed recording executed it plus an offset).
     pub fn action(&mut self, k: usize, action: &[f64]) -> Result<(), McapError> {
         let t = k as f64 / self.fps;
         self.rec
@@ -166,8 +177,84 @@ pub fn record_expert_episode_with_hold(
     render: bool,
     hold_steps: usize,
 ) -> Result<EpisodeSummary, McapError> {
+    record_expert_episode_perturbed(env, seed, path, render, hold_steps, None)
+}
+
+/// DART-style perturbation of an expert recording (Laskey et al. 2017, "DART: Noise Injection for Robust
+/// Imitation Learning"): the env executes the expert's command plus an offset, the recording keeps the
+/// expert's own command.
+///
+/// A policy trained only on clean demonstrations never sees the states its own small errors lead to, and
+/// those errors compound (a lagging arm brushes the obstacle, a drone drifts into the pillar). With the
+/// perturbations the demonstrations show the expert correcting from such states. Offsets are held for
+/// `hold_steps` control steps because position targets are low-pass filtered by the robot's controller: a
+/// fresh offset every step would barely move it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Perturbation {
+    /// Standard deviation of the offset per action dimension (action units: rad, m, px).
+    pub sigma: Vec<f64>,
+    /// Control steps each offset is held.
+    pub hold_steps: usize,
+    /// Probability that a hold period is perturbed at all (the rest run clean).
+    pub probability: f64,
+}
+
+/// Offsets of one episode, a deterministic function of the episode seed.
+pub struct PerturbationSampler {
+    p: Perturbation,
+    rng: rand::rngs::StdRng,
+    offset: Vec<f64>,
+    k: usize,
+}
+
+impl Perturbation {
+    /// Seeded independently of the env's own streams, so the task, gusts and the expert's choices are
+    /// those of the unperturbed episode.
+    pub fn sampler(&self, seed: u64) -> PerturbationSampler {
+        PerturbationSampler {
+            p: self.clone(),
+            rng: crate::rng_for(seed, 0xDA27),
+            offset: vec![0.0; self.sigma.len()],
+            k: 0,
+        }
+    }
+}
+
+impl PerturbationSampler {
+    /// The offset to add to control step k's command (k = 0, 1, ... in order).
+    pub fn next_offset(&mut self) -> &[f64] {
+        use rand::Rng;
+        use rand_distr::{Distribution, StandardNormal};
+        if self.k % self.p.hold_steps.max(1) == 0 {
+            let on = self.rng.random_bool(self.p.probability.clamp(0.0, 1.0));
+            for (o, s) in self.offset.iter_mut().zip(&self.p.sigma) {
+                let n: f64 = StandardNormal.sample(&mut self.rng);
+                *o = if on { s * n } else { 0.0 };
+            }
+        }
+        self.k += 1;
+        &self.offset
+    }
+}
+
+/// [`record_expert_episode_with_hold`], executing the expert's commands plus `perturb`'s offsets (none
+/// while holding past success) and recording the expert's commands; the perturbation is written to the
+/// `riptide.episode` metadata.
+pub fn record_expert_episode_perturbed(
+    env: &mut dyn Env,
+    seed: u64,
+    path: &Path,
+    render: bool,
+    hold_steps: usize,
+    perturb: Option<&Perturbation>,
+) -> Result<EpisodeSummary, McapError> {
     let mut obs = env.reset(seed);
-    let mut w = EpisodeWriter::create(path, env, seed)?;
+    let extra = perturb
+        .map(|p| ("perturbation".to_string(), serde_json::to_string(p).unwrap_or_default()))
+        .into_iter()
+        .collect();
+    let mut w = EpisodeWriter::create_with(path, env, seed, extra)?;
+    let mut offsets = perturb.map(|p| p.sampler(seed));
     let mut k = 0;
     let mut held = 0;
     loop {
@@ -183,7 +270,20 @@ pub fn record_expert_episode_with_hold(
         }
         let a = env.expert_action();
         w.action(k, &a)?;
-        obs = if render { env.step(&a) } else { env.step_no_render(&a) };
+        let mut executed = a.clone();
+        if let Some(o) = offsets.as_mut() {
+            let off = o.next_offset();
+            if !env.done() {
+                for (x, d) in executed.iter_mut().zip(off) {
+                    *x += d;
+                }
+            }
+        }
+        obs = if render {
+            env.step(&executed)
+        } else {
+            env.step_no_render(&executed)
+        };
         k += 1;
     }
     let (success, score, steps) = (env.success(), env.score(), env.steps());

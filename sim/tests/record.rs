@@ -94,3 +94,67 @@ fn holding_past_success_records_the_expert_arriving_and_stopping() {
     let c = record_expert_episode_with_hold(env.as_mut(), 7, &dir.path().join("zero.mcap"), false, 0).unwrap();
     assert_eq!(c.steps, a.steps);
 }
+
+/// A DART-perturbed recording keeps the expert's commands while the env executes them plus the offsets:
+/// re-executing the recorded commands plus the sampler's offsets (same seed) reproduces every recorded
+/// state, re-executing them alone does not; a zero sigma records the unperturbed episode.
+#[test]
+fn perturbed_recordings_keep_the_experts_commands_and_execute_the_offsets() {
+    use riptide_sim::record::{record_expert_episode_perturbed, Perturbation};
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["arm-reach", "quadrotor"] {
+        let mut env = make_env(name).unwrap();
+        let n = env.spec().action_dim;
+        let sigma = if name == "arm-reach" { 0.08 } else { 0.3 };
+        let p = Perturbation {
+            sigma: vec![sigma; n],
+            hold_steps: 5,
+            probability: 1.0,
+        };
+        let seed = 11;
+        let path = dir.path().join(format!("{name}-dart.mcap"));
+        record_expert_episode_perturbed(env.as_mut(), seed, &path, false, 0, Some(&p)).unwrap();
+        let ep = read_episode(&path).unwrap();
+
+        let rollout = |offsets: bool| {
+            let mut env = make_env(name).unwrap();
+            let mut obs = vec![env.reset(seed).state];
+            let mut s = p.sampler(seed);
+            for a in &ep.actions {
+                let off = s.next_offset().to_vec();
+                let cmd: Vec<f64> = a
+                    .iter()
+                    .zip(&off)
+                    .map(|(a, o)| *a as f64 + if offsets { *o } else { 0.0 })
+                    .collect();
+                obs.push(env.step_no_render(&cmd).state);
+            }
+            obs
+        };
+        let with = rollout(true);
+        for k in 0..ep.state.len() {
+            for (a, b) in ep.state[k].iter().zip(&with[k]) {
+                assert!((a - b).abs() < 1e-4, "{name} step {k}: recorded {a}, replayed {b}");
+            }
+        }
+        let without = rollout(false);
+        let last = ep.state.len() - 1;
+        let moved = ep.state[last]
+            .iter()
+            .zip(&without[last])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(moved > 1e-3, "{name}: the offsets changed nothing ({moved})");
+
+        let zero = Perturbation {
+            sigma: vec![0.0; n],
+            ..p.clone()
+        };
+        let (pz, pc) = (dir.path().join("zero.mcap"), dir.path().join("clean.mcap"));
+        record_expert_episode_perturbed(env.as_mut(), seed, &pz, false, 0, Some(&zero)).unwrap();
+        record_expert_episode(env.as_mut(), seed, &pc, false).unwrap();
+        let (z, c) = (read_episode(&pz).unwrap(), read_episode(&pc).unwrap());
+        assert_eq!(z.actions, c.actions, "{name}");
+        assert_eq!(z.state, c.state, "{name}");
+    }
+}

@@ -5,7 +5,9 @@
 # EXTEND_TO resumes the finished STEPS-step run to that many steps: the cosine schedule is recomputed for
 # the new length, so the learning rate restarts at its value for step STEPS of EXTEND_TO (a warm restart).
 # The shipped arm-reach policy: scripts/train-shipped.sh arm-reach 9000 1000 18000
-# The shipped quadrotor policy: scripts/train-shipped.sh quadrotor 8000 400 16000
+# The shipped quadrotor policy: scripts/train-shipped.sh quadrotor 8000 400 16000, resumed to 24000 steps,
+# then DART_STEPS=6000 (a fine-tune on the clean demos plus as many perturbed ones; the third leg to 24000
+# steps is `riptide train --resume .../016000 --steps 24000`, see its MODEL_CARD.md).
 # Recordings hold the newest observation.environment_state layout (arm-reach 12 values, quadrotor 22), so a
 # policy trained here takes that layout; the shipped arm-reach policy was trained on the original 5 values
 # (README, "Simulation"), which the sim still serves it; the shipped quadrotor policy on the 22.
@@ -33,6 +35,17 @@ if [ -n "$extend" ]; then
     --steps "$extend" --out "$work/$env/run"
 fi
 last=$(ls -d "$work/$env/run/checkpoints/"[0-9]* | sort | tail -1)
+# DART_STEPS: fine-tune on the clean demos plus as many perturbed ones (quadrotor only: the env executes the
+# expert's setpoint plus a held random offset, the demo keeps the expert's setpoint).
+if [ -n "${DART_STEPS:-}" ]; then
+  [ "$env" = quadrotor ] || { echo "DART_STEPS: only the quadrotor has a DART config" >&2; exit 2; }
+  "$bin" record --env "$env" --episodes "$episodes" --seed "$episodes" --perturb 0.4,0.4,0.2,0 \
+    --out "$work/$env/dart"
+  mkdir -p "$work/$env/mixed" && ln -sf "$work/$env/data/"*.mcap "$work/$env/dart/"*.mcap "$work/$env/mixed/"
+  "$bin" train --data "$work/$env/mixed" --config policies/shipped/finetune-quadrotor-dart.toml \
+    --init-from "$last/pretrained_model" --steps "$DART_STEPS" --out "$work/$env/dart-run"
+  last=$(ls -d "$work/$env/dart-run/checkpoints/"[0-9]* | sort | tail -1)
+fi
 # Copy over the checkpoint files only, so the committed MODEL_CARD.md stays.
 mkdir -p "policies/shipped/$env" && cp "$last/pretrained_model/"* "policies/shipped/$env/"
 "$bin" record --env "$env" --episodes 100 --seed 10000 --out "$work/$env/eval"

@@ -236,3 +236,45 @@ fn distillation_config_errors_name_the_problem() {
         .to_string();
     assert!(e.contains("sigma_data"), "{e}");
 }
+
+/// A student predicts in its teacher's action space: a teacher trained on relative actions hands its
+/// pairs to the student (riptide.json and the loaded policy carry them, so inference adds the state back),
+/// and a config that contradicts them is refused with both lists.
+#[test]
+fn a_student_adopts_its_teachers_relative_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = two_mode_data(8);
+    let teacher_dir = dir.path().join("teacher");
+    let rel = "[data]\nrelative_actions = [[0, 0]]\n";
+    let mut t = Trainer::<TB>::new(config(20, rel), data.clone(), RunMeta::default(), Default::default()).unwrap();
+    t.run(Some(&teacher_dir), &mut Hooks::default()).unwrap();
+    let teacher_ckpt = teacher_dir.join("checkpoints/000020/pretrained_model");
+
+    let consistency = format!(
+        "[consistency]\nteacher = {:?}\npool_size = 64\n",
+        teacher_ckpt.display().to_string()
+    );
+    let student_dir = dir.path().join("student");
+    let mut s = Trainer::<TB>::new(
+        config(10, &consistency),
+        data.clone(),
+        RunMeta::default(),
+        Default::default(),
+    )
+    .unwrap();
+    s.run(Some(&student_dir), &mut Hooks::default()).unwrap();
+    let ckpt = student_dir.join("checkpoints/000010/pretrained_model");
+    let riptide: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("riptide.json")).unwrap()).unwrap();
+    assert_eq!(riptide["kind"], "consistency");
+    assert_eq!(riptide["relative_actions"], serde_json::json!([[0, 0]]));
+    let student = load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
+    assert_eq!(student.spec().relative_actions, vec![(0, 0)]);
+
+    let contradicting = format!("{consistency}\n[data]\nrelative_actions = [[1, 1]]\n");
+    let e = Trainer::<TB>::new(config(10, &contradicting), data, RunMeta::default(), Default::default())
+        .err()
+        .expect("contradicting pairs must fail")
+        .to_string();
+    assert!(e.contains("[[1, 1]]") && e.contains("[[0, 0]]"), "{e}");
+}

@@ -107,6 +107,12 @@ pub struct ClosedLoopEpisode {
     /// Commands sent to the env, one per step.
     #[serde(skip)]
     pub commands: Vec<Vec<f64>>,
+    /// The device's position after each step (`riptide eval --trace`).
+    #[serde(skip)]
+    pub positions: Vec<Vec<f64>>,
+    /// The first observation's `observation.environment_state` (the task: targets, obstacles).
+    #[serde(skip)]
+    pub first_env_state: Vec<f32>,
     /// Wall-clock inference latencies, seconds.
     #[serde(skip)]
     pub inference_s: Vec<f64>,
@@ -174,7 +180,9 @@ impl ClosedLoop {
     pub fn episode(&mut self, seed: u64) -> Result<ClosedLoopEpisode> {
         let dt = 1.0 / self.env.spec().fps;
         let mut obs = self.env.reset(seed);
+        let first_env_state = obs.env_state.clone();
         self.stepper.reset(seed, &self.env.position(), 0.0)?;
+        let mut positions = vec![self.env.position()];
         let n_inf0 = self.stepper.inference_s.len();
         let nfe0 = self.stepper.nfe_total;
         let warm0 = self.stepper.warm_starts;
@@ -202,6 +210,7 @@ impl ClosedLoop {
                 .sum::<f64>()
                 .sqrt();
             commands.push(cmd);
+            positions.push(pos);
             k += 1;
         }
         Ok(ClosedLoopEpisode {
@@ -214,6 +223,8 @@ impl ClosedLoop {
             warm_starts: self.stepper.warm_starts - warm0,
             tracking_error: track_sum / k.max(1) as f64,
             commands,
+            positions,
+            first_env_state,
             inference_s: self.stepper.inference_s[n_inf0..].to_vec(),
         })
     }

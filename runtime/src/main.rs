@@ -107,6 +107,10 @@ enum Command {
         /// Write the full summary (per-episode results) here as well.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write every episode's task (first environment_state), commands and device positions here
+        /// (JSON), to see how failures happen.
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// Run a driver node: chunks in, a safe command stream out at the driver's rate.
     Drive {
@@ -798,6 +802,7 @@ fn main() -> Result<()> {
             rti_cold_steps,
             eadp_scale,
             out,
+            trace,
         } => {
             if rti_cold_steps.is_some() && rti_start_step.is_none() {
                 anyhow::bail!("--rti-cold-steps needs --rti-start-step (it sets the cold start of RTI sampling)");
@@ -835,6 +840,23 @@ fn main() -> Result<()> {
             if let Some(p) = out {
                 std::fs::write(&p, serde_json::to_string_pretty(&s)?)
                     .with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Some(p) = trace {
+                let eps: Vec<_> = s
+                    .per_episode
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "seed": e.seed,
+                            "success": e.success,
+                            "steps": e.steps,
+                            "first_env_state": e.first_env_state,
+                            "commands": e.commands,
+                            "positions": e.positions,
+                        })
+                    })
+                    .collect();
+                std::fs::write(&p, serde_json::to_string(&eps)?).with_context(|| format!("writing {}", p.display()))?;
             }
             let mut v = serde_json::to_value(&s)?;
             v.as_object_mut().map(|o| o.remove("per_episode"));

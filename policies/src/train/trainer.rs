@@ -358,6 +358,34 @@ fn norm_choice(m: crate::normalize::NormMode) -> NormChoice {
     }
 }
 
+/// A student predicts in its teacher's action space: a teacher trained on relative actions makes the
+/// student's `data.relative_actions` its pairs (the config may repeat them, not contradict them).
+fn adopt_teacher_relative_actions(pairs: &mut Vec<[usize; 2]>, teacher: &std::path::Path) -> Result<(), PolicyError> {
+    let files = crate::lerobot::CheckpointFiles::locate(teacher)
+        .map_err(|e| PolicyError::Config(format!("consistency.teacher: {e}")))?;
+    let theirs: Vec<[usize; 2]> = match crate::lerobot::loader::read_riptide_kind(&files.dir)?
+        .and_then(|(_, v)| v.get("relative_actions").cloned())
+    {
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            PolicyError::Config(format!(
+                "consistency.teacher {}: riptide.json relative_actions: {e}",
+                teacher.display()
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    if pairs.is_empty() {
+        *pairs = theirs;
+    } else if *pairs != theirs {
+        return Err(PolicyError::Config(format!(
+            "data.relative_actions {pairs:?}: the consistency teacher {} was trained with {theirs:?}; a student \
+             predicts in its teacher's action space (remove the key to adopt the teacher's)",
+            teacher.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Make `cfg`'s `[model]`, `[diffusion]` and `[normalization]` the teacher's (the student has the
 /// teacher's network and reads its outputs as a consistency model), checking the data fits it.
 fn adopt_teacher(
@@ -507,11 +535,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: B::Device,
     ) -> Result<Self, PolicyError> {
         cfg.validate()?;
-        if !cfg.data.relative_actions.is_empty() && (cfg.consistency.is_some() || cfg.truncated.is_some()) {
-            return Err(PolicyError::Config(
-                "data.relative_actions: only plain diffusion runs train relative actions (not [consistency] or [truncated])"
-                    .into(),
-            ));
+        if let Some(c) = &cfg.consistency {
+            adopt_teacher_relative_actions(&mut cfg.data.relative_actions, &c.teacher)?;
         }
         data.set_relative_actions(&cfg.data.relative_actions)?;
         let teacher = match cfg.consistency.clone() {
@@ -682,7 +707,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
         });
-        if !probe_ok {
+        // With relative actions the data's action statistics are those of the offsets: they must be the
+        // teacher's too, or the student would learn the teacher's outputs on another scale.
+        let action_ok = {
+            let mean = &self.stats["action"].mean;
+            let (mut a, mut b) = (mean.clone(), mean.clone());
+            self.action_norm.normalize(&mut a, 1);
+            teacher.action_norm.normalize(&mut b, 1);
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+        };
+        if !probe_ok || !action_ok {
             return Err(PolicyError::Config(format!(
                 "consistency.teacher {}: its normalisation statistics differ from this data's; distil on the data the teacher was trained on",
                 c.teacher.display()

@@ -200,3 +200,49 @@ fn argmax_selection_returns_a_mode_never_the_average() {
     println!("{near_mode}/{N} argmax chunks on a mode");
     assert!(near_mode >= N * 9 / 10, "argmax chunks must be modes: {near_mode}/{N}");
 }
+
+/// Truncated diffusion with relative actions (`[data] relative_actions`): the anchors are k-means over
+/// the offsets from the newest state, so on data whose action is the state plus ±MODE they sit on ±MODE
+/// exactly, and inference adds the state back — the chunk follows the state without the network having
+/// to learn it. The checkpoint carries the pairs.
+#[test]
+fn relative_actions_anchor_the_offsets_and_add_the_state_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut set = TrainingSet::new(features(), 1).unwrap();
+    for e in 0..24 {
+        let sign = if e % 2 == 0 { 1.0 } else { -1.0 };
+        let s: f32 = rng.random_range(-1.0..1.0);
+        set.push_episode(
+            &[vec![vec![s]; 16], vec![vec![0.0]; 16]],
+            &vec![vec![sign * MODE + s]; 16],
+        )
+        .unwrap();
+    }
+    let mut cfg = config("sample");
+    cfg.steps = 200;
+    cfg.data.relative_actions = vec![[0, 0]];
+    let mut t = Trainer::<TB>::new(cfg, set, RunMeta::default(), Default::default()).unwrap();
+    t.run(Some(dir.path()), &mut Hooks::default()).unwrap();
+    let ckpt = dir.path().join("checkpoints/000200/pretrained_model");
+    let mut p = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false }).unwrap();
+    assert_eq!(p.spec().relative_actions, vec![(0, 0)]);
+    let anchors = &p.truncated.as_ref().unwrap().anchors;
+    let mut means: Vec<f32> = anchors.data.chunks(4).map(|c| c.iter().sum::<f32>() / 4.0).collect();
+    means.sort_by(|a, b| a.total_cmp(b));
+    assert!(
+        (means[0] + MODE).abs() < 0.02 && (means[1] - MODE).abs() < 0.02,
+        "anchors must be the offsets ±{MODE}: {means:?}"
+    );
+    let states: Vec<f32> = (0..N).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let c = p.predict(&window(&states), &req(2), None).unwrap();
+    let mut err = 0.0f32;
+    for (i, s) in states.iter().enumerate() {
+        let m = c.actions.data[i * 4..(i + 1) * 4].iter().sum::<f32>() / 4.0;
+        let offset = m - s;
+        err += (offset.abs() - MODE).abs();
+    }
+    let err = err / N as f32;
+    println!("|chunk − state| vs MODE: {err:.3}");
+    assert!(err < 0.1, "chunks must be the state ± {MODE}: mean error {err}");
+}

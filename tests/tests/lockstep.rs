@@ -158,6 +158,7 @@ async fn demo_runs_every_shipped_kind() {
         ("arm-reach", "arm-reach-mode", 10),
         ("arm-reach", "arm-reach-truncated", 2),
         ("quadrotor", "quadrotor", 10),
+        ("quadrotor", "quadrotor-truncated", 2),
         ("push-t", "push-t", 10),
     ] {
         let ckpt = shipped_checkpoint(env).unwrap().with_file_name(name);

@@ -227,7 +227,8 @@ fn relative_actions_anchor_the_offsets_and_add_the_state_back() {
     let ckpt = dir.path().join("checkpoints/000200/pretrained_model");
     let mut p = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false }).unwrap();
     assert_eq!(p.spec().relative_actions, vec![(0, 0)]);
-    let anchors = &p.truncated.as_ref().unwrap().anchors;
+    let trained = t.policy().unwrap();
+    let anchors = &trained.truncated.as_ref().unwrap().anchors;
     let mut means: Vec<f32> = anchors.data.chunks(4).map(|c| c.iter().sum::<f32>() / 4.0).collect();
     means.sort_by(|a, b| a.total_cmp(b));
     assert!(

@@ -383,7 +383,8 @@ pub struct DataConfig {
     pub drop_n_last_frames: Option<usize>,
     /// `[action index, observation.state index]` pairs: that action value is trained (and predicted) as
     /// an offset from that state value of the newest observed frame, e.g. a position setpoint relative to
-    /// the measured position (diffusion and truncated runs; a consistency student adopts its teacher's pairs; not MoDE). Empty = absolute actions, as LeRobot trains.
+    /// the measured position (diffusion and truncated runs; a consistency student adopts its teacher's
+    /// pairs; not MoDE). Empty = absolute actions, as LeRobot trains.
     pub relative_actions: Vec<[usize; 2]>,
 }
 

@@ -107,7 +107,7 @@ pub struct ClosedLoopEpisode {
     /// Commands sent to the env, one per step.
     #[serde(skip)]
     pub commands: Vec<Vec<f64>>,
-    /// The device's position after each step (`riptide eval --trace`).
+    /// The device's position at reset, then after each step (one more than `commands`; `riptide eval --trace`).
     #[serde(skip)]
     pub positions: Vec<Vec<f64>>,
     /// The first observation's `observation.environment_state` (the task: targets, obstacles).

@@ -697,25 +697,25 @@ impl<B: AutodiffBackend> Trainer<B> {
         // The teacher runs without autodiff (on the backend's default device).
         let dev = default_device::<B::InnerBackend>();
         let teacher = crate::lerobot::load_diffusion::<B::InnerBackend>(&c.teacher, "teacher", &dev)?;
-        let probe_ok = self.data.features().iter().zip(&self.norms).all(|(f, n)| {
-            let mean = &self.stats[&f.name].mean;
+        // Stats vectors hold one value per channel: compare a feature's mean through both normalisers.
+        let same = |name: &str, ours: &FeatureNorm, theirs: Option<&FeatureNorm>| {
+            let mean = &self.stats[name].mean;
             let (mut a, mut b) = (mean.clone(), mean.clone());
-            // Stats vectors hold one value per channel: compare them through both normalisers.
-            n.normalize(&mut a, 1);
-            if let Some(t) = teacher.input_norms.get(&f.name) {
+            ours.normalize(&mut a, 1);
+            if let Some(t) = theirs {
                 t.normalize(&mut b, 1);
             }
             a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
-        });
+        };
+        let probe_ok = self
+            .data
+            .features()
+            .iter()
+            .zip(&self.norms)
+            .all(|(f, n)| same(&f.name, n, teacher.input_norms.get(&f.name)));
         // With relative actions the data's action statistics are those of the offsets: they must be the
         // teacher's too, or the student would learn the teacher's outputs on another scale.
-        let action_ok = {
-            let mean = &self.stats["action"].mean;
-            let (mut a, mut b) = (mean.clone(), mean.clone());
-            self.action_norm.normalize(&mut a, 1);
-            teacher.action_norm.normalize(&mut b, 1);
-            a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
-        };
+        let action_ok = same("action", &self.action_norm, Some(&teacher.action_norm));
         if !probe_ok || !action_ok {
             return Err(PolicyError::Config(format!(
                 "consistency.teacher {}: its normalisation statistics differ from this data's; distil on the data the teacher was trained on",

@@ -247,3 +247,47 @@ fn relative_actions_anchor_the_offsets_and_add_the_state_back() {
     println!("|chunk − state| vs MODE: {err:.3}");
     assert!(err < 0.1, "chunks must be the state ± {MODE}: mean error {err}");
 }
+
+/// A truncated run resumed from a checkpoint repeats the uninterrupted run: the anchors, the score
+/// head and its optimiser moments come back with the U-Net. A checkpoint without the head's training
+/// state (older riptide) still resumes from the head's saved weights: the first resumed step's loss,
+/// taken before any update, is the uninterrupted run's.
+#[test]
+fn a_resumed_run_repeats_the_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        steps: 40,
+        checkpoint_every: 20,
+        ..config("sample")
+    };
+    let mut a = Trainer::<TB>::new(cfg, data(24), RunMeta::default(), Default::default()).unwrap();
+    a.run(Some(dir.path()), &mut Hooks::default()).unwrap();
+    let mid = dir.path().join("checkpoints/000020");
+    for f in ["score_head.mpk", "score_head_optimizer.mpk"] {
+        assert!(mid.join("training_state").join(f).exists(), "{f} missing");
+    }
+    let mut b = Trainer::<TB>::resume(&mid, data(24), Default::default()).unwrap();
+    assert_eq!(b.step_index(), 20);
+    b.run(None, &mut Hooks::default()).unwrap();
+    assert_eq!(b.losses(), a.losses(), "resumed truncated run diverged");
+    let states: Vec<f32> = (0..8).map(|i| -1.0 + i as f32 / 4.0).collect();
+    let pa = a.policy().unwrap().predict(&window(&states), &req(3), None).unwrap();
+    let pb = b.policy().unwrap().predict(&window(&states), &req(3), None).unwrap();
+    assert_eq!(pa.actions, pb.actions);
+
+    for f in ["score_head.mpk", "score_head_optimizer.mpk"] {
+        std::fs::remove_file(mid.join("training_state").join(f)).unwrap();
+    }
+    let mut c = Trainer::<TB>::resume(&mid, data(24), Default::default()).unwrap();
+    c.train_step().unwrap();
+    assert_eq!(
+        c.losses()[..21],
+        a.losses()[..21],
+        "the head must resume from its saved weights"
+    );
+    // Other data is refused: the anchors are the run's.
+    let e = Trainer::<TB>::resume(&mid, data(30), Default::default())
+        .err()
+        .expect("resume on other data must fail");
+    assert!(e.to_string().contains("differs"), "{e}");
+}

@@ -325,6 +325,61 @@ struct Trunc<B: AutodiffBackend> {
     score_weight: f64,
 }
 
+/// Burn records of a truncated run's live score head and its AdamW moments in `training_state/`.
+const SCORE_HEAD: &str = "score_head";
+const SCORE_HEAD_OPTIM: &str = "score_head_optimizer";
+
+impl<B: AutodiffBackend> Trunc<B> {
+    /// Restore the anchors, score head and its optimiser of the run saved in `dir`. The anchors come
+    /// from the checkpoint, not a new k-means, so the resumed run denoises towards the same modes.
+    /// Checkpoints written before the head's training state was saved still resume: their
+    /// `truncated.safetensors` holds the live head, and only its AdamW moments restart (a warning).
+    fn resume(
+        &mut self,
+        dir: &Path,
+        ts: &Path,
+        config: &DiffusionConfig,
+        rec: &Rec,
+        device: &B::Device,
+    ) -> Result<(), PolicyError> {
+        let parts = crate::truncated::load_parts::<B>(
+            &dir.join("pretrained_model"),
+            self.sampling.clone(),
+            config.global_cond_dim(),
+            config.horizon,
+            config.action_dim,
+            device,
+        )?;
+        if parts.anchors.data.len() != self.anchors.len() {
+            return Err(PolicyError::Config(format!(
+                "resume: {} holds {} anchor values, this run's [truncated] makes {}",
+                dir.display(),
+                parts.anchors.data.len(),
+                self.anchors.len()
+            )));
+        }
+        self.anchors = parts.anchors.data;
+        let head_file = ts.join(format!("{SCORE_HEAD}.mpk"));
+        if head_file.exists() {
+            let head = self.head.take().expect("score head present");
+            self.head = Some(
+                head.load_file(ts.join(SCORE_HEAD), rec, device)
+                    .map_err(|e| recorder_err(&head_file, e))?,
+            );
+            let record = Recorder::<B>::load(rec, ts.join(SCORE_HEAD_OPTIM), device)
+                .map_err(|e| recorder_err(&ts.join(format!("{SCORE_HEAD_OPTIM}.mpk")), e))?;
+            self.optim = self.optim.clone().load_record(record);
+        } else {
+            tracing::warn!(
+                "{} has no score-head training state (written by an older riptide): the head resumes from its saved weights, its AdamW moments restart",
+                ts.display()
+            );
+            self.head = Some(parts.score_head);
+        }
+        Ok(())
+    }
+}
+
 /// A [`crate::StepHook`] that keeps every intermediate sample of the teacher's run.
 struct Record(Vec<crate::tensor::HostTensor>);
 
@@ -813,14 +868,11 @@ impl<B: AutodiffBackend> Trainer<B> {
                 fp.0, fp.1, fp.2, now.0, now.1, now.2
             )));
         }
-        if cfg.truncated.is_some() {
-            return Err(PolicyError::Config(
-                "truncated-diffusion runs cannot be resumed yet (the score head has no training state); start a new run"
-                    .into(),
-            ));
-        }
         let mut t = Self::new(cfg, data, meta, device)?;
         let rec = Rec::new();
+        if let Some(tr) = &mut t.trunc {
+            tr.resume(dir, &ts, &t.config, &rec, &t.device)?;
+        }
         let model = t.model.take().expect("model present");
         let model = model
             .load_file(ts.join("model"), &rec, &t.device)
@@ -1228,6 +1280,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             .map_err(|e| recorder_err(&ts.join("ema.mpk"), e))?;
         Recorder::<B>::record(&rec, self.optim.to_record(), ts.join("optimizer"))
             .map_err(|e| recorder_err(&ts.join("optimizer.mpk"), e))?;
+        if let Some(tr) = &self.trunc {
+            tr.head
+                .as_ref()
+                .expect("score head present")
+                .clone()
+                .save_file(ts.join(SCORE_HEAD), &rec)
+                .map_err(|e| recorder_err(&ts.join(format!("{SCORE_HEAD}.mpk")), e))?;
+            Recorder::<B>::record(&rec, tr.optim.to_record(), ts.join(SCORE_HEAD_OPTIM))
+                .map_err(|e| recorder_err(&ts.join(format!("{SCORE_HEAD_OPTIM}.mpk")), e))?;
+        }
         let state = json!({
             "format": 1,
             "step": self.step,

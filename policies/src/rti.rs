@@ -112,6 +112,7 @@ fn default_max_refine_passes() -> usize {
 /// deadline_ms = 20.0        # refine until this much of the inference budget is spent (omit: no refinement)
 /// max_refine_passes = 8
 /// cold_steps = 2            # a cold start (first chunk, fallback) runs a 2-step schedule (omit: all N)
+/// warm_steps = 1            # a warm start runs 1 DDIM step from level k straight to the clean chunk (omit: N − k)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +142,13 @@ pub struct RtiConfig {
     /// need not be a full-quality sample; None = the full schedule.
     #[serde(default)]
     pub cold_steps: Option<usize>,
+    /// Denoiser evaluations of a warm start (and of each refinement pass): the schedule's timesteps
+    /// `start_step..N` re-spaced to this many deterministic DDIM steps, the last one straight to the
+    /// clean chunk. `start_step = N − 1` alone enters at the schedule's last, nearly clean timestep,
+    /// where the denoiser barely re-plans; `start_step = N − 2, warm_steps = 1` costs the same one
+    /// evaluation from a noisier level. None = all `N − start_step` steps of the schedule.
+    #[serde(default)]
+    pub warm_steps: Option<usize>,
 }
 
 impl RtiConfig {
@@ -155,7 +163,22 @@ impl RtiConfig {
             deadline_ms: None,
             max_refine_passes: default_max_refine_passes(),
             cold_steps: None,
+            warm_steps: None,
         }
+    }
+
+    /// Denoiser evaluations of one warm pass on a schedule of `n_steps` steps.
+    pub fn warm_nfe(&self, n_steps: usize) -> usize {
+        let tail = n_steps.saturating_sub(self.start_step);
+        self.warm_steps.map_or(tail, |w| w.min(tail))
+    }
+
+    /// The timesteps a warm pass runs: `timesteps[start_step..]` re-spaced to [`Self::warm_steps`]
+    /// (evenly over the tail, always starting at `timesteps[start_step]`).
+    pub fn warm_timesteps(&self, timesteps: &[usize]) -> Vec<usize> {
+        let tail = &timesteps[self.start_step.min(timesteps.len())..];
+        let m = self.warm_nfe(timesteps.len());
+        (0..m).map(|i| tail[i * tail.len() / m]).collect()
     }
 
     /// Check against a policy with `n_steps` inference steps (use `PolicySpec::default_nfe` unless the
@@ -189,6 +212,15 @@ impl RtiConfig {
             }
             if vector_features(spec).next().is_none() {
                 return bad("jump_threshold needs a state or environment-state input; this policy has none".into());
+            }
+        }
+        if let Some(w) = self.warm_steps {
+            if w == 0 || w > n_steps - self.start_step {
+                return bad(format!(
+                    "warm_steps = {w} must be in 1..={} (the schedule's steps after start_step = {}); omit it to run them all",
+                    n_steps - self.start_step,
+                    self.start_step
+                ));
             }
         }
         if self.cold_steps == Some(0) {
@@ -453,6 +485,9 @@ pub struct WarmContext<'a> {
     pub started: Instant,
     /// The schedule a cold start runs ([`RtiConfig::cold_steps`]); None = the warm-start schedule.
     pub cold_schedule: Option<&'a NoiseSchedule>,
+    /// The re-spaced schedule a warm pass runs in full ([`RtiConfig::warm_steps`]); None = steps
+    /// `start_step..N` of the policy's schedule.
+    pub warm_schedule: Option<&'a NoiseSchedule>,
 }
 
 /// Result of [`denoise`].
@@ -530,8 +565,13 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
         ),
         _ => (noise.take(req.initial_noise.as_ref(), shape, "initial noise")?, 0..n),
     };
+    let warm_pass = match ctx.warm_schedule {
+        Some(w) => (w, 0..w.nfe()),
+        None => (schedule, k..n),
+    };
     let (first_schedule, range) = match (start, ctx.cold_schedule) {
         (Start::Cold(_), Some(cold)) => (cold, 0..cold.nfe()),
+        (Start::Warm { .. }, _) => warm_pass.clone(),
         _ => (schedule, range),
     };
     let (mut x, mut nfe) = sampler::sample(
@@ -545,7 +585,7 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
     )?;
     let mut refine_passes = 0;
     if let Some(budget_ms) = cfg.deadline_ms {
-        let pass_nfe = n - k;
+        let pass_nfe = warm_pass.1.len();
         while pass_nfe > 0 && refine_passes < cfg.max_refine_passes {
             let per_nfe = t_denoise.elapsed().as_secs_f64() / nfe.max(1) as f64;
             let projected = ctx.started.elapsed().as_secs_f64() + per_nfe * pass_nfe as f64;
@@ -557,8 +597,8 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
             let (next, used) = sampler::sample(
                 denoiser,
                 cond,
-                schedule,
-                k..n,
+                warm_pass.0,
+                warm_pass.1.clone(),
                 to_device::<B, 3>(&x_k, device),
                 &mut |s| step_noise_for(noise, s),
                 hook.as_mut().map(|h| &mut **h as &mut dyn StepHook),

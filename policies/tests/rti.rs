@@ -325,6 +325,66 @@ fn cold_steps_shorten_only_cold_starts() {
     assert!(e.contains("cold_steps"), "{e}");
 }
 
+/// `warm_steps`: a warm pass re-spaced to fewer DDIM steps from the same entry level. All `N − k`
+/// steps is the default bit for bit; one step is the DDIM jump from `timesteps[k]` to the clean chunk,
+/// `x0 = clip((x − √(1−ᾱ)·ε̂) / √ᾱ)`, written out here from the denoiser's ε̂.
+#[test]
+fn warm_steps_respace_the_warm_pass() {
+    let mut fx = load("state_env_ddim_eps");
+    let n = fx.policy.schedule().nfe();
+    let (k, shift) = (6, 2);
+    let p0 = cold(&mut fx, 11);
+    let previous = || Some(prev(&p0.actions_normalized, shift, &fx.obs));
+    let with = |w: Option<usize>| RtiConfig {
+        warm_steps: w,
+        ..RtiConfig::new(k)
+    };
+    let obs = fx.obs.clone();
+    let default = fx
+        .policy
+        .predict(&obs, &warm_req(5, with(None), previous()), None)
+        .unwrap();
+    let all = fx
+        .policy
+        .predict(&obs, &warm_req(5, with(Some(n - k)), previous()), None)
+        .unwrap();
+    assert_eq!(all.actions_normalized, default.actions_normalized);
+    assert_eq!(all.meta.nfe, n - k);
+
+    let one = fx
+        .policy
+        .predict(&obs, &warm_req(5, with(Some(1)), previous()), None)
+        .unwrap();
+    assert!(one.meta.warm_started);
+    assert_eq!(one.meta.nfe, 1);
+    let x = shifted_by_hand(&p0.actions_normalized, shift);
+    let p = &fx.policy;
+    let t = p.schedule().timesteps[k];
+    let cond = p.condition(p.global_conditioning(&obs, x.shape[0]));
+    let eps = to_host(p.denoise(to_device::<B, 3>(&x, &Default::default()), t, &cond));
+    let ab = p.schedule().alphas_cumprod[t] as f64;
+    let mut want = x.clone();
+    for (w, e) in want.data.iter_mut().zip(&eps.data) {
+        *w = (((*w as f64 - (1.0 - ab).sqrt() * *e as f64) / ab.sqrt()).clamp(-1.0, 1.0)) as f32;
+    }
+    let err = max_diff(&one.actions_normalized, &want);
+    assert!(
+        err <= 1e-5,
+        "one warm step from t = {t} vs the DDIM jump by hand: {err}"
+    );
+    assert!(max_diff(&one.actions_normalized, &default.actions_normalized) > 1e-4);
+
+    // Re-spacing picks evenly from the tail, starting at the entry level.
+    let ts: Vec<usize> = (0..10).rev().map(|i| i * 10).collect();
+    assert_eq!(with(Some(2)).warm_timesteps(&ts), vec![30, 10]);
+    assert_eq!(with(Some(1)).warm_timesteps(&ts), vec![30]);
+    assert_eq!(with(None).warm_timesteps(&ts), vec![30, 20, 10, 0]);
+    for w in [0, n - k + 1] {
+        let e = with(Some(w)).validate(fx.policy.spec(), n).unwrap_err().to_string();
+        assert!(e.contains("warm_steps"), "{e}");
+    }
+}
+
 #[test]
 fn bad_warm_requests_are_errors() {
     let mut fx = load("state_env_ddim_eps");
@@ -625,6 +685,7 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
             shape: [1, 4, 1],
             started: Instant::now(),
             cold_schedule: None,
+            warm_schedule: None,
         };
         let out = rti::denoise(
             &den,

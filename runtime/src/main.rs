@@ -100,6 +100,9 @@ enum Command {
         /// With --rti-start-step: cold starts (each episode's first chunk) run this many steps.
         #[arg(long)]
         rti_cold_steps: Option<usize>,
+        /// With --rti-start-step: warm starts run this many DDIM steps from that step's level (re-spaced).
+        #[arg(long)]
+        rti_warm_steps: Option<usize>,
         /// EADP guidance (drone policies) with this scale, λ_t = scale·ᾱ_t; 0 only measures the
         /// controller model's tracking cost of the unguided chunks.
         #[arg(long)]
@@ -800,16 +803,20 @@ fn main() -> Result<()> {
             rti_start_step,
             rti_noise,
             rti_cold_steps,
+            rti_warm_steps,
             eadp_scale,
             out,
             trace,
         } => {
-            if rti_cold_steps.is_some() && rti_start_step.is_none() {
-                anyhow::bail!("--rti-cold-steps needs --rti-start-step (it sets the cold start of RTI sampling)");
+            if (rti_cold_steps.is_some() || rti_warm_steps.is_some()) && rti_start_step.is_none() {
+                anyhow::bail!(
+                    "--rti-cold-steps and --rti-warm-steps need --rti-start-step (they shape RTI sampling's cold and warm starts)"
+                );
             }
             let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
                 noise: rti_noise,
                 cold_steps: rti_cold_steps,
+                warm_steps: rti_warm_steps,
                 ..riptide_policies::rti::RtiConfig::new(k)
             });
             let args = riptide_runtime::evaluate::EvalArgs {

@@ -560,6 +560,17 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                     }
                     _ => None,
                 };
+                let warm_schedule = match warm.config.warm_steps {
+                    Some(w) if w < schedule.nfe().saturating_sub(warm.config.start_step) => {
+                        let s = NoiseSchedule::ddim_at(
+                            schedule.config.clone(),
+                            warm.config.warm_timesteps(&schedule.timesteps),
+                        )?;
+                        self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
+                        Some(s)
+                    }
+                    _ => None,
+                };
                 let ctx = rti::WarmContext {
                     spec: &self.spec,
                     norms: &self.input_norms,
@@ -567,6 +578,7 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                     shape,
                     started: t0,
                     cold_schedule: cold_schedule.as_ref(),
+                    warm_schedule: warm_schedule.as_ref(),
                 };
                 let out = rti::denoise(self, &cond, &schedule, &self.device, warm, ctx, req, &mut noise, hook)?;
                 (out.x, out.nfe, matches!(out.start, rti::Start::Warm { .. }))

@@ -258,6 +258,7 @@ pub struct EvalSummary {
     pub rti_start_step: Option<usize>,
     pub rti_cold_steps: Option<usize>,
     pub rti_warm_steps: Option<usize>,
+    pub rti_jump_threshold: Option<f32>,
     /// EADP guidance scale (None: no guidance model; 0: the model only measures).
     pub eadp_scale: Option<f64>,
     pub queue_threshold_s: f64,
@@ -317,6 +318,7 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         rti_start_step: args.sampling.rti.as_ref().map(|r| r.start_step),
         rti_cold_steps: args.sampling.rti.as_ref().and_then(|r| r.cold_steps),
         rti_warm_steps: args.sampling.rti.as_ref().and_then(|r| r.warm_steps),
+        rti_jump_threshold: args.sampling.rti.as_ref().and_then(|r| r.jump_threshold),
         eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
         queue_threshold_s: args.queue_threshold_s,
         inferences,

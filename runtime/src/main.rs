@@ -103,6 +103,10 @@ enum Command {
         /// With --rti-start-step: warm starts run this many DDIM steps from that step's level (re-spaced).
         #[arg(long)]
         rti_warm_steps: Option<usize>,
+        /// With --rti-start-step: cold start when the normalised state moved more than this since the
+        /// previous chunk's observation (max-abs).
+        #[arg(long)]
+        rti_jump_threshold: Option<f32>,
         /// EADP guidance (drone policies) with this scale, λ_t = scale·ᾱ_t; 0 only measures the
         /// controller model's tracking cost of the unguided chunks.
         #[arg(long)]
@@ -804,19 +808,23 @@ fn main() -> Result<()> {
             rti_noise,
             rti_cold_steps,
             rti_warm_steps,
+            rti_jump_threshold,
             eadp_scale,
             out,
             trace,
         } => {
-            if (rti_cold_steps.is_some() || rti_warm_steps.is_some()) && rti_start_step.is_none() {
+            if (rti_cold_steps.is_some() || rti_warm_steps.is_some() || rti_jump_threshold.is_some())
+                && rti_start_step.is_none()
+            {
                 anyhow::bail!(
-                    "--rti-cold-steps and --rti-warm-steps need --rti-start-step (they shape RTI sampling's cold and warm starts)"
+                    "--rti-cold-steps, --rti-warm-steps and --rti-jump-threshold need --rti-start-step (they shape RTI sampling)"
                 );
             }
             let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
                 noise: rti_noise,
                 cold_steps: rti_cold_steps,
                 warm_steps: rti_warm_steps,
+                jump_threshold: rti_jump_threshold,
                 ..riptide_policies::rti::RtiConfig::new(k)
             });
             let args = riptide_runtime::evaluate::EvalArgs {

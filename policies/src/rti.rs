@@ -783,9 +783,11 @@ mod tests {
         assert_eq!(parse(r#"{"start_step": 8}"#).unwrap(), RtiConfig::new(8));
         let c = parse(
             r#"{"start_step": 97, "noise": true, "jump_threshold": 0.2, "jump_metric": "l2",
-                "discrete": [{"dim": 1, "scale": 10.0}, {"dim": 0}], "deadline_ms": 15.0, "max_refine_passes": 3}"#,
+                "discrete": [{"dim": 1, "scale": 10.0}, {"dim": 0}], "deadline_ms": 15.0, "max_refine_passes": 3,
+                "cold_steps": 5, "warm_steps": 1}"#,
         )
         .unwrap();
+        assert_eq!((c.cold_steps, c.warm_steps), (Some(5), Some(1)));
         assert!(c.noise);
         assert_eq!(c.jump_threshold, Some(0.2));
         assert_eq!(c.jump_metric, JumpMetric::L2);

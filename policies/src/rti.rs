@@ -19,7 +19,9 @@
 //!    `ε ~ N(0, I)` from the request's seeded noise stream (or `SampleRequest::initial_noise` if given).
 //! 4. **Denoise** steps `k..N` with [`crate::sampler::sample`]: `N − k` denoiser evaluations. DDPM steps
 //!    draw their variance noise as on a cold start; `SampleRequest::step_noise` is keyed by the
-//!    *schedule* step index (which equals execution order only on cold starts).
+//!    *schedule* step index (which equals execution order only on cold starts). With
+//!    [`RtiConfig::warm_steps`] the steps `k..N` are re-spaced to fewer deterministic DDIM steps from the
+//!    same level `timesteps[k]`, the last one straight to the clean chunk.
 //! 5. **Deadline refinement** ([`RtiConfig::deadline_ms`]): while another pass fits in the budget
 //!    (measured from the start of `predict`; a pass is estimated from the time per denoiser evaluation
 //!    so far) and fewer than [`RtiConfig::max_refine_passes`] passes ran, the current output is taken as

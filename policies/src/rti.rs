@@ -553,7 +553,12 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
     let step_noise_for =
         |noise: &mut NoiseSource, s: usize| noise.take(req.step_noise.get(&s), shape, &format!("noise for step {s}"));
     let t_denoise = Instant::now();
-    let (x_start, range) = match (start, &warm.previous) {
+    // A warm pass runs the re-spaced schedule in full, or steps k..N of the policy's own.
+    let warm_pass = match ctx.warm_schedule {
+        Some(w) => (w, 0..w.nfe()),
+        None => (schedule, k..n),
+    };
+    let (x_start, (first_schedule, range)) = match (start, &warm.previous) {
         (Start::Warm { shift }, Some(p)) => (
             warm_sample(
                 &p.actions_normalized,
@@ -563,18 +568,12 @@ pub fn denoise<B: Backend, D: Denoiser<B>>(
                 noise,
                 req.initial_noise.as_ref(),
             )?,
-            k..n,
+            warm_pass.clone(),
         ),
-        _ => (noise.take(req.initial_noise.as_ref(), shape, "initial noise")?, 0..n),
-    };
-    let warm_pass = match ctx.warm_schedule {
-        Some(w) => (w, 0..w.nfe()),
-        None => (schedule, k..n),
-    };
-    let (first_schedule, range) = match (start, ctx.cold_schedule) {
-        (Start::Cold(_), Some(cold)) => (cold, 0..cold.nfe()),
-        (Start::Warm { .. }, _) => warm_pass.clone(),
-        _ => (schedule, range),
+        _ => (
+            noise.take(req.initial_noise.as_ref(), shape, "initial noise")?,
+            ctx.cold_schedule.map_or((schedule, 0..n), |c| (c, 0..c.nfe())),
+        ),
     };
     let (mut x, mut nfe) = sampler::sample(
         denoiser,

@@ -552,25 +552,23 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                 (x, nfe, false)
             }
             (Some(warm), _) => {
+                // Re-spaced schedules for cold starts and warm passes, FiLM cached for their timesteps;
+                // invalid step counts fall through to `rti::denoise`, whose validation names them.
                 let cold_schedule = match warm.config.cold_steps {
-                    Some(n) if n != schedule.nfe() => {
-                        let s = self.schedule_for(Some(n))?;
-                        self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
-                        Some(s)
-                    }
+                    Some(n) if n != schedule.nfe() => Some(self.schedule_for(Some(n))?),
                     _ => None,
                 };
+                let tail = schedule.nfe().saturating_sub(warm.config.start_step);
                 let warm_schedule = match warm.config.warm_steps {
-                    Some(w) if w < schedule.nfe().saturating_sub(warm.config.start_step) => {
-                        let s = NoiseSchedule::ddim_at(
-                            schedule.config.clone(),
-                            warm.config.warm_timesteps(&schedule.timesteps),
-                        )?;
-                        self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
-                        Some(s)
-                    }
+                    Some(w) if (1..tail).contains(&w) => Some(NoiseSchedule::ddim_at(
+                        schedule.config.clone(),
+                        warm.config.warm_timesteps(&schedule.timesteps),
+                    )?),
                     _ => None,
                 };
+                for s in cold_schedule.iter().chain(&warm_schedule) {
+                    self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
+                }
                 let ctx = rti::WarmContext {
                     spec: &self.spec,
                     norms: &self.input_norms,

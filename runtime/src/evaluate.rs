@@ -178,6 +178,16 @@ impl ClosedLoop {
 
     /// Run one episode from `seed`.
     pub fn episode(&mut self, seed: u64) -> Result<ClosedLoopEpisode> {
+        self.episode_observed(seed, |_, _, _| Ok(()))
+    }
+
+    /// [`ClosedLoop::episode`], calling `observe(k, observation, env)` before control step k is taken
+    /// and once more with the final observation (k = the number of steps taken).
+    pub fn episode_observed(
+        &mut self,
+        seed: u64,
+        mut observe: impl FnMut(usize, &Observation, &mut dyn Env) -> Result<()>,
+    ) -> Result<ClosedLoopEpisode> {
         let dt = 1.0 / self.env.spec().fps;
         let mut obs = self.env.reset(seed);
         let first_env_state = obs.env_state.clone();
@@ -190,6 +200,7 @@ impl ClosedLoop {
         let mut track_sum = 0.0;
         let mut k = 0usize;
         while !self.env.done() {
+            observe(k, &obs, self.env.as_mut())?;
             // The time a message stamp carries (ns resolution), as the wire path sees it.
             let t = riptide_msgs::ros::Time::from_secs_f64(k as f64 * dt).as_secs_f64();
             for (feature, values) in frames_for(&self.inputs, t, &obs)? {
@@ -213,6 +224,7 @@ impl ClosedLoop {
             positions.push(pos);
             k += 1;
         }
+        observe(k, &obs, self.env.as_mut())?;
         Ok(ClosedLoopEpisode {
             seed,
             success: self.env.success(),
@@ -333,5 +345,47 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
             c.iter().sum::<f64>() / c.len().max(1) as f64
         }),
         per_episode,
+    })
+}
+
+/// DAgger (Ross et al. 2011, "A Reduction of Imitation Learning and Structured Prediction to No-Regret
+/// Online Learning"): one closed-loop episode driven by the policy, recorded with the scripted expert's
+/// command at every state the policy visits (the file's `action`s are the expert's, as in
+/// [`riptide_sim::record::record_expert_episode_perturbed`]).
+///
+/// Expert demonstrations, even DART-perturbed ones, only cover states near the expert's own paths; a
+/// policy's residual errors take it elsewhere (push-t: hesitating next to the block, pushing from the
+/// wrong side), and it never learned what to do there. Labelling the policy's own states with the
+/// expert's corrections and training on them closes that gap. The metadata names the policy.
+pub fn record_dagger_episode(
+    cl: &mut ClosedLoop,
+    seed: u64,
+    path: &Path,
+    render: bool,
+    policy_label: &str,
+) -> Result<riptide_sim::record::EpisodeSummary> {
+    let extra = std::collections::BTreeMap::from([("dagger_policy".to_string(), policy_label.to_string())]);
+    let mut w = riptide_sim::record::EpisodeWriter::create_with(path, cl.env.as_ref(), seed, extra)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let r = cl.episode_observed(seed, |k, obs, env| {
+        let mut obs = obs.clone();
+        if !render {
+            obs.image = None;
+        }
+        w.observation(k, &obs, &env.position())?;
+        if !env.done() {
+            let a = env.expert_action();
+            w.action(k, &a)?;
+        }
+        Ok(())
+    })?;
+    let messages = w.finish(r.success, r.score, r.steps)?;
+    Ok(riptide_sim::record::EpisodeSummary {
+        env: cl.env.spec().name.to_string(),
+        seed,
+        success: r.success,
+        score: r.score,
+        steps: r.steps,
+        messages,
     })
 }

@@ -242,6 +242,14 @@ enum Command {
         /// With --perturb: the fraction of hold periods that are perturbed at all.
         #[arg(long, default_value_t = 0.5)]
         perturb_prob: f64,
+        /// Expert episodes, DAgger-style: this policy checkpoint drives the env (through the driver, as
+        /// in `riptide eval`) and the file records the expert's command at every state it visits, so
+        /// training on them teaches the policy to recover from its own mistakes.
+        #[arg(long, conflicts_with_all = ["perturb", "hold_s"])]
+        policy: Option<PathBuf>,
+        /// With --policy: where it runs.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
         /// Live topic to record, KEY:TYPE (repeatable); `riptide` records the daemon's own topics.
         #[arg(long)]
         topic: Vec<String>,
@@ -634,10 +642,32 @@ fn main() -> Result<()> {
             perturb,
             perturb_hold_s,
             perturb_prob,
+            policy,
+            device,
             topic,
             seconds,
             connect,
         } => match env {
+            Some(env_name) if policy.is_some() => {
+                let ckpt = policy.unwrap_or_default();
+                let mut cl = riptide_runtime::evaluate::ClosedLoop::new(&ckpt, device, &env_name, 0.0)?;
+                std::fs::create_dir_all(&out)?;
+                let label = ckpt.display().to_string();
+                let mut ok = 0;
+                for i in 0..episodes {
+                    let s = seed + i as u64;
+                    let path = out.join(format!("{env_name}_{s:06}.mcap"));
+                    let r = riptide_runtime::evaluate::record_dagger_episode(&mut cl, s, &path, render, &label)?;
+                    ok += r.success as usize;
+                    eprint!("\r{}/{} policy episodes recorded ({} successful)", i + 1, episodes, ok);
+                }
+                eprintln!();
+                println!(
+                    "{ok}/{episodes} policy-driven episodes successful (expert-labelled) → {}",
+                    out.display()
+                );
+                Ok(())
+            }
             Some(env_name) => {
                 anyhow::ensure!(
                     hold_s.is_finite() && hold_s >= 0.0,

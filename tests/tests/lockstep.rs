@@ -244,3 +244,45 @@ fn sim_nodes_default_to_the_shipped_policies_env_layout() {
         riptide_sim::make_env_for("arm-reach", w).unwrap();
     }
 }
+
+/// `riptide record --policy` (DAgger): the policy drives the episode exactly as in `riptide eval`, and
+/// the file holds the states it visited labelled with the scripted expert's commands at those states —
+/// checked against an independent re-execution of the policy's commands in a fresh env, asking the
+/// expert at every step.
+#[test]
+fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
+    use riptide_runtime::evaluate::record_dagger_episode;
+    use riptide_sim::dataset::read_episode;
+    let ckpt = shipped_checkpoint("arm-reach").expect("the shipped arm-reach policy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
+    let mut rec = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
+    // Seeds 10015.. hold a failure and a success (RECORDED_SUCCESSES).
+    for seed in [SEEDS, SEEDS + 1, SEEDS + 2] {
+        let path = dir.path().join(format!("dagger-{seed}.mcap"));
+        let run = plain.episode(seed).unwrap();
+        let summary = record_dagger_episode(&mut rec, seed, &path, false, "shipped arm-reach").unwrap();
+        assert_eq!(
+            (summary.success, summary.steps, summary.score),
+            (run.success, run.steps, run.score),
+            "seed {seed}: recording changed the rollout"
+        );
+        let ep = read_episode(&path).unwrap();
+        assert_eq!(ep.seed, Some(seed));
+        assert_eq!(ep.success, Some(run.success));
+        assert_eq!(ep.len(), run.commands.len(), "one expert label per policy step");
+
+        let mut env = riptide_sim::make_env("arm-reach").unwrap();
+        let mut state = env.reset(seed).state;
+        let mut differs = 0usize;
+        for (k, cmd) in run.commands.iter().enumerate() {
+            assert_eq!(ep.state[k], state, "seed {seed} step {k}: not the policy's state");
+            let expert: Vec<f32> = env.expert_action().iter().map(|v| *v as f32).collect();
+            assert_eq!(ep.actions[k], expert, "seed {seed} step {k}: not the expert's command");
+            let executed: Vec<f32> = cmd.iter().map(|v| *v as f32).collect();
+            differs += (executed != expert) as usize;
+            state = env.step_no_render(cmd).state;
+        }
+        assert!(differs > 0, "seed {seed}: the labels are the policy's own commands");
+    }
+}

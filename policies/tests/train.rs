@@ -457,3 +457,67 @@ fn image_policy_trains_saves_and_loads() {
     println!("image policy, riptide vs LeRobot: max|Δ| normalised {dn:.2e}");
     assert!(dn <= 1e-4, "normalised Δ {dn}");
 }
+
+/// `[data] stats_from_init`: a fine-tune on data that reaches further (here every value ×3) starts from
+/// exactly the function its starting checkpoint computes — it normalises with that checkpoint's stats —
+/// while without the key the new data's wider ranges change what the same weights predict. The key
+/// needs init_from.
+#[test]
+fn fine_tunes_can_keep_the_starting_checkpoints_normalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a");
+    let mut a = Trainer::<TB>::new(
+        tiny_config(2, ""),
+        dataset(10, 2),
+        RunMeta::default(),
+        Default::default(),
+    )
+    .unwrap();
+    a.run(Some(&out), &mut Hooks::default()).unwrap();
+    let ckpt = out.join("checkpoints/last/pretrained_model");
+    let wide = || {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut set = TrainingSet::new(features(), 2).unwrap();
+        for _ in 0..10 {
+            let (obs, actions) = reach_episode(&mut rng);
+            let x3 = |v: &Vec<Vec<f32>>| {
+                v.iter()
+                    .map(|r| r.iter().map(|x| 3.0 * x).collect())
+                    .collect::<Vec<_>>()
+            };
+            let obs: Vec<_> = obs.iter().map(x3).collect();
+            set.push_episode(&obs, &x3(&actions)).unwrap();
+        }
+        set
+    };
+    let fine_tune = |extra: &str| {
+        let mut cfg = tiny_config(2, extra);
+        cfg.init_from = Some(ckpt.clone());
+        Trainer::<TB>::new(cfg, wide(), RunMeta::default(), Default::default())
+    };
+    let kept = fine_tune("[data]\nstats_from_init = true").unwrap();
+    let fresh = fine_tune("").unwrap();
+    assert_eq!(kept.stats(), a.stats());
+    assert_eq!(fresh.stats(), &wide().stats().unwrap());
+    assert_ne!(fresh.stats(), a.stats());
+
+    let (obs, _) = eval_windows(4);
+    let want = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions::default())
+        .unwrap()
+        .predict(&obs, &request(4), None)
+        .unwrap();
+    let got = kept.policy().unwrap().predict(&obs, &request(4), None).unwrap();
+    let moved = fresh.policy().unwrap().predict(&obs, &request(4), None).unwrap();
+    assert!(
+        mse(&got.actions, &want.actions) < 1e-10,
+        "the fine-tune does not start where its checkpoint is"
+    );
+    assert!(mse(&moved.actions, &want.actions) > 1e-4, "new stats changed nothing");
+
+    let mut cfg = tiny_config(2, "[data]\nstats_from_init = true");
+    cfg.init_from = None;
+    let e = Trainer::<TB>::new(cfg, dataset(10, 2), RunMeta::default(), Default::default())
+        .err()
+        .expect("stats_from_init without init_from");
+    assert!(e.to_string().contains("stats_from_init"), "{e}");
+}

@@ -274,9 +274,9 @@ pub(crate) fn load_weights_bytes<B: Backend>(
 }
 
 /// Stats per feature, as "stat name → values".
-type StatsMap = BTreeMap<String, BTreeMap<String, HostTensor>>;
+pub(crate) type StatsMap = BTreeMap<String, BTreeMap<String, HostTensor>>;
 
-fn group_stats(flat: BTreeMap<String, HostTensor>, features: &[&str]) -> StatsMap {
+pub(crate) fn group_stats(flat: BTreeMap<String, HostTensor>, features: &[&str]) -> StatsMap {
     let mut out: StatsMap = BTreeMap::new();
     for (k, v) in flat {
         // Keys are "<feature>.<stat>"; feature names contain dots, so match known features.
@@ -293,7 +293,11 @@ fn group_stats(flat: BTreeMap<String, HostTensor>, features: &[&str]) -> StatsMa
 }
 
 /// The state file of the normalizer step of a processor pipeline JSON, if the pipeline exists.
-fn processor_state_file(dir: &Path, pipeline: &str, registry_hint: &str) -> Result<Option<PathBuf>, PolicyError> {
+pub(crate) fn processor_state_file(
+    dir: &Path,
+    pipeline: &str,
+    registry_hint: &str,
+) -> Result<Option<PathBuf>, PolicyError> {
     let json_path = dir.join(format!("{pipeline}.json"));
     if !json_path.exists() {
         return Ok(None);

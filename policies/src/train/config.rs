@@ -386,6 +386,11 @@ pub struct DataConfig {
     /// the measured position (diffusion and truncated runs; a consistency student adopts its teacher's
     /// pairs; not MoDE). Empty = absolute actions, as LeRobot trains.
     pub relative_actions: Vec<[usize; 2]>,
+    /// With `init_from`: normalise with the stats that checkpoint was trained with instead of this data's.
+    /// New data that reaches further (DAgger episodes push the block to the walls) would otherwise widen
+    /// min/max ranges and shift every input the network learned on; values outside the old range then
+    /// normalise past ±1. Stats of environment_state values a grown layout appends come from the data.
+    pub stats_from_init: bool,
 }
 
 impl Default for DataConfig {
@@ -394,6 +399,7 @@ impl Default for DataConfig {
             val_fraction: 0.0,
             drop_n_last_frames: None,
             relative_actions: Vec::new(),
+            stats_from_init: false,
         }
     }
 }

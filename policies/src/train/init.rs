@@ -14,6 +14,7 @@ use crate::error::PolicyError;
 use crate::lerobot::{read_config, CheckpointFiles, DiffusionConfig};
 use crate::policy::FeatureKind;
 use crate::tensor::HostTensor;
+use crate::train::data::FeatureStats;
 
 /// The weights of checkpoint `dir`, in LeRobot names and layout, fitted to `new`: identical but for
 /// the FiLM conditioning inputs, widened as the module docs say when `new`'s env input is wider.
@@ -93,6 +94,57 @@ pub fn weights_for(dir: &Path, new: &DiffusionConfig) -> Result<BTreeMap<String,
         dir.display()
     );
     Ok(tensors)
+}
+
+/// `[data] stats_from_init`: replace `stats` (this data's, per feature) by those checkpoint `dir` was
+/// trained with, read from its processor files. An environment_state that grew keeps the data's stats for
+/// the appended values; every feature must be in the checkpoint.
+pub fn adopt_stats(dir: &Path, stats: &mut BTreeMap<String, FeatureStats>) -> Result<(), PolicyError> {
+    use crate::lerobot::loader::{group_stats, processor_state_file};
+    let ctx = |what: String| PolicyError::Config(format!("data.stats_from_init: init_from {}: {what}", dir.display()));
+    let pre = processor_state_file(dir, "policy_preprocessor", "normalizer_processor")?;
+    let post = processor_state_file(dir, "policy_postprocessor", "unnormalizer_processor")?;
+    let (Some(pre), Some(post)) = (pre, post) else {
+        return Err(ctx(
+            "no policy_preprocessor/policy_postprocessor stats files (an older LeRobot layout); remove the key".into(),
+        ));
+    };
+    let names: Vec<String> = stats.keys().cloned().collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let inputs = group_stats(crate::tensor::read_safetensors_where(&pre, |_| true)?, &names);
+    let outputs = group_stats(crate::tensor::read_safetensors_where(&post, |_| true)?, &names);
+    let mut missing = Vec::new();
+    for (name, st) in stats.iter_mut() {
+        let old = if name == "action" { &outputs } else { &inputs };
+        let Some(old) = old.get(name) else {
+            missing.push(name.clone());
+            continue;
+        };
+        for (stat, new) in [
+            ("mean", &mut st.mean),
+            ("std", &mut st.std),
+            ("min", &mut st.min),
+            ("max", &mut st.max),
+        ] {
+            let Some(t) = old.get(stat) else {
+                missing.push(format!("{name}.{stat}"));
+                continue;
+            };
+            if t.data.len() > new.len() {
+                return Err(ctx(format!(
+                    "{name}.{stat} has {} values, this data {}; a layout can only grow",
+                    t.data.len(),
+                    new.len()
+                )));
+            }
+            new[..t.data.len()].copy_from_slice(&t.data);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ctx(format!("its stats files lack {}", missing.join(", "))));
+    }
+    tracing::info!("normalising with the stats of {}", dir.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -643,7 +643,17 @@ impl<B: AutodiffBackend> Trainer<B> {
                 spec.drop_n_last_frames
             )));
         }
-        let stats = data.stats_for(&spec)?;
+        let mut stats = data.stats_for(&spec)?;
+        if cfg.data.stats_from_init {
+            match &cfg.init_from {
+                Some(dir) => super::init::adopt_stats(dir, &mut stats)?,
+                None => {
+                    return Err(PolicyError::Config(
+                        "data.stats_from_init: set init_from (or --init-from) to say whose stats".into(),
+                    ))
+                }
+            }
+        }
         let norms = data
             .features()
             .iter()

@@ -364,6 +364,14 @@ pub fn record_dagger_episode(
     render: bool,
     policy_label: &str,
 ) -> Result<riptide_sim::record::EpisodeSummary> {
+    if !cl.env.expert_is_feedback() {
+        anyhow::bail!(
+            "{}'s scripted expert plays a planned path open loop (it re-plans only between moves), so its \
+             commands at states the policy reached are not corrections and would teach the policy wrong \
+             actions; record DART episodes (--perturb) for this env instead",
+            cl.env.spec().name
+        );
+    }
     let extra = std::collections::BTreeMap::from([("dagger_policy".to_string(), policy_label.to_string())]);
     let mut w = riptide_sim::record::EpisodeWriter::create_with(path, cl.env.as_ref(), seed, extra)
         .with_context(|| format!("creating {}", path.display()))?;

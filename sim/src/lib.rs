@@ -121,6 +121,12 @@ pub trait Env: Send {
     fn position(&self) -> Vec<f64>;
     /// The scripted expert's next position target (its own RNG, seeded from the reset seed).
     fn expert_action(&mut self) -> Vec<f64>;
+    /// Whether [`Env::expert_action`] is a feedback law of the current state, so it is a correct label
+    /// at any state (DAgger). An expert that plays a planned path open loop is not: at a state some other
+    /// controller reached it still emits the next point of its old plan.
+    fn expert_is_feedback(&self) -> bool {
+        true
+    }
     fn seed(&self) -> u64;
     /// Environment configuration for recording metadata.
     fn config_json(&self) -> serde_json::Value;
@@ -215,6 +221,9 @@ impl Env for EnvStatePrefix {
     }
     fn expert_action(&mut self) -> Vec<f64> {
         self.inner.expert_action()
+    }
+    fn expert_is_feedback(&self) -> bool {
+        self.inner.expert_is_feedback()
     }
     fn seed(&self) -> u64 {
         self.inner.seed()

@@ -802,6 +802,11 @@ impl Env for PushT {
         self.expert.action(a, v, &b)
     }
 
+    /// It plans a push, then emits the planned path point by point, re-planning only between pushes.
+    fn expert_is_feedback(&self) -> bool {
+        false
+    }
+
     fn seed(&self) -> u64 {
         self.seed
     }

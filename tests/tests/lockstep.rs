@@ -285,4 +285,11 @@ fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
         }
         assert!(differs > 0, "seed {seed}: the labels are the policy's own commands");
     }
+    // push-t's expert replays a planned path open loop: its labels at the policy's states would be stale.
+    let mut pt = ClosedLoop::new(&shipped_checkpoint("push-t").unwrap(), DeviceSpec::Cpu, "push-t", 0.0).unwrap();
+    let e = record_dagger_episode(&mut pt, 1, &dir.path().join("pt.mcap"), false, "push-t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("open loop") && e.contains("--perturb"), "{e}");
+    assert!(!dir.path().join("pt.mcap").exists());
 }

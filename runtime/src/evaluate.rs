@@ -348,14 +348,26 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
     })
 }
 
+/// Whether `env`'s scripted expert can label states some other controller reached ([`record_dagger_episode`]).
+pub fn dagger_labels_valid(env: &dyn Env) -> Result<()> {
+    anyhow::ensure!(
+        env.expert_is_feedback(),
+        "{}'s scripted expert plays a planned path open loop (it re-plans only between moves), so its \
+         commands at states the policy reached are not corrections and would teach the policy wrong \
+         actions; record DART episodes (--perturb) for this env instead",
+        env.spec().name
+    );
+    Ok(())
+}
+
 /// DAgger (Ross et al. 2011, "A Reduction of Imitation Learning and Structured Prediction to No-Regret
 /// Online Learning"): one closed-loop episode driven by the policy, recorded with the scripted expert's
 /// command at every state the policy visits (the file's `action`s are the expert's, as in
 /// [`riptide_sim::record::record_expert_episode_perturbed`]).
 ///
 /// Expert demonstrations, even DART-perturbed ones, only cover states near the expert's own paths; a
-/// policy's residual errors take it elsewhere (push-t: hesitating next to the block, pushing from the
-/// wrong side), and it never learned what to do there. Labelling the policy's own states with the
+/// policy's residual errors take it elsewhere (an arm lagging towards the obstacle, a drone drifting off
+/// its line), and it never learned what to do there. Labelling the policy's own states with the
 /// expert's corrections and training on them closes that gap. The metadata names the policy.
 pub fn record_dagger_episode(
     cl: &mut ClosedLoop,
@@ -364,22 +376,20 @@ pub fn record_dagger_episode(
     render: bool,
     policy_label: &str,
 ) -> Result<riptide_sim::record::EpisodeSummary> {
-    if !cl.env.expert_is_feedback() {
-        anyhow::bail!(
-            "{}'s scripted expert plays a planned path open loop (it re-plans only between moves), so its \
-             commands at states the policy reached are not corrections and would teach the policy wrong \
-             actions; record DART episodes (--perturb) for this env instead",
-            cl.env.spec().name
-        );
-    }
+    dagger_labels_valid(cl.env.as_ref())?;
     let extra = std::collections::BTreeMap::from([("dagger_policy".to_string(), policy_label.to_string())]);
     let mut w = riptide_sim::record::EpisodeWriter::create_with(path, cl.env.as_ref(), seed, extra)
         .with_context(|| format!("creating {}", path.display()))?;
     let r = cl.episode_observed(seed, |k, obs, env| {
-        let mut obs = obs.clone();
-        if !render {
-            obs.image = None;
-        }
+        // A state-only policy steps the env without rendering; --render still records camera frames.
+        let obs = match (render, &obs.image) {
+            (true, None) => env.observe(true),
+            (true, Some(_)) => obs.clone(),
+            (false, _) => Observation {
+                image: None,
+                ..obs.clone()
+            },
+        };
         w.observation(k, &obs, &env.position())?;
         if !env.done() {
             let a = env.expert_action();

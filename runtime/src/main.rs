@@ -651,6 +651,7 @@ fn main() -> Result<()> {
             Some(env_name) if policy.is_some() => {
                 let ckpt = policy.unwrap_or_default();
                 let mut cl = riptide_runtime::evaluate::ClosedLoop::new(&ckpt, device, &env_name, 0.0)?;
+                riptide_runtime::evaluate::dagger_labels_valid(cl.env.as_ref())?;
                 std::fs::create_dir_all(&out)?;
                 let label = ckpt.display().to_string();
                 let mut ok = 0;
@@ -695,6 +696,9 @@ fn main() -> Result<()> {
                 eprintln!();
                 println!("{ok}/{episodes} expert episodes successful → {}", out.display());
                 Ok(())
+            }
+            None if policy.is_some() => {
+                anyhow::bail!("--policy records sim episodes driven by that policy: give --env too")
             }
             None => {
                 let topics = if topic.is_empty() || topic == ["riptide"] {

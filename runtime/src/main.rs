@@ -648,53 +648,52 @@ fn main() -> Result<()> {
             seconds,
             connect,
         } => match env {
-            Some(env_name) if policy.is_some() => {
-                let ckpt = policy.unwrap_or_default();
-                let mut cl = riptide_runtime::evaluate::ClosedLoop::new(&ckpt, device, &env_name, 0.0)?;
-                riptide_runtime::evaluate::dagger_labels_valid(cl.env.as_ref())?;
-                std::fs::create_dir_all(&out)?;
-                let label = ckpt.display().to_string();
-                let mut ok = 0;
-                for i in 0..episodes {
-                    let s = seed + i as u64;
-                    let path = out.join(format!("{env_name}_{s:06}.mcap"));
-                    let r = riptide_runtime::evaluate::record_dagger_episode(&mut cl, s, &path, render, &label)?;
-                    ok += r.success as usize;
-                    eprint!("\r{}/{} policy episodes recorded ({} successful)", i + 1, episodes, ok);
-                }
-                eprintln!();
-                println!(
-                    "{ok}/{episodes} policy-driven episodes successful (expert-labelled) → {}",
-                    out.display()
-                );
-                Ok(())
-            }
             Some(env_name) => {
-                anyhow::ensure!(
-                    hold_s.is_finite() && hold_s >= 0.0,
-                    "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
-                );
-                let mut env = riptide_sim::make_env(&env_name)?;
-                let hold_steps = (hold_s * env.spec().fps).round() as usize;
-                let perturbation = perturbation_for(env.spec(), &perturb, perturb_hold_s, perturb_prob)?;
+                use riptide_sim::record::EpisodeSummary;
+                // One episode per seed into `path`: expert-driven (clean or DART-perturbed), or driven by
+                // --policy and labelled by the expert (DAgger).
+                let (mut record_one, kind): (Box<dyn FnMut(u64, &std::path::Path) -> Result<EpisodeSummary>>, _) =
+                    match &policy {
+                        Some(ckpt) => {
+                            let mut cl = riptide_runtime::evaluate::ClosedLoop::new(ckpt, device, &env_name, 0.0)?;
+                            riptide_runtime::evaluate::dagger_labels_valid(cl.env.as_ref())?;
+                            let label = ckpt.display().to_string();
+                            let f = move |s, path: &std::path::Path| {
+                                riptide_runtime::evaluate::record_dagger_episode(&mut cl, s, path, render, &label)
+                            };
+                            (Box::new(f), "policy-driven (expert-labelled)")
+                        }
+                        None => {
+                            anyhow::ensure!(
+                                hold_s.is_finite() && hold_s >= 0.0,
+                                "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
+                            );
+                            let mut env = riptide_sim::make_env(&env_name)?;
+                            let hold_steps = (hold_s * env.spec().fps).round() as usize;
+                            let perturbation = perturbation_for(env.spec(), &perturb, perturb_hold_s, perturb_prob)?;
+                            let f = move |s, path: &std::path::Path| {
+                                Ok(riptide_sim::record::record_expert_episode_perturbed(
+                                    env.as_mut(),
+                                    s,
+                                    path,
+                                    render,
+                                    hold_steps,
+                                    perturbation.as_ref(),
+                                )?)
+                            };
+                            (Box::new(f), "expert")
+                        }
+                    };
                 std::fs::create_dir_all(&out)?;
                 let mut ok = 0;
                 for i in 0..episodes {
                     let s = seed + i as u64;
-                    let path = out.join(format!("{env_name}_{s:06}.mcap"));
-                    let r = riptide_sim::record::record_expert_episode_perturbed(
-                        env.as_mut(),
-                        s,
-                        &path,
-                        render,
-                        hold_steps,
-                        perturbation.as_ref(),
-                    )?;
+                    let r = record_one(s, &out.join(format!("{env_name}_{s:06}.mcap")))?;
                     ok += r.success as usize;
                     eprint!("\r{}/{} episodes recorded ({} successful)", i + 1, episodes, ok);
                 }
                 eprintln!();
-                println!("{ok}/{episodes} expert episodes successful → {}", out.display());
+                println!("{ok}/{episodes} {kind} episodes successful → {}", out.display());
                 Ok(())
             }
             None if policy.is_some() => {

@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 pub mod backend;
+pub mod consensus;
 pub mod error;
 pub mod lerobot;
 pub mod mode;

@@ -43,6 +43,9 @@ pub struct PolicySpec {
     pub n_action_steps: usize,
     /// Denoiser evaluations of a default (cold) inference.
     pub default_nfe: usize,
+    /// Chunks sampled per cold-start inference unless a request says otherwise (consensus sampling,
+    /// [`crate::consensus`]; riptide.json `"sampling": {"candidates": K}`); 1 = one sample.
+    pub default_candidates: usize,
     pub num_parameters: usize,
     pub backend: String,
     /// `(action index, observation.state index)`: that action is predicted as an offset from the newest
@@ -166,6 +169,9 @@ pub struct SampleRequest {
     /// `initial_noise` is the forward noise ε (used only with `RtiConfig::noise`) and `step_noise` is
     /// keyed by the schedule step index.
     pub warm_start: Option<crate::rti::WarmStart>,
+    /// Sample this many chunks per observation and return their medoid (see [`crate::consensus`]);
+    /// None or 1 = one sample. Supplied noise then has `batch × candidates` rows.
+    pub candidates: Option<usize>,
 }
 
 /// Passed to a [`StepHook`] after every denoising step.

@@ -698,6 +698,7 @@ mod tests {
             exec_start: 1,
             n_action_steps: 2,
             default_nfe: 10,
+            default_candidates: 1,
             num_parameters: 0,
             backend: "none".into(),
             relative_actions: Vec::new(),

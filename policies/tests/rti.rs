@@ -655,6 +655,7 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
         exec_start: 0,
         n_action_steps: 4,
         default_nfe: 10,
+        default_candidates: 1,
         num_parameters: 0,
         backend: "flex".into(),
         relative_actions: Vec::new(),

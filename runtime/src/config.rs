@@ -29,6 +29,10 @@ pub struct DaemonConfig {
     /// Override the checkpoint's number of denoising steps (fewer = faster, coarser).
     #[serde(default)]
     pub inference_steps: Option<usize>,
+    /// Consensus sampling: chunks sampled per inference, the medoid executed
+    /// (`riptide_policies::consensus`); absent = the checkpoint's default (riptide.json `sampling`).
+    #[serde(default)]
+    pub candidates: Option<usize>,
     /// Take time from `<namespace>/clock` (simulated, e.g. `riptide sim --lockstep`) instead of the wall clock.
     #[serde(default)]
     pub use_sim_time: bool,
@@ -250,6 +254,15 @@ impl DaemonConfig {
         if let Some(rti) = &self.rti {
             rti.validate(spec, self.inference_steps.unwrap_or(spec.default_nfe))?;
         }
+        if let Some(k) = self.candidates {
+            riptide_policies::consensus::candidates(Some(k)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if k > 1 && (self.rti.is_some() || self.eadp.is_some()) {
+                bail!(
+                    "candidates = {k}: consensus sampling draws every chunk from noise; it cannot be combined \
+                     with [rti] warm starts or [eadp] guidance (remove one of them)"
+                );
+            }
+        }
         if let Some(e) = &self.eadp {
             riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
             crate::guidance::EadpHook::check_spec(spec).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
@@ -437,6 +450,7 @@ mod tests {
             exec_start: 1,
             n_action_steps: 8,
             default_nfe: 10,
+            default_candidates: 1,
             num_parameters: 0,
             backend: "cpu".into(),
             relative_actions: Vec::new(),

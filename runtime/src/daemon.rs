@@ -324,7 +324,7 @@ pub async fn run(
                         metrics.window.record(window_s);
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         in_flight.store(true, Ordering::Release);
-                        let job = Job { id, window, submitted: Instant::now(), window_s, request: SampleRequest { num_inference_steps: cfg.inference_steps, ..Default::default() } };
+                        let job = Job { id, window, submitted: Instant::now(), window_s, request: SampleRequest { num_inference_steps: cfg.inference_steps, candidates: cfg.candidates, ..Default::default() } };
                         if worker.submit(job) {
                             metrics.inc("superseded_total", None);
                         }

@@ -61,6 +61,7 @@ pub async fn run_lockstep(
         inference_steps: cfg.inference_steps,
         rti: cfg.rti.clone(),
         eadp: cfg.eadp.clone(),
+        candidates: cfg.candidates,
     };
     // The policy lives on its own thread (a GPU context would too).
     std::thread::Builder::new()

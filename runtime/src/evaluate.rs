@@ -273,6 +273,8 @@ pub struct EvalSummary {
     pub rti_jump_threshold: Option<f32>,
     /// EADP guidance scale (None: no guidance model; 0: the model only measures).
     pub eadp_scale: Option<f64>,
+    /// Consensus sampling's chunks per inference.
+    pub candidates: usize,
     pub queue_threshold_s: f64,
     pub inferences: usize,
     pub warm_starts: u64,
@@ -332,6 +334,14 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         rti_warm_steps: args.sampling.rti.as_ref().and_then(|r| r.warm_steps),
         rti_jump_threshold: args.sampling.rti.as_ref().and_then(|r| r.jump_threshold),
         eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
+        // What ran: a request's count, else the checkpoint's default where it applies (cold starts, no guidance).
+        candidates: args.sampling.candidates.unwrap_or(
+            if args.sampling.rti.is_some() || args.sampling.eadp.is_some() {
+                1
+            } else {
+                cl.stepper.spec().default_candidates
+            },
+        ),
         queue_threshold_s: args.queue_threshold_s,
         inferences,
         warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),

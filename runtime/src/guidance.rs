@@ -200,6 +200,7 @@ mod tests {
             exec_start: 1,
             n_action_steps: 8,
             default_nfe: 10,
+            default_candidates: 1,
             num_parameters: 0,
             backend: "test".into(),
             relative_actions: Vec::new(),

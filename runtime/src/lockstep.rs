@@ -43,6 +43,8 @@ pub struct Sampling {
     pub rti: Option<RtiConfig>,
     /// EADP guidance from the hosted drone driver's controller model (`crate::guidance`).
     pub eadp: Option<EadpConfig>,
+    /// Consensus sampling: this many chunks per inference, keeping their medoid (`riptide_policies::consensus`).
+    pub candidates: Option<usize>,
 }
 
 /// What happened at one step.
@@ -167,6 +169,7 @@ impl Stepper {
                         .wrapping_add(self.inferences),
                 ),
                 num_inference_steps: self.cfg.sampling.inference_steps,
+                candidates: self.cfg.sampling.candidates,
                 ..Default::default()
             };
             if let Some(w) = &self.warm {

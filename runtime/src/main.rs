@@ -111,6 +111,9 @@ enum Command {
         /// controller model's tracking cost of the unguided chunks.
         #[arg(long)]
         eadp_scale: Option<f64>,
+        /// Consensus sampling: draw this many chunks per inference (one batch) and execute their medoid.
+        #[arg(long)]
+        candidates: Option<usize>,
         /// Write the full summary (per-episode results) here as well.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -843,6 +846,7 @@ fn main() -> Result<()> {
             rti_warm_steps,
             rti_jump_threshold,
             eadp_scale,
+            candidates,
             out,
             trace,
         } => {
@@ -875,6 +879,7 @@ fn main() -> Result<()> {
                         scale,
                         ..Default::default()
                     }),
+                    candidates,
                 },
             };
             let mut ok = 0;

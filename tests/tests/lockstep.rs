@@ -122,7 +122,7 @@ async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
         let warm_cfg = Sampling {
             inference_steps: None,
             rti: Some(RtiConfig::new(8)),
-            eadp: None,
+            ..Default::default()
         };
         let mut w = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0, 0.0, warm_cfg).unwrap();
         let mut c = ClosedLoop::new(&ckpt, DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
@@ -198,6 +198,7 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
                 scale,
                 ..Default::default()
             }),
+            candidates: None,
         };
         let mut cl = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "quadrotor", 0.0, 0.0, sampling).unwrap();
         let eps: Vec<_> = (0..3).map(|i| cl.episode(SEEDS + i).unwrap()).collect();

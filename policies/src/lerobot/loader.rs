@@ -153,7 +153,21 @@ pub fn load_diffusion<B: Backend>(
             .with_relative_actions(dims.iter().map(|&[a, s]| (a, s)).collect())
             .map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
     }
-    match sidecar {
+    let policy = match sidecar.as_ref().and_then(|(_, v)| v.get("sampling")) {
+        Some(sampling) => {
+            let path = files.dir.join("riptide.json");
+            let s: SidecarSampling = serde_json::from_value(sampling.clone())
+                .map_err(|e| PolicyError::Config(format!("{}: sampling: {e}", path.display())))?;
+            match s.candidates {
+                Some(k) => policy
+                    .with_default_candidates(k)
+                    .map_err(|e| PolicyError::Config(format!("{}: sampling: {e}", path.display())))?,
+                None => policy,
+            }
+        }
+        None => policy,
+    };
+    let policy = match sidecar {
         Some((kind, v)) if kind == "consistency" => {
             let path = files.dir.join("riptide.json");
             let c = v.get("consistency").cloned().ok_or_else(|| {
@@ -191,7 +205,23 @@ pub fn load_diffusion<B: Backend>(
             "{}: riptide.json says kind {kind:?}, which this loader does not read (diffusion, consistency, truncated, mode)",
             files.dir.display()
         ))),
+    }?;
+    // Truncated parts arrive above; a default that cannot apply to them is refused there.
+    if policy.truncated.is_some() && crate::policy::Policy::spec(&policy).default_candidates > 1 {
+        return Err(PolicyError::Config(format!(
+            "{}: sampling.candidates applies to diffusion and consistency sampling, not truncated diffusion",
+            files.dir.display()
+        )));
     }
+    Ok(policy)
+}
+
+/// riptide.json `"sampling"`: inference defaults that travel with the weights.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidecarSampling {
+    /// Chunks per cold-start inference; the medoid is executed ([`crate::consensus`]).
+    candidates: Option<usize>,
 }
 
 /// `kind` from the optional `riptide.json` sidecar, with the whole document.

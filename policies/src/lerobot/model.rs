@@ -187,6 +187,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             exec_start: config.n_obs_steps - 1,
             n_action_steps: config.n_action_steps,
             default_nfe: schedule.nfe(),
+            default_candidates: 1,
             num_parameters: model.num_params(),
             backend: backend_name.to_string(),
             relative_actions: Vec::new(),
@@ -236,6 +237,18 @@ impl<B: Backend> DiffusionPolicy<B> {
             }
         }
         self.spec.relative_actions = dims;
+        Ok(self)
+    }
+
+    /// Sample `k` chunks per cold-start inference by default and keep their medoid ([`crate::consensus`]).
+    pub fn with_default_candidates(mut self, k: usize) -> Result<Self, PolicyError> {
+        let k = crate::consensus::candidates(Some(k))?;
+        if k > 1 && self.truncated.is_some() {
+            return Err(PolicyError::Config(
+                "candidates applies to diffusion and consistency sampling, not truncated diffusion".into(),
+            ));
+        }
+        self.spec.default_candidates = k;
         Ok(self)
     }
 
@@ -530,7 +543,22 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
         let seed = req.seed.unwrap_or_else(rand::random);
         let mut noise = NoiseSource::new(seed);
-        let shape = [batch, self.config.horizon, self.config.action_dim];
+        // The checkpoint's default applies where consensus sampling can; an explicit request must fit.
+        let k = match req.candidates {
+            Some(_) => crate::consensus::candidates(req.candidates)?,
+            None if self.truncated.is_none() && req.warm_start.is_none() && hook.is_none() => {
+                self.spec.default_candidates
+            }
+            None => 1,
+        };
+        if k > 1 && (self.truncated.is_some() || req.warm_start.is_some() || hook.is_some()) {
+            return Err(PolicyError::Config(
+                "candidates > 1 (consensus sampling) works with cold-start diffusion sampling only: not with \
+                 RTI warm starts, guidance hooks or truncated diffusion"
+                    .into(),
+            ));
+        }
+        let shape = [batch * k, self.config.horizon, self.config.action_dim];
         // A warm-start request draws (or falls back to) its own start sample in `rti::denoise`.
         let x_t = match req.warm_start {
             None if self.truncated.is_none() => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
@@ -542,7 +570,15 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         };
 
         let t1 = Instant::now();
-        let cond = self.condition(self.global_conditioning(obs, batch));
+        let gc = self.global_conditioning(obs, batch);
+        let gc = match k {
+            1 => gc,
+            _ => {
+                let g = gc.dims()[1];
+                gc.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([batch * k, g])
+            }
+        };
+        let cond = self.condition(gc);
         timings.encode_s = t1.elapsed().as_secs_f64();
 
         let t2 = Instant::now();
@@ -589,7 +625,11 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
                 (x, nfe, false)
             }
         };
-        let normalized = to_host(x);
+        let mut normalized = to_host(x);
+        if k > 1 {
+            let exec = self.spec.exec_start..self.spec.exec_start + self.spec.n_action_steps;
+            normalized = crate::consensus::select_medoids(&normalized, k, exec).0;
+        }
         timings.denoise_s = t2.elapsed().as_secs_f64();
 
         let t3 = Instant::now();

@@ -269,6 +269,7 @@ impl<B: Backend> MoDEPolicy<B> {
             exec_start: config.n_obs_steps - 1,
             n_action_steps: config.n_action_steps,
             default_nfe: config.num_inference_steps,
+            default_candidates: 1,
             num_parameters: model.num_params(),
             backend: std::any::type_name::<B>().to_string(),
             relative_actions: Vec::new(),
@@ -439,6 +440,11 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         if req.warm_start.is_some() {
             return Err(PolicyError::Input(
                 "the mode kind does not support RTI warm starts".into(),
+            ));
+        }
+        if crate::consensus::candidates(req.candidates)? > 1 {
+            return Err(PolicyError::Config(
+                "the mode kind does not support consensus sampling (candidates > 1)".into(),
             ));
         }
         let n = req.num_inference_steps.unwrap_or(self.config.num_inference_steps);

@@ -46,11 +46,7 @@ pub fn medoid(rows: &[f32], k: usize, horizon: usize, action_dim: usize, steps: 
 
 /// Keeps each observation's medoid of `cands` [batch·k, horizon, action_dim] (rows `b·k .. b·k + k`
 /// belong to observation b), returning [batch, horizon, action_dim] and the picked indices.
-pub fn select_medoids(
-    cands: &HostTensor,
-    k: usize,
-    steps: std::ops::Range<usize>,
-) -> (HostTensor, Vec<usize>) {
+pub fn select_medoids(cands: &HostTensor, k: usize, steps: std::ops::Range<usize>) -> (HostTensor, Vec<usize>) {
     let (rows, horizon, action_dim) = (cands.shape[0], cands.shape[1], cands.shape[2]);
     let per = horizon * action_dim;
     let batch = rows / k;
@@ -105,8 +101,7 @@ mod tests {
     fn selection_is_per_observation_and_keeps_whole_chunks() {
         let k = 3;
         // Observation 0: medoid index 1; observation 1: medoid index 0.
-        let data: Vec<f32> = [[0.0, 5.0], [1.0, 6.0], [3.0, 7.0], [2.0, 2.0], [2.5, 2.5], [-9.0, -9.0]]
-            .concat();
+        let data: Vec<f32> = [[0.0, 5.0], [1.0, 6.0], [3.0, 7.0], [2.0, 2.0], [2.5, 2.5], [-9.0, -9.0]].concat();
         let t = HostTensor {
             shape: vec![2 * k, 2, 1],
             data,

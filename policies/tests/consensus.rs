@@ -104,12 +104,23 @@ fn check_batched_candidates_are_separate_samples_and_the_medoid_is_kept(name: &s
             .map(|s| s.data[b * per..(b + 1) * per].to_vec())
             .collect();
         // The candidates really differ, so picking the medoid is a real choice.
-        let spread = cands[0].iter().zip(&cands[1]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let spread = cands[0]
+            .iter()
+            .zip(&cands[1])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
         assert!(spread > 1e-2, "{name}: candidates 0 and 1 differ by only {spread}");
         let pick = medoid_by_hand(&cands, a, exec.clone());
         let got = &chunk.actions_normalized.data[b * per..(b + 1) * per];
-        let err = got.iter().zip(&cands[pick]).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(err < 1e-4, "{name}: observation {b}: returned chunk is {err} from candidate {pick}");
+        let err = got
+            .iter()
+            .zip(&cands[pick])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            err < 1e-4,
+            "{name}: observation {b}: returned chunk is {err} from candidate {pick}"
+        );
     }
 }
 
@@ -137,7 +148,10 @@ fn with_sidecar(name: &str, sidecar: &str) -> tempfile::TempDir {
 #[test]
 fn the_checkpoints_default_applies_to_cold_starts_and_requests_override_it() {
     let name = "state_env_ddim_eps";
-    let tmp = with_sidecar(name, r#"{"format": 1, "kind": "diffusion", "sampling": {"candidates": 4}}"#);
+    let tmp = with_sidecar(
+        name,
+        r#"{"format": 1, "kind": "diffusion", "sampling": {"candidates": 4}}"#,
+    );
     let mut with_default = load_diffusion::<B>(tmp.path(), "cpu", &Default::default()).unwrap();
     let mut plain = load_diffusion::<B>(&fixture(name), "cpu", &Default::default()).unwrap();
     assert_eq!(with_default.spec().default_candidates, 4);
@@ -154,7 +168,10 @@ fn the_checkpoints_default_applies_to_cold_starts_and_requests_override_it() {
     let forced_one = with_default.predict(&obs, &seeded(Some(1)), None).unwrap().actions;
     assert!(default_run.max_abs_diff(&asked_for_4).unwrap() < 1e-6);
     assert!(forced_one.max_abs_diff(&one).unwrap() < 1e-6);
-    assert!(default_run.max_abs_diff(&one).unwrap() > 1e-3, "the default changed nothing");
+    assert!(
+        default_run.max_abs_diff(&one).unwrap() > 1e-3,
+        "the default changed nothing"
+    );
     // A warm start cannot take candidates: the default steps aside, an explicit request is refused.
     let warm = |k: Option<usize>| SampleRequest {
         seed: Some(3),
@@ -166,7 +183,10 @@ fn the_checkpoints_default_applies_to_cold_starts_and_requests_override_it() {
         ..Default::default()
     };
     with_default.predict(&obs, &warm(None), None).unwrap();
-    let e = with_default.predict(&obs, &warm(Some(4)), None).unwrap_err().to_string();
+    let e = with_default
+        .predict(&obs, &warm(Some(4)), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("warm starts"), "{e}");
 }
 
@@ -174,8 +194,14 @@ fn the_checkpoints_default_applies_to_cold_starts_and_requests_override_it() {
 fn bad_candidate_settings_are_named_errors() {
     let name = "state_env_ddim_eps";
     for (sidecar, want) in [
-        (r#"{"kind": "diffusion", "sampling": {"candidates": 0}}"#, "candidates = 0"),
-        (r#"{"kind": "diffusion", "sampling": {"candidate": 4}}"#, "unknown field `candidate`"),
+        (
+            r#"{"kind": "diffusion", "sampling": {"candidates": 0}}"#,
+            "candidates = 0",
+        ),
+        (
+            r#"{"kind": "diffusion", "sampling": {"candidate": 4}}"#,
+            "unknown field `candidate`",
+        ),
     ] {
         let tmp = with_sidecar(name, sidecar);
         let e = load_diffusion::<B>(tmp.path(), "cpu", &Default::default())

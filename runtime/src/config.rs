@@ -474,4 +474,18 @@ mod tests {
             .to_string();
         assert!(e.contains("start_stepp"), "{e}");
     }
+
+    #[test]
+    fn candidates_are_range_checked_and_exclude_warm_starts() {
+        let base = "checkpoint = \"x\"\nfps = 10\n";
+        let cfg: DaemonConfig = toml::from_str(&format!("{base}candidates = 8\n")).unwrap();
+        assert_eq!(cfg.candidates, Some(8));
+        cfg.resolve(&spec()).unwrap();
+        let zero: DaemonConfig = toml::from_str(&format!("{base}candidates = 0\n")).unwrap();
+        let e = zero.resolve(&spec()).unwrap_err().to_string();
+        assert!(e.contains("candidates = 0"), "{e}");
+        let warm: DaemonConfig = toml::from_str(&format!("{base}candidates = 4\n[rti]\nstart_step = 8\n")).unwrap();
+        let e = warm.resolve(&spec()).unwrap_err().to_string();
+        assert!(e.contains("candidates") && e.contains("[rti]"), "{e}");
+    }
 }

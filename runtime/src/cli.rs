@@ -225,6 +225,8 @@ pub struct BenchReport {
     pub kind: String,
     pub batch: usize,
     pub nfe: usize,
+    /// Chunks sampled per inference (consensus sampling; 1 = one).
+    pub candidates: usize,
     pub iters: usize,
     pub median_ms: f64,
     pub p90_ms: f64,
@@ -243,6 +245,7 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     steps: Option<usize>,
+    candidates: Option<usize>,
 ) -> Result<BenchReport> {
     if iters == 0 {
         bail!("--iters must be at least 1");
@@ -257,6 +260,7 @@ pub fn bench(
         let req = SampleRequest {
             seed: Some(i as u64),
             num_inference_steps: steps,
+            candidates,
             ..Default::default()
         };
         let t = Instant::now();
@@ -280,6 +284,7 @@ pub fn bench(
         kind: policy.spec().kind.clone(),
         batch,
         nfe,
+        candidates: candidates.unwrap_or(policy.spec().default_candidates),
         iters,
         median_ms: median,
         p90_ms: q(&mut lat, 0.9),

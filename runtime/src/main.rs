@@ -65,6 +65,9 @@ enum Command {
         warmup: usize,
         #[arg(long)]
         steps: Option<usize>,
+        /// Consensus sampling: chunks per inference (default: the checkpoint's).
+        #[arg(long)]
+        candidates: Option<usize>,
         /// Disable the fused host epilogue on CPU backends (for before/after measurements).
         #[arg(long)]
         no_cpu_fusion: bool,
@@ -923,12 +926,13 @@ fn main() -> Result<()> {
             iters,
             warmup,
             steps,
+            candidates,
             no_cpu_fusion,
         } => {
             let opts = riptide_policies::LoadOptions {
                 cpu_fusion: !no_cpu_fusion,
             };
-            let r = cli::bench(&checkpoint, device, opts, batch, iters, warmup, steps)?;
+            let r = cli::bench(&checkpoint, device, opts, batch, iters, warmup, steps, candidates)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

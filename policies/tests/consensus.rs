@@ -210,6 +210,23 @@ fn bad_candidate_settings_are_named_errors() {
             .to_string();
         assert!(e.contains("riptide.json: sampling") && e.contains(want), "{e}");
     }
+    // Truncated diffusion picks among anchors with its score head: a candidates default is refused.
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shipped/arm-reach-truncated");
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&shipped).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+    }
+    let mut sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped.join("riptide.json")).unwrap()).unwrap();
+    sidecar["sampling"] = serde_json::json!({"candidates": 4});
+    std::fs::write(tmp.path().join("riptide.json"), sidecar.to_string()).unwrap();
+    let e = load_diffusion::<B>(tmp.path(), "cpu", &Default::default())
+        .err()
+        .expect("a truncated policy with a candidates default loads")
+        .to_string();
+    assert!(e.contains("sampling") && e.contains("truncated"), "{e}");
+
     let mut plain = load_diffusion::<B>(&fixture(name), "cpu", &Default::default()).unwrap();
     let obs = obs(&fixture(name));
     let too_many = SampleRequest {

@@ -120,9 +120,15 @@ pub async fn run(
     let checkpoint = cfg.checkpoint.clone();
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
     let t_load = Instant::now();
+    let request = SampleRequest {
+        num_inference_steps: cfg.inference_steps,
+        candidates: cfg.candidates,
+        ..Default::default()
+    };
     let (mut worker, warm) = Worker::start(
         move || load_policy(&checkpoint, device),
         cfg.warmup,
+        request.clone(),
         warmup_window,
         results_tx,
         cfg.rti
@@ -324,7 +330,7 @@ pub async fn run(
                         metrics.window.record(window_s);
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         in_flight.store(true, Ordering::Release);
-                        let job = Job { id, window, submitted: Instant::now(), window_s, request: SampleRequest { num_inference_steps: cfg.inference_steps, candidates: cfg.candidates, ..Default::default() } };
+                        let job = Job { id, window, submitted: Instant::now(), window_s, request: request.clone() };
                         if worker.submit(job) {
                             metrics.inc("superseded_total", None);
                         }

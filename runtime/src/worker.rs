@@ -54,11 +54,13 @@ pub struct WarmUp {
 }
 
 impl Worker {
-    /// Start the thread: `load` builds the policy on that thread, then `warmup` inferences run on
-    /// `warmup_window` (so JIT/autotune costs are paid before the first real chunk).
+    /// Start the thread: `load` builds the policy on that thread, then `warmup` inferences shaped like
+    /// `request` (step count, candidates; its seed is replaced) run on `warmup_window`, so JIT/autotune
+    /// costs are paid before the first real chunk and a request the policy refuses fails start-up.
     pub async fn start(
         load: impl FnOnce() -> Result<Box<dyn Policy>, PolicyError> + Send + 'static,
         warmup: usize,
+        request: SampleRequest,
         warmup_window: impl FnOnce(&PolicySpec) -> TimedWindow + Send + 'static,
         results: mpsc::UnboundedSender<Outcome>,
         warm_starts: Option<WarmStarter>,
@@ -83,7 +85,7 @@ impl Worker {
                     let t = Instant::now();
                     let req = SampleRequest {
                         seed: Some(i as u64),
-                        ..Default::default()
+                        ..request.clone()
                     };
                     if let Err(e) = policy.predict(&w.window, &req, None) {
                         let _ = ready_tx.send(Err(e));

@@ -153,19 +153,12 @@ pub fn load_diffusion<B: Backend>(
             .with_relative_actions(dims.iter().map(|&[a, s]| (a, s)).collect())
             .map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
     }
-    let policy = match sidecar.as_ref().and_then(|(_, v)| v.get("sampling")) {
-        Some(sampling) => {
-            let path = files.dir.join("riptide.json");
-            let s: SidecarSampling = serde_json::from_value(sampling.clone())
-                .map_err(|e| PolicyError::Config(format!("{}: sampling: {e}", path.display())))?;
-            match s.candidates {
-                Some(k) => policy
-                    .with_default_candidates(k)
-                    .map_err(|e| PolicyError::Config(format!("{}: sampling: {e}", path.display())))?,
-                None => policy,
-            }
-        }
-        None => policy,
+    // Parsed before the kind is applied (which consumes the sidecar), applied after it (truncated refuses it).
+    let sampling: Option<SidecarSampling> = match sidecar.as_ref().and_then(|(_, v)| v.get("sampling")) {
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            PolicyError::Config(format!("{}: sampling: {e}", files.dir.join("riptide.json").display()))
+        })?),
+        None => None,
     };
     let policy = match sidecar {
         Some((kind, v)) if kind == "consistency" => {
@@ -206,14 +199,12 @@ pub fn load_diffusion<B: Backend>(
             files.dir.display()
         ))),
     }?;
-    // Truncated parts arrive above; a default that cannot apply to them is refused there.
-    if policy.truncated.is_some() && crate::policy::Policy::spec(&policy).default_candidates > 1 {
-        return Err(PolicyError::Config(format!(
-            "{}: sampling.candidates applies to diffusion and consistency sampling, not truncated diffusion",
-            files.dir.display()
-        )));
+    match sampling.and_then(|s| s.candidates) {
+        Some(k) => policy
+            .with_default_candidates(k)
+            .map_err(|e| PolicyError::Config(format!("{}: sampling: {e}", files.dir.join("riptide.json").display()))),
+        None => Ok(policy),
     }
-    Ok(policy)
 }
 
 /// riptide.json `"sampling"`: inference defaults that travel with the weights.

@@ -1,7 +1,8 @@
 //! The whole loop in lockstep simulated time with the shipped arm-reach policy: sim node → zenoh →
 //! daemon (policy + hosted driver) → zenoh → sim. It must reproduce, episode for episode, the in-process
 //! closed loop (same stepper, no zenoh) — so the wire path adds nothing and loses nothing — and the
-//! recorded success count. Replay of the recording is deterministic (byte-identical JSON).
+//! recorded success count. Replay of the recording is deterministic (byte-identical JSON). Shipped push-t
+//! runs its consensus-sampling default on that path too.
 
 use std::path::PathBuf;
 
@@ -293,4 +294,48 @@ fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
         .to_string();
     assert!(e.contains("open loop") && e.contains("--perturb"), "{e}");
     assert!(!dir.path().join("pt.mcap").exists());
+}
+
+/// The shipped push-t policy samples 8 candidates per inference (riptide.json `sampling.candidates`) and
+/// the demo's zenoh path runs that default: on seed 20055 it succeeds in 88 steps there and in process,
+/// where one sample per inference runs to the 300-step limit (both recorded when the default was
+/// committed, `bench/push-t/session13/rep-k8-20000.json`, `session12/p4r28-16-s20000.json`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_t_runs_its_consensus_default_through_the_zenoh_path() {
+    use riptide_runtime::lockstep::Sampling;
+    const SEED: u64 = 20055;
+    let ckpt = shipped_checkpoint("push-t").unwrap();
+    let report = demo(DemoArgs {
+        env: "push-t".into(),
+        episodes: 1,
+        seed: SEED,
+        device: "cpu".into(),
+        checkpoint: None,
+        delay_ms: 0.0,
+        record: None,
+        rti_start_step: None,
+    })
+    .await
+    .unwrap();
+    let z = &report.episodes[0];
+    let (k8, k1) = tokio::task::spawn_blocking(move || {
+        let run = |k: usize| {
+            let sampling = Sampling {
+                candidates: Some(k),
+                ..Default::default()
+            };
+            let mut cl = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "push-t", 0.0, 0.0, sampling).unwrap();
+            cl.episode(SEED).unwrap()
+        };
+        (run(8), run(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (z.success, z.steps),
+        (k8.success, k8.steps),
+        "zenoh path vs in-process, 8 candidates"
+    );
+    assert_eq!((z.success, z.steps), (true, 88), "the recorded 8-candidate episode");
+    assert_eq!((k1.success, k1.steps), (false, 300), "the recorded one-sample episode");
 }

@@ -118,6 +118,8 @@ bench() {
 for ck in arm-reach quadrotor push-t arm-reach-consistency arm-reach-mode arm-reach-truncated; do
   bench "$ck-$dev" --checkpoint "policies/shipped/$ck" --device $dev --iters "$(eps 100)" --warmup 5
 done
+# Shipped push-t samples 8 candidates per inference (one K-row batch): its one-sample cost beside it.
+bench push-t-$dev-k1 --checkpoint policies/shipped/push-t --device $dev --candidates 1 --iters "$(eps 100)" --warmup 5
 bench arm-reach-$dev-ddim2 --checkpoint policies/shipped/arm-reach --device $dev --iters "$(eps 100)" --warmup 5 --steps 2
 bench arm-reach-$dev-ddpm100 --checkpoint policies/shipped/arm-reach --device $dev --iters "$(eps 30)" --warmup 3 --steps 100
 for b in 16 256; do
@@ -125,6 +127,7 @@ for b in 16 256; do
 done
 # The same run's CPU numbers (this machine's cores), for the side-by-side ratio.
 bench arm-reach-flex --checkpoint policies/shipped/arm-reach --device flex --iters "$(eps 50)" --warmup 5
+bench push-t-flex --checkpoint policies/shipped/push-t --device flex --iters "$(eps 50)" --warmup 5
 
 log "closed loop on cuda: arm-reach, seeds 10000-10099, cold DDIM-10 vs RTI (k = 8, first chunk DDIM-3)"
 evalrun() {

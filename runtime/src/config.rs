@@ -262,6 +262,13 @@ impl DaemonConfig {
                      with [rti] warm starts or [eadp] guidance (remove one of them)"
                 );
             }
+            if k > 1 && matches!(spec.kind.as_str(), "truncated" | "mode") {
+                bail!(
+                    "candidates = {k}: consensus sampling applies to diffusion and consistency policies; this \
+                     checkpoint is kind {:?} (remove `candidates`)",
+                    spec.kind
+                );
+            }
         }
         if let Some(e) = &self.eadp {
             riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
@@ -487,5 +494,11 @@ mod tests {
         let warm: DaemonConfig = toml::from_str(&format!("{base}candidates = 4\n[rti]\nstart_step = 8\n")).unwrap();
         let e = warm.resolve(&spec()).unwrap_err().to_string();
         assert!(e.contains("candidates") && e.contains("[rti]"), "{e}");
+        let truncated = PolicySpec {
+            kind: "truncated".into(),
+            ..spec()
+        };
+        let e = cfg.resolve(&truncated).unwrap_err().to_string();
+        assert!(e.contains("candidates = 8") && e.contains("truncated"), "{e}");
     }
 }

@@ -54,6 +54,16 @@ pub struct PolicySpec {
 }
 
 impl PolicySpec {
+    /// Chunks an inference samples: the request's count (checked), else the checkpoint's default where
+    /// consensus sampling applies (`plain`: a cold start without a step hook), else one.
+    pub fn candidates_for(&self, requested: Option<usize>, plain: bool) -> Result<usize, PolicyError> {
+        match requested {
+            Some(_) => crate::consensus::candidates(requested),
+            None if plain => Ok(self.default_candidates),
+            None => Ok(1),
+        }
+    }
+
     /// The newest observed `observation.state[s]` of each batch row, for each relative pair:
     /// `[batch][pair]`. Empty rows when the policy predicts absolute actions.
     pub fn relative_reference(&self, obs: &ObservationWindow) -> Result<Vec<Vec<f32>>, PolicyError> {

@@ -134,10 +134,10 @@ fn batched_candidates_equal_separate_samples_and_the_medoid_is_kept_ddpm() {
     check_batched_candidates_are_separate_samples_and_the_medoid_is_kept("state_env_ddpm_eps");
 }
 
-/// A copy of the fixture with `riptide.json` = `sidecar`.
-fn with_sidecar(name: &str, sidecar: &str) -> tempfile::TempDir {
+/// A copy of checkpoint `dir` with `riptide.json` = `sidecar`.
+fn with_sidecar(dir: &Path, sidecar: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture(name)).unwrap() {
+    for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
     }
@@ -149,7 +149,7 @@ fn with_sidecar(name: &str, sidecar: &str) -> tempfile::TempDir {
 fn the_checkpoints_default_applies_to_cold_starts_and_requests_override_it() {
     let name = "state_env_ddim_eps";
     let tmp = with_sidecar(
-        name,
+        &fixture(name),
         r#"{"format": 1, "kind": "diffusion", "sampling": {"candidates": 4}}"#,
     );
     let mut with_default = load_diffusion::<B>(tmp.path(), "cpu", &Default::default()).unwrap();
@@ -203,7 +203,7 @@ fn bad_candidate_settings_are_named_errors() {
             "unknown field `candidate`",
         ),
     ] {
-        let tmp = with_sidecar(name, sidecar);
+        let tmp = with_sidecar(&fixture(name), sidecar);
         let e = load_diffusion::<B>(tmp.path(), "cpu", &Default::default())
             .err()
             .expect("a bad sampling section loads")
@@ -212,15 +212,10 @@ fn bad_candidate_settings_are_named_errors() {
     }
     // Truncated diffusion picks among anchors with its score head: a candidates default is refused.
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("shipped/arm-reach-truncated");
-    let tmp = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(&shipped).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
-    }
     let mut sidecar: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(shipped.join("riptide.json")).unwrap()).unwrap();
     sidecar["sampling"] = serde_json::json!({"candidates": 4});
-    std::fs::write(tmp.path().join("riptide.json"), sidecar.to_string()).unwrap();
+    let tmp = with_sidecar(&shipped, &sidecar.to_string());
     let e = load_diffusion::<B>(tmp.path(), "cpu", &Default::default())
         .err()
         .expect("a truncated policy with a candidates default loads")

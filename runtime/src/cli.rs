@@ -284,7 +284,7 @@ pub fn bench(
         kind: policy.spec().kind.clone(),
         batch,
         nfe,
-        candidates: candidates.unwrap_or(policy.spec().default_candidates),
+        candidates: policy.spec().candidates_for(candidates, true)?,
         iters,
         median_ms: median,
         p90_ms: q(&mut lat, 0.9),

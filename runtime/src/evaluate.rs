@@ -334,14 +334,15 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         rti_warm_steps: args.sampling.rti.as_ref().and_then(|r| r.warm_steps),
         rti_jump_threshold: args.sampling.rti.as_ref().and_then(|r| r.jump_threshold),
         eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
-        // What ran: a request's count, else the checkpoint's default where it applies (cold starts, no guidance).
-        candidates: args.sampling.candidates.unwrap_or(
-            if args.sampling.rti.is_some() || args.sampling.eadp.is_some() {
-                1
-            } else {
-                cl.stepper.spec().default_candidates
-            },
-        ),
+        // What ran (a bad explicit count failed the first inference already).
+        candidates: cl
+            .stepper
+            .spec()
+            .candidates_for(
+                args.sampling.candidates,
+                args.sampling.rti.is_none() && args.sampling.eadp.is_none(),
+            )
+            .unwrap_or(1),
         queue_threshold_s: args.queue_threshold_s,
         inferences,
         warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),

@@ -543,14 +543,10 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
         let seed = req.seed.unwrap_or_else(rand::random);
         let mut noise = NoiseSource::new(seed);
-        // The checkpoint's default applies where consensus sampling can; an explicit request must fit.
-        let k = match req.candidates {
-            Some(_) => crate::consensus::candidates(req.candidates)?,
-            None if self.truncated.is_none() && req.warm_start.is_none() && hook.is_none() => {
-                self.spec.default_candidates
-            }
-            None => 1,
-        };
+        // A truncated policy's default is always 1; an explicit request must fit.
+        let k = self
+            .spec
+            .candidates_for(req.candidates, req.warm_start.is_none() && hook.is_none())?;
         if k > 1 && (self.truncated.is_some() || req.warm_start.is_some() || hook.is_some()) {
             return Err(PolicyError::Config(
                 "candidates > 1 (consensus sampling) works with cold-start diffusion sampling only: not with \

@@ -1,27 +1,22 @@
-//! riptide-runtime: the `riptide` daemon and command line. The daemon subscribes to observation
-//! topics over zenoh, builds observation windows on a time grid, runs the policy on its own thread
-//! and publishes time-stamped action chunks; the CLI inspects checkpoints, runs offline inference
-//! and benchmarks.
+//! riptide-runtime: the `riptide` daemon, its nodes and its command line.
+//!
+//! Rooms, bottom to top (imports point down only; `scripts/check-import-cycles.py` keeps it so):
+//! - [`node`]: what every node shares: zenoh session, clock, metrics, rate-limited log, shutdown.
+//! - [`pipeline`]: the one inference pipeline: decode → observation window → request (seed rule, RTI
+//!   warm start, guidance) → policy → timed chunk → chunk metadata; the inference worker thread.
+//! - [`daemon`]: `riptide run`: the live pipeline over zenoh, and lockstep (the same pipeline on the
+//!   sim's clock with the driver hosted in-process, over zenoh or an in-process transport).
+//! - [`drive`]: `riptide drive`: chunks in, a safe command stream out.
+//! - [`simnode`]: `riptide sim`: a simulated robot as a zenoh node.
+//! - [`episodes`]: live MCAP recording and playback of zenoh topics.
+//! - [`tools`]: offline commands (eval, replay, report, demo, bench, inspect/infer, train, record, recover).
+//! - [`checkpoints`]: where shipped policies are found.
 
-pub mod bag;
-pub mod bench_transport;
-pub mod chunk;
-pub mod cli;
-pub mod clock;
-pub mod config;
+pub mod checkpoints;
 pub mod daemon;
-pub mod daemon_lockstep;
-pub mod decode;
-pub mod demo;
 pub mod drive;
-pub mod evaluate;
-pub mod guidance;
-pub mod lockstep;
-pub mod metrics;
-pub mod replay;
-pub mod report;
+pub mod episodes;
+pub mod node;
+pub mod pipeline;
 pub mod simnode;
-pub mod train_cmd;
-pub mod warm;
-pub mod window;
-pub mod worker;
+pub mod tools;

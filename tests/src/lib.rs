@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use riptide_policies::{load_policy_with, read_safetensors, DeviceSpec, HostTensor, LoadOptions};
-use riptide_runtime::cli::request_from_tensors;
+use riptide_runtime::pipeline::tensors::request_from_tensors;
 
 /// `tests/fixtures` of the workspace.
 pub fn fixtures_dir() -> PathBuf {
@@ -94,3 +94,59 @@ pub async fn client(port: u16) -> zenoh::Session {
     c.insert_json5("scouting/multicast/enabled", "false").unwrap();
     zenoh::open(c).await.unwrap()
 }
+
+/// The project's Python (`RIPTIDE_PYTHON`, else `<workspace>/.venv/bin/python`) if it can import
+/// `modules` (comma separated). Without it: `None` after printing SKIPPED, or a failure when
+/// `RIPTIDE_REQUIRE_PY_TOOLS=1` (CI), so an independent check is never silently skipped there.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let required = std::env::var("RIPTIDE_REQUIRE_PY_TOOLS").is_ok_and(|v| v == "1");
+    let skip = |why: String| {
+        let msg = format!(
+            "{why}; install with `python3 -m venv .venv && .venv/bin/pip install -r tests/py-tools-requirements.txt` \
+             or set RIPTIDE_PYTHON"
+        );
+        assert!(!required, "RIPTIDE_REQUIRE_PY_TOOLS=1 but {msg}");
+        println!("SKIPPED: {msg}");
+        None
+    };
+    let python = std::env::var_os("RIPTIDE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    match std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+    {
+        Ok(out) if out.status.success() => Some(python),
+        Ok(out) => skip(format!(
+            "{} cannot import {modules}: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        )),
+        Err(e) => skip(format!("cannot run {}: {e}", python.display())),
+    }
+}
+
+/// Families as prometheus_client parses `text`: {name: {type, help, samples}}.
+pub fn parse_with_prometheus_client(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let python = python_with("prometheus_client")?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_prometheus.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run check_prometheus.py");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap() {
+        serde_json::Value::Object(m) => Some(m),
+        v => panic!("unexpected parser output {v}"),
+    }
+}
+

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use riptide_msgs::ros::{Float32MultiArray, JointTrajectory};
-use riptide_runtime::config::DaemonConfig;
-use riptide_runtime::daemon::{now_s, run};
-use riptide_runtime::metrics::Metrics;
+use riptide_runtime::daemon::config::DaemonConfig;
+use riptide_runtime::daemon::run;
+use riptide_runtime::node::now_s;
+use riptide_runtime::node::Metrics;
 use riptide_tests::{client, fixtures_dir};
 use tokio::sync::{oneshot, Mutex};
 
@@ -29,7 +30,7 @@ fn config(port: u16, ns: &str) -> DaemonConfig {
 
 /// Wait until the daemon's liveliness token is visible (no sleeps guessing start-up time).
 async fn wait_alive(s: &zenoh::Session, ns: &str) {
-    riptide_runtime::daemon::wait_alive(s, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
+    riptide_runtime::node::wait_alive(s, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
         .await
         .expect("daemon alive");
 }
@@ -65,9 +66,9 @@ async fn start_with(port: u16, tag: &str, edit: impl FnOnce(&mut DaemonConfig)) 
     let daemon = tokio::spawn(async move {
         run(
             cfg,
-            async {
+            riptide_runtime::node::Shutdown::when(async move {
                 let _ = stop_rx.await;
-            },
+            }),
             move |r| {
                 *m2.try_lock().unwrap() = Some(r.metrics.clone());
             },
@@ -187,6 +188,16 @@ async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
         "{body}"
     );
     assert!(body.contains("riptide_rejected_total{reason=\"malformed\"}"), "{body}");
+    // An independent parser (Python prometheus_client) reads the endpoint: every family typed, with help.
+    let text = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    if let Some(fams) = riptide_tests::parse_with_prometheus_client(text) {
+        for (name, f) in &fams {
+            assert!(f["type"] != "unknown" && f["help"] != "", "{name}: {f}");
+        }
+        assert_eq!(fams["riptide_rejected"]["type"], "counter");
+        assert_eq!(fams["riptide_inference_seconds"]["type"], "histogram");
+        assert_eq!(fams["riptide_inference_in_flight"]["type"], "gauge");
+    }
     let m = h.stop().await;
     assert!(m.inference.count() >= 5);
 }
@@ -230,7 +241,7 @@ async fn a_frozen_input_stops_the_chunks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_demand_trigger_follows_the_driver_queue() {
     let h = start_with(17_463, "c", |c| {
-        c.trigger.mode = riptide_runtime::config::TriggerMode::OnDemand;
+        c.trigger.mode = riptide_runtime::daemon::config::TriggerMode::OnDemand;
         c.trigger.queue_threshold_s = 0.2;
     })
     .await;
@@ -325,7 +336,7 @@ async fn camera_and_state_at_30_hz_give_chunks_on_the_observation_time_grid() {
             "observation.image".into(),
             toml::from_str("max_age_ms = 400\nresize = false").unwrap(),
         );
-        c.trigger.mode = riptide_runtime::config::TriggerMode::OnFrame;
+        c.trigger.mode = riptide_runtime::daemon::config::TriggerMode::OnFrame;
     })
     .await;
     let metas: Arc<Mutex<Vec<riptide_msgs::ros::ChunkMeta>>> = Arc::default();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use riptide_msgs::ros::{Float32MultiArray, JointState, JointTrajectory, JointTrajectoryPoint, StringMsg};
-use riptide_runtime::daemon::now_s;
+use riptide_runtime::node::now_s;
 use riptide_runtime::drive::{start, DriveConfig};
 use riptide_tests::client;
 use tokio::sync::Mutex;
@@ -32,7 +32,7 @@ fn config(port: u16, ns: &str) -> DriveConfig {
 }
 
 async fn wait_alive(s: &zenoh::Session, key: &str) {
-    riptide_runtime::daemon::wait_alive(s, key, Duration::from_secs(60))
+    riptide_runtime::node::wait_alive(s, key, Duration::from_secs(60))
         .await
         .expect("driver alive");
 }

@@ -1,15 +1,16 @@
 //! The whole loop in lockstep simulated time with the shipped arm-reach policy: sim node → zenoh →
 //! daemon (policy + hosted driver) → zenoh → sim. It must reproduce, episode for episode, the in-process
-//! closed loop (same stepper, no zenoh) — so the wire path adds nothing and loses nothing — and the
+//! closed loop (same lockstep pipeline, in-process transport) — so the wire path adds nothing and loses nothing — and the
 //! recorded success count. Replay of the recording is deterministic (byte-identical JSON). Shipped push-t
 //! runs its consensus-sampling default on that path too.
 
 use std::path::PathBuf;
 
 use riptide_policies::DeviceSpec;
-use riptide_runtime::demo::{demo, shipped_checkpoint, DemoArgs};
-use riptide_runtime::evaluate::ClosedLoop;
-use riptide_runtime::replay::{replay, ReplayArgs};
+use riptide_runtime::checkpoints::shipped_checkpoint;
+use riptide_runtime::tools::demo::{demo, DemoArgs};
+use riptide_runtime::tools::eval::ClosedLoop;
+use riptide_runtime::tools::replay::{replay, ReplayArgs};
 
 /// Seeds 10015..10018 (a mixed window: 2 of 4 succeed) with the shipped arm-reach policy, and the
 /// successes measured when it was committed (update together with policies/shipped/arm-reach).
@@ -105,7 +106,7 @@ async fn zenoh_lockstep_demo_matches_the_in_process_closed_loop_and_replays_dete
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rti_warm_starts_over_zenoh_match_the_in_process_closed_loop() {
     use riptide_policies::rti::RtiConfig;
-    use riptide_runtime::lockstep::Sampling;
+    use riptide_runtime::pipeline::Sampling;
     let ckpt = shipped_checkpoint("arm-reach").expect("the shipped arm-reach policy");
     let report = demo(DemoArgs {
         env: "arm-reach".into(),
@@ -189,7 +190,7 @@ async fn demo_runs_every_shipped_kind() {
 #[test]
 fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
     use riptide_drivers::EadpConfig;
-    use riptide_runtime::lockstep::Sampling;
+    use riptide_runtime::pipeline::Sampling;
     let ckpt = shipped_checkpoint("quadrotor").expect("the shipped quadrotor policy");
     let run = |scale: f64| {
         let sampling = Sampling {
@@ -203,7 +204,7 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
         };
         let mut cl = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "quadrotor", 0.0, 0.0, sampling).unwrap();
         let eps: Vec<_> = (0..3).map(|i| cl.episode(SEEDS + i).unwrap()).collect();
-        let costs = &cl.stepper.eadp_costs;
+        let costs = &cl.lockstep.stats.eadp_costs;
         let j = costs.iter().sum::<f64>() / costs.len() as f64;
         let track = eps.iter().map(|e| e.tracking_error).sum::<f64>() / eps.len() as f64;
         (j, track)
@@ -224,11 +225,11 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
 /// layout (LeRobot config.json or MoDE's riptide.json) is one the env can serve.
 #[test]
 fn sim_nodes_default_to_the_shipped_policies_env_layout() {
-    use riptide_runtime::demo::{default_env_state_width, env_state_width};
+    use riptide_runtime::checkpoints::{default_env_state_width, env_state_width};
     for env in riptide_sim::ENV_NAMES {
         let ckpt = shipped_checkpoint(env).unwrap();
         let policy = riptide_policies::load_policy(&ckpt, DeviceSpec::Cpu).unwrap();
-        let want = riptide_runtime::evaluate::policy_env_state_width(policy.spec());
+        let want = riptide_runtime::tools::eval::policy_env_state_width(policy.spec());
         assert_eq!(default_env_state_width(env), want, "{env}");
         let sim = riptide_sim::make_env_for(env, default_env_state_width(env)).unwrap();
         assert_eq!(Some(sim.spec().env_state_dim), want, "{env}");
@@ -240,7 +241,7 @@ fn sim_nodes_default_to_the_shipped_policies_env_layout() {
         let w = env_state_width(&dir).unwrap();
         assert_eq!(
             w,
-            riptide_runtime::evaluate::policy_env_state_width(policy.spec()),
+            riptide_runtime::tools::eval::policy_env_state_width(policy.spec()),
             "{kind}"
         );
         riptide_sim::make_env_for("arm-reach", w).unwrap();
@@ -253,7 +254,7 @@ fn sim_nodes_default_to_the_shipped_policies_env_layout() {
 /// expert at every step.
 #[test]
 fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
-    use riptide_runtime::evaluate::record_dagger_episode;
+    use riptide_runtime::tools::eval::record_dagger_episode;
     use riptide_sim::dataset::read_episode;
     let ckpt = shipped_checkpoint("arm-reach").expect("the shipped arm-reach policy");
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +303,7 @@ fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
 /// committed, `bench/push-t/session13/rep-k8-20000.json`, `session12/p4r28-16-s20000.json`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_t_runs_its_consensus_default_through_the_zenoh_path() {
-    use riptide_runtime::lockstep::Sampling;
+    use riptide_runtime::pipeline::Sampling;
     const SEED: u64 = 20055;
     let ckpt = shipped_checkpoint("push-t").unwrap();
     let report = demo(DemoArgs {

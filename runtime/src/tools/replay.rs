@@ -18,8 +18,9 @@ use riptide_sim::dataset::{read_episode, EpisodeData};
 use riptide_sim::{Observation, RgbImage};
 use serde::Serialize;
 
-use crate::evaluate::{frames_for, sim_daemon_config, ClosedLoop};
-use crate::window::{Frame, WindowBuilder};
+use crate::tools::eval::{frames_for, sim_daemon_config, ClosedLoop};
+pub use crate::tools::report::{ClosedLoopResult, OpenLoopEpisode, ReplaySummary};
+use crate::pipeline::window::{Frame, WindowBuilder};
 
 #[derive(Debug, Clone)]
 pub struct ReplayArgs {
@@ -30,49 +31,6 @@ pub struct ReplayArgs {
     pub delay_ms: f64,
     /// Where to write `replay.json` and `replay.html`.
     pub out: PathBuf,
-}
-
-/// Open-loop result of one episode.
-#[derive(Debug, Clone, Serialize)]
-pub struct OpenLoopEpisode {
-    pub path: String,
-    pub seed: Option<u64>,
-    pub steps: usize,
-    pub inferences: usize,
-    /// Mean |predicted − recorded| over every compared action and dimension.
-    pub mae: f64,
-    /// Root mean square error over the same.
-    pub rmse: f64,
-    /// Mean absolute error per offset into the executable slice (0 = the action due at the observation).
-    pub mae_by_offset: Vec<f64>,
-    /// (time, recorded action, predicted action) per compared step, for plots.
-    #[serde(skip)]
-    pub trace: Vec<(f64, Vec<f32>, Vec<f32>)>,
-}
-
-/// Closed-loop result of one episode.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClosedLoopResult {
-    pub path: String,
-    pub seed: u64,
-    pub recorded_success: Option<bool>,
-    pub success: bool,
-    pub score: f64,
-    pub steps: usize,
-    pub inferences: usize,
-    pub nfe: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReplaySummary {
-    pub checkpoint: String,
-    pub mode: &'static str,
-    pub delay_ms: f64,
-    pub open_loop: Vec<OpenLoopEpisode>,
-    pub closed_loop: Vec<ClosedLoopResult>,
-    /// Mean MAE over episodes (open loop) / success rate (closed loop).
-    pub mean_mae: Option<f64>,
-    pub success_rate: Option<f64>,
 }
 
 /// Frame `k` of a recording, its `environment_state` cut to `env_state_width` values when the recording
@@ -95,7 +53,7 @@ pub fn open_loop(checkpoint: &Path, device: DeviceSpec, ep: &EpisodeData) -> Res
         .env
         .clone()
         .ok_or_else(|| anyhow!("{}: no env in metadata", ep.path.display()))?;
-    let env = crate::evaluate::env_for_policy(&env_name, &spec)?;
+    let env = crate::tools::eval::env_for_policy(&env_name, &spec)?;
     let inputs = sim_daemon_config(checkpoint, env.spec(), &spec).resolve(&spec)?.inputs;
     if ep.fps <= 0.0 {
         bail!("{}: unknown fps", ep.path.display());
@@ -231,6 +189,91 @@ pub fn replay(args: &ReplayArgs, mut progress: impl FnMut(usize, usize)) -> Resu
     };
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("replay.json"), serde_json::to_string_pretty(&summary)?)?;
-    std::fs::write(args.out.join("replay.html"), crate::report::html(&summary, &latencies))?;
+    std::fs::write(args.out.join("replay.html"), crate::tools::report::html(&summary, &latencies))?;
     Ok(summary)
+}
+
+/// `riptide replay`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct ReplayCmd {
+    /// MCAP episodes (files or folders).
+    pub episodes: Vec<PathBuf>,
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Simulated inference delay (closed loop), ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+    #[arg(long, default_value = "replay")]
+    pub out: PathBuf,
+}
+
+impl ReplayCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { episodes, checkpoint, device, closed_loop, delay_ms, out } = self;
+
+            let files = crate::tools::replay::mcap_files(&episodes)?;
+            let s = crate::tools::replay::replay(
+                &crate::tools::replay::ReplayArgs {
+                    episodes: files,
+                    checkpoint,
+                    device,
+                    closed_loop,
+                    delay_ms,
+                    out: out.clone(),
+                },
+                |i, n| {
+                    let w = 30;
+                    let done = i * w / n.max(1);
+                    eprint!("\r[{}{}] {i}/{n}", "#".repeat(done), " ".repeat(w - done));
+                    if i == n {
+                        eprintln!();
+                    }
+                },
+            )?;
+            if let Some(r) = s.success_rate {
+                println!(
+                    "closed loop: {:.1} % success over {} episodes",
+                    r * 100.0,
+                    s.closed_loop.len()
+                );
+            }
+            if let Some(m) = s.mean_mae {
+                println!(
+                    "open loop: mean |predicted − recorded| {m:.4} over {} episodes",
+                    s.open_loop.len()
+                );
+            }
+            println!(
+                "report: {} and {}",
+                out.join("replay.json").display(),
+                out.join("replay.html").display()
+            );
+            Ok(())
+    }
+}
+
+/// MCAP files from a list of files and folders (sorted per folder).
+pub fn mcap_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "mcap"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no .mcap episodes in {paths:?}");
+    }
+    Ok(out)
 }

@@ -10,7 +10,8 @@
 //!   `driver/queue` (`std_msgs/Float32MultiArray`, data[0] = seconds of commands still queued),
 //!   `driver/status` (`std_msgs/String`, the supervisor state, on change and at 1 Hz).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+pub mod cmd;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +24,9 @@ use riptide_msgs::ros::{
 use serde::Deserialize;
 use zenoh::Wait;
 
-use crate::config::{ZenohConfig, ZenohMode};
-use crate::daemon::now_s;
-use crate::metrics::Metrics;
+use crate::node::{ZenohConfig, ZenohMode};
+use crate::node::now_s;
+use crate::node::metrics::Metrics;
 
 /// A driver node's configuration (`driver.toml`); unknown keys are errors that name the key.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +48,7 @@ pub struct DriveConfig {
     #[serde(default)]
     pub auto_engage: bool,
     /// Zenoh session; a driver connects to the daemon's default endpoint unless told otherwise.
-    #[serde(default = "node_zenoh")]
+    #[serde(default = "default_zenoh")]
     pub zenoh: ZenohConfig,
     /// Executor, safety envelope, supervisor.
     pub driver: DriverConfig,
@@ -61,15 +62,6 @@ fn default_queue_hz() -> f64 {
     20.0
 }
 
-/// Zenoh defaults for nodes other than the daemon: connect to the daemon, listen nowhere.
-pub fn node_zenoh() -> ZenohConfig {
-    ZenohConfig {
-        mode: ZenohMode::Peer,
-        listen: vec![],
-        connect: vec![crate::config::DEFAULT_ENDPOINT.into()],
-        ..ZenohConfig::default()
-    }
-}
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -268,7 +260,7 @@ struct SimDevice {
 /// The sim back-end's env, publishing `env_state_width` (default: the shipped policy's layout); errors
 /// name the config key at fault.
 fn sim_env(name: &str, env_state_width: Option<usize>) -> Result<Box<dyn riptide_sim::Env>> {
-    let width = env_state_width.or_else(|| crate::demo::default_env_state_width(name));
+    let width = env_state_width.or_else(|| crate::checkpoints::default_env_state_width(name));
     riptide_sim::make_env_for(name, width).map_err(|e| match e {
         riptide_sim::SimError::UnknownEnv { .. } => anyhow!("backend.env: {e}"),
         riptide_sim::SimError::EnvStateWidth { .. } => anyhow!("backend.env_state_width: {e}"),
@@ -379,7 +371,7 @@ impl SimDevice {
 
 /// A running driver node; `stop()` ends the control loop and closes the session.
 pub struct DriveNode {
-    stop: Arc<AtomicBool>,
+    stop: crate::node::Shutdown,
     /// The driver's own counters (steps, envelope violations, watchdog, e-stops), refreshed at 1 Hz and at stop.
     pub counters: Arc<std::sync::Mutex<DriverCounters>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
@@ -389,7 +381,7 @@ pub struct DriveNode {
 
 impl DriveNode {
     pub async fn stop(mut self) -> Result<Arc<Metrics>> {
-        self.stop.store(true, Ordering::Release);
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
             tokio::task::spawn_blocking(move || t.join())
                 .await?
@@ -407,7 +399,7 @@ fn decode_or_count<T: serde::de::DeserializeOwned>(bytes: &[u8], metrics: &Metri
     match riptide_msgs::decode::<T>(bytes) {
         Ok(v) => Some(v),
         Err(_) => {
-            metrics.inc("rejected_total", Some(("reason", what)));
+            metrics.inc("rejected_total", &[("reason", what)]);
             None
         }
     }
@@ -417,46 +409,97 @@ fn decode_or_count<T: serde::de::DeserializeOwned>(bytes: &[u8], metrics: &Metri
 pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
     cfg.validate()?;
     let dim = cfg.driver.safety.dim();
-    let mut driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
-    let zcfg = crate::daemon::zenoh_config_from(&cfg.zenoh)?;
-    let session = zenoh::open(zcfg)
-        .await
-        .map_err(|e| anyhow!("cannot open the zenoh session: {e}"))?;
+    let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+    let session = crate::node::session::open(&cfg.zenoh).await?;
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::channel::<Event>();
+    let mut subs = subscribe_control(&session, &cfg, dim, &tx, &metrics).await?;
+    let backend = Backend::open(&session, &cfg, dim, &tx, &metrics, &mut subs).await?;
+    let declare = |rest: &str| {
+        let key = cfg.topic(rest);
+        let session = &session;
+        async move { session.declare_publisher(key).await.map_err(|e| anyhow!("{e}")) }
+    };
+    let outputs = Outputs {
+        action: declare("action").await?,
+        queue: declare("driver/queue").await?,
+        status: declare("driver/status").await?,
+    };
+    let token = session
+        .liveliness()
+        .declare_token(cfg.topic("alive/driver"))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let stop = crate::node::Shutdown::new();
+    let counters = Arc::new(std::sync::Mutex::new(driver.counters()));
+    let mut control = ControlLoop {
+        driver,
+        backend,
+        outputs,
+        metrics: metrics.clone(),
+        counters: counters.clone(),
+        auto_engage: cfg.auto_engage,
+        queue_every: (cfg.rate_hz / cfg.queue_report_hz).round().max(1.0) as u64,
+        status_every: cfg.rate_hz.round().max(1.0) as u64,
+        tick: 0,
+        last_state: None,
+        buf: Vec::new(),
+    };
+    let (stop2, period) = (stop.clone(), Duration::from_secs_f64(1.0 / cfg.rate_hz));
+    let thread = std::thread::Builder::new()
+        .name("riptide-drive".into())
+        .spawn(move || -> Result<()> {
+            // The subscriptions and the liveliness token live as long as the loop.
+            let _keep = (subs, token);
+            control.run(&rx, &stop2, period)
+        })?;
+    Ok(DriveNode {
+        stop,
+        counters,
+        thread: Some(thread),
+        session,
+        metrics,
+    })
+}
 
+/// Chunks on `action/chunk`, and the e-stop and engage topics (any payload).
+async fn subscribe_control(
+    session: &zenoh::Session,
+    cfg: &DriveConfig,
+    dim: usize,
+    tx: &mpsc::Sender<Event>,
+    metrics: &Arc<Metrics>,
+) -> Result<Vec<zenoh::pubsub::Subscriber<()>>> {
     let mut subs = Vec::new();
-    {
-        let (tx, m) = (tx.clone(), metrics.clone());
-        let chunk_type = cfg.chunk_type;
-        subs.push(
-            session
-                .declare_subscriber(cfg.topic("action/chunk"))
-                .callback(move |s| {
-                    let bytes = s.payload().to_bytes();
-                    let chunk = match chunk_type {
-                        ChunkType::JointTrajectory => decode_or_count::<JointTrajectory>(&bytes, &m, "malformed")
-                            .map(|jt| chunk_from_joint_trajectory(&jt, dim)),
-                        ChunkType::MultiDofJointTrajectory => {
-                            decode_or_count::<MultiDOFJointTrajectory>(&bytes, &m, "malformed")
-                                .map(|jt| chunk_from_multi_dof(&jt, dim))
-                        }
-                    };
-                    match chunk {
-                        Some(Ok(c)) => {
-                            let _ = tx.send(Event::Chunk(c));
-                        }
-                        Some(Err(why)) => {
-                            m.inc("rejected_total", Some(("reason", "shape")));
-                            tracing::warn!("rejected a chunk: {why}");
-                        }
-                        None => {}
+    let (chunk_tx, m) = (tx.clone(), metrics.clone());
+    let chunk_type = cfg.chunk_type;
+    subs.push(
+        session
+            .declare_subscriber(cfg.topic("action/chunk"))
+            .callback(move |s| {
+                let bytes = s.payload().to_bytes();
+                let chunk = match chunk_type {
+                    ChunkType::JointTrajectory => decode_or_count::<JointTrajectory>(&bytes, &m, "malformed")
+                        .map(|jt| chunk_from_joint_trajectory(&jt, dim)),
+                    ChunkType::MultiDofJointTrajectory => {
+                        decode_or_count::<MultiDOFJointTrajectory>(&bytes, &m, "malformed")
+                            .map(|jt| chunk_from_multi_dof(&jt, dim))
                     }
-                })
-                .await
-                .map_err(|e| anyhow!("{e}"))?,
-        );
-    }
+                };
+                match chunk {
+                    Some(Ok(c)) => {
+                        let _ = chunk_tx.send(Event::Chunk(c));
+                    }
+                    Some(Err(why)) => {
+                        m.inc("rejected_total", &[("reason", "shape")]);
+                        tracing::warn!("rejected a chunk: {why}");
+                    }
+                    None => {}
+                }
+            })
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    );
     for (rest, make) in [
         ("estop", (|| Event::EStop) as fn() -> Event),
         ("estop/reset", || Event::EStopReset),
@@ -474,260 +517,318 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
                 .map_err(|e| anyhow!("{e}"))?,
         );
     }
-    let mut device_position = None;
-    let mut command_pub = None;
-    let mut joint_names: Vec<String> = (0..dim).map(|i| format!("j{i}")).collect();
-    let mut command_message = CommandMessage::JointState;
-    let mut mavlink_link: Option<riptide_drivers::MavlinkLink> = None;
-    let mut sim_device: Option<SimDevice> = None;
-    match &cfg.backend {
-        BackendConfig::Zenoh {
-            command_topic,
-            message,
-            state_topic,
-            joint_names: names,
-        } => {
-            if !names.is_empty() {
-                joint_names = names.clone();
-            }
-            command_message = *message;
-            command_pub = Some(
-                session
-                    .declare_publisher(command_topic.clone())
-                    .await
-                    .map_err(|e| anyhow!("backend.command_topic: {e}"))?,
-            );
-            if let Some(topic) = state_topic {
-                let (tx, m) = (tx.clone(), metrics.clone());
-                subs.push(
+    Ok(subs)
+}
+
+/// Where the commands go, and where the device's position comes from.
+struct Backend {
+    device_position: Option<Vec<f64>>,
+    command_pub: Option<zenoh::pubsub::Publisher<'static>>,
+    joint_names: Vec<String>,
+    command_message: CommandMessage,
+    mavlink: Option<riptide_drivers::MavlinkLink>,
+    sim: Option<SimDevice>,
+    /// Loopback: the device is wherever it was commanded.
+    loopback: bool,
+}
+
+impl Backend {
+    async fn open(
+        session: &zenoh::Session,
+        cfg: &DriveConfig,
+        dim: usize,
+        tx: &mpsc::Sender<Event>,
+        metrics: &Arc<Metrics>,
+        subs: &mut Vec<zenoh::pubsub::Subscriber<()>>,
+    ) -> Result<Self> {
+        let mut b = Backend {
+            device_position: None,
+            command_pub: None,
+            joint_names: (0..dim).map(|i| format!("j{i}")).collect(),
+            command_message: CommandMessage::JointState,
+            mavlink: None,
+            sim: None,
+            loopback: false,
+        };
+        match &cfg.backend {
+            BackendConfig::Zenoh {
+                command_topic,
+                message,
+                state_topic,
+                joint_names,
+            } => {
+                if !joint_names.is_empty() {
+                    b.joint_names = joint_names.clone();
+                }
+                b.command_message = *message;
+                b.command_pub = Some(
                     session
-                        .declare_subscriber(topic.clone())
-                        .callback(move |s| {
-                            if let Some(js) = decode_or_count::<JointState>(&s.payload().to_bytes(), &m, "state") {
-                                if js.position.len() == dim && js.position.iter().all(|v| v.is_finite()) {
-                                    let _ = tx.send(Event::DevicePosition(js.position));
-                                } else {
-                                    m.inc("rejected_total", Some(("reason", "state")));
-                                }
-                            }
-                        })
+                        .declare_publisher(command_topic.clone())
                         .await
-                        .map_err(|e| anyhow!("{e}"))?,
+                        .map_err(|e| anyhow!("backend.command_topic: {e}"))?,
+                );
+                if let Some(topic) = state_topic {
+                    subs.push(subscribe_state(session, topic, dim, tx, metrics).await?);
+                }
+            }
+            BackendConfig::Loopback { initial_position } => {
+                b.device_position = Some(initial_position.clone());
+                b.loopback = true;
+            }
+            BackendConfig::Sim {
+                env,
+                seed,
+                render,
+                env_state_width,
+            } => {
+                let dev = SimDevice::start(env, *env_state_width, *seed, *render, session, &cfg.namespace, now_s())?;
+                b.device_position = Some(dev.env.position());
+                b.sim = Some(dev);
+            }
+            BackendConfig::Mavlink { mavlink } => {
+                b.mavlink = Some(
+                    riptide_drivers::MavlinkLink::connect(mavlink.clone())
+                        .map_err(|e| anyhow!("backend.mavlink: {e}"))?,
                 );
             }
         }
-        BackendConfig::Loopback { initial_position } => device_position = Some(initial_position.clone()),
-        BackendConfig::Sim {
-            env,
-            seed,
-            render,
-            env_state_width,
-        } => {
-            let dev = SimDevice::start(env, *env_state_width, *seed, *render, &session, &cfg.namespace, now_s())?;
-            device_position = Some(dev.env.position());
-            sim_device = Some(dev);
+        Ok(b)
+    }
+}
+
+/// The device's measured joint positions (`backend.state_topic`), where the driver engages from.
+async fn subscribe_state(
+    session: &zenoh::Session,
+    topic: &str,
+    dim: usize,
+    tx: &mpsc::Sender<Event>,
+    metrics: &Arc<Metrics>,
+) -> Result<zenoh::pubsub::Subscriber<()>> {
+    let (tx, m) = (tx.clone(), metrics.clone());
+    session
+        .declare_subscriber(topic.to_string())
+        .callback(move |s| {
+            if let Some(js) = decode_or_count::<JointState>(&s.payload().to_bytes(), &m, "state") {
+                if js.position.len() == dim && js.position.iter().all(|v| v.is_finite()) {
+                    let _ = tx.send(Event::DevicePosition(js.position));
+                } else {
+                    m.inc("rejected_total", &[("reason", "state")]);
+                }
+            }
+        })
+        .await
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// The node's own publishers.
+struct Outputs {
+    action: zenoh::pubsub::Publisher<'static>,
+    queue: zenoh::pubsub::Publisher<'static>,
+    status: zenoh::pubsub::Publisher<'static>,
+}
+
+/// The control loop's state, owned by its thread.
+struct ControlLoop {
+    driver: Driver,
+    backend: Backend,
+    outputs: Outputs,
+    metrics: Arc<Metrics>,
+    counters: Arc<std::sync::Mutex<DriverCounters>>,
+    auto_engage: bool,
+    queue_every: u64,
+    status_every: u64,
+    tick: u64,
+    last_state: Option<SupervisorState>,
+    buf: Vec<u8>,
+}
+
+impl ControlLoop {
+    /// Step at `period` until `stop`; late steps are counted, never caught up with a burst.
+    fn run(&mut self, rx: &mpsc::Receiver<Event>, stop: &crate::node::Shutdown, period: Duration) -> Result<()> {
+        let mut next = Instant::now();
+        while !stop.is_triggered() {
+            self.step(rx, now_s())?;
+            next += period;
+            let now_i = Instant::now();
+            if next > now_i {
+                std::thread::sleep(next - now_i);
+            } else {
+                self.metrics.inc("late_steps_total", &[]);
+                next = now_i;
+            }
         }
-        BackendConfig::Mavlink { mavlink } => {
-            mavlink_link = Some(
-                riptide_drivers::MavlinkLink::connect(mavlink.clone()).map_err(|e| anyhow!("backend.mavlink: {e}"))?,
+        if let Some(link) = self.backend.mavlink.take() {
+            let mc = link.shutdown();
+            tracing::info!(
+                "mavlink: {} setpoints sent, {} not executed",
+                mc.setpoints_sent,
+                mc.setpoints_not_executed
             );
+        }
+        let c = self.driver.counters();
+        *self.counters.lock().expect("counters lock") = c.clone();
+        tracing::info!("driver stopped after {} steps: {c:?}", c.steps);
+        Ok(())
+    }
+
+    fn step(&mut self, rx: &mpsc::Receiver<Event>, now: f64) -> Result<()> {
+        if let Some(link) = &self.backend.mavlink {
+            // The vehicle's pose is where the driver engages from.
+            if let Some(p) = link.vehicle_state().pose_enu() {
+                self.backend.device_position = Some(p.to_vec());
+            }
+        }
+        while let Ok(ev) = rx.try_recv() {
+            self.on_event(ev, now);
+        }
+        let cmd = self.driver.step(now);
+        self.drive_backends(&cmd, now);
+        if let Some(p) = cmd.position() {
+            self.publish_command(p, &cmd, now)?;
+        }
+        self.report(now)?;
+        self.tick += 1;
+        Ok(())
+    }
+
+    fn engage(&mut self, now: f64) {
+        match &self.backend.device_position {
+            Some(p) => {
+                if let Err(e) = self.driver.engage(p, now) {
+                    tracing::warn!("cannot engage: {e}");
+                }
+            }
+            None => tracing::warn!("cannot engage: the device's position is not known yet"),
         }
     }
-    let action_pub = session
-        .declare_publisher(cfg.topic("action"))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let queue_pub = session
-        .declare_publisher(cfg.topic("driver/queue"))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let status_pub = session
-        .declare_publisher(cfg.topic("driver/status"))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let _token = session
-        .liveliness()
-        .declare_token(cfg.topic("alive/driver"))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let counters = Arc::new(std::sync::Mutex::new(driver.counters()));
-    let (stop2, m, counters2) = (stop.clone(), metrics.clone(), counters.clone());
-    let period = Duration::from_secs_f64(1.0 / cfg.rate_hz);
-    let queue_every = (cfg.rate_hz / cfg.queue_report_hz).round().max(1.0) as u64;
-    let status_every = cfg.rate_hz.round().max(1.0) as u64;
-    let auto_engage = cfg.auto_engage;
-    let thread = std::thread::Builder::new()
-        .name("riptide-drive".into())
-        .spawn(move || -> Result<()> {
-            let _subs = subs;
-            let _token = _token;
-            let mut next = Instant::now();
-            let mut tick: u64 = 0;
-            let mut last_state = None;
-            let mut buf = Vec::new();
-            while !stop2.load(Ordering::Acquire) {
-                let now = now_s();
-                if let Some(link) = &mavlink_link {
-                    // The vehicle's pose is where the driver engages from.
-                    if let Some(p) = link.vehicle_state().pose_enu() {
-                        device_position = Some(p.to_vec());
-                    }
+    fn on_event(&mut self, ev: Event, now: f64) {
+        match ev {
+            Event::Chunk(c) => {
+                self.metrics.inc("chunks_total", &[]);
+                if let Err(e) = self.driver.on_chunk(&c, now) {
+                    self.metrics.inc("chunks_rejected_total", &[]);
+                    tracing::warn!("chunk rejected: {e}");
                 }
-                while let Ok(ev) = rx.try_recv() {
-                    match ev {
-                        Event::Chunk(c) => {
-                            m.inc("chunks_total", None);
-                            if let Err(e) = driver.on_chunk(&c, now) {
-                                m.inc("chunks_rejected_total", None);
-                                tracing::warn!("chunk rejected: {e}");
-                            }
-                            if auto_engage && driver.state() == SupervisorState::Disengaged {
-                                if let Some(p) = &device_position {
-                                    if let Err(e) = driver.engage(p, now) {
-                                        tracing::warn!("cannot engage: {e}");
-                                    }
-                                }
-                            }
-                        }
-                        Event::EStop => {
-                            m.inc("estops_total", None);
-                            driver.estop();
-                            tracing::warn!("E-STOP latched (reset on estop/reset)");
-                        }
-                        Event::EStopReset => driver.estop_reset(),
-                        Event::Engage => match &device_position {
-                            Some(p) => {
-                                if let Err(e) = driver.engage(p, now) {
-                                    tracing::warn!("cannot engage: {e}");
-                                }
-                            }
-                            None => tracing::warn!("cannot engage: the device's position is not known yet"),
-                        },
-                        Event::Disengage => driver.disengage(),
-                        Event::DevicePosition(p) => device_position = Some(p),
-                    }
-                }
-                let cmd = driver.step(now);
-                if let Some(sim) = &mut sim_device {
-                    let following = matches!(driver.state(), SupervisorState::Engaging | SupervisorState::Engaged);
-                    match sim.tick(now, cmd.position(), following) {
-                        Ok(new_episode) => {
-                            device_position = Some(sim.env.position());
-                            if new_episode {
-                                // The robot was reset elsewhere: engage again from where it is now.
-                                driver.disengage();
-                            }
-                        }
-                        Err(e) => {
-                            m.inc("backend_errors_total", None);
-                            tracing::warn!("sim: {e}");
-                        }
-                    }
-                }
-                if let Some(link) = &mavlink_link {
-                    match link.apply(&cmd) {
-                        Ok(riptide_drivers::VehicleGate::Executing) => {}
-                        Ok(gate) => m.inc("vehicle_not_executing_total", Some(("gate", &format!("{gate:?}")))),
-                        Err(e) => {
-                            m.inc("backend_errors_total", None);
-                            tracing::debug!("mavlink: {e}");
-                        }
-                    }
-                }
-                if let Some(p) = cmd.position() {
-                    let stamp = Time::from_secs_f64(now);
-                    let js = JointState {
-                        header: Header {
-                            stamp,
-                            frame_id: String::new(),
-                        },
-                        name: joint_names.clone(),
-                        position: p.to_vec(),
-                        ..Default::default()
-                    };
-                    buf.clear();
-                    riptide_msgs::encode_into(&js, &mut buf)?;
-                    let _ = action_pub.put(buf.clone()).wait();
-                    if let Some(cp) = &command_pub {
-                        let payload = match command_message {
-                            CommandMessage::JointState => buf.clone(),
-                            CommandMessage::JointTrajectory => riptide_msgs::encode(&JointTrajectory {
-                                header: js.header.clone(),
-                                joint_names: joint_names.clone(),
-                                points: vec![riptide_msgs::ros::JointTrajectoryPoint {
-                                    positions: p.to_vec(),
-                                    ..Default::default()
-                                }],
-                            })?,
-                        };
-                        let _ = cp.put(payload).wait();
-                    }
-                    if let BackendConfig::Loopback { .. } = cfg.backend {
-                        device_position = Some(p.to_vec());
-                    }
-                    m.inc(
-                        "commands_total",
-                        Some((
-                            "kind",
-                            match cmd {
-                                Command::Position(_) => "position",
-                                Command::Hold(_) => "hold",
-                                Command::Land { .. } => "land",
-                                Command::Idle => "idle",
-                            },
-                        )),
-                    );
-                }
-                if tick % queue_every == 0 {
-                    let q = Float32MultiArray {
-                        data: vec![driver.queued_s(now) as f32],
-                        ..Default::default()
-                    };
-                    let _ = queue_pub.put(riptide_msgs::encode(&q)?).wait();
-                }
-                let state = driver.state();
-                if last_state != Some(state) || tick % status_every == 0 {
-                    if last_state != Some(state) {
-                        tracing::info!("driver: {state:?}");
-                    }
-                    last_state = Some(state);
-                    *counters2.lock().expect("counters lock") = driver.counters();
-                    let s = StringMsg {
-                        data: format!("{state:?}"),
-                    };
-                    let _ = status_pub.put(riptide_msgs::encode(&s)?).wait();
-                }
-                tick += 1;
-                next += period;
-                let now_i = Instant::now();
-                if next > now_i {
-                    std::thread::sleep(next - now_i);
-                } else {
-                    // Late: count it and do not try to catch up with a burst of steps.
-                    m.inc("late_steps_total", None);
-                    next = now_i;
+                if self.auto_engage
+                    && self.driver.state() == SupervisorState::Disengaged
+                    && self.backend.device_position.is_some()
+                {
+                    self.engage(now);
                 }
             }
-            if let Some(link) = mavlink_link.take() {
-                let mc = link.shutdown();
-                tracing::info!(
-                    "mavlink: {} setpoints sent, {} not executed",
-                    mc.setpoints_sent,
-                    mc.setpoints_not_executed
-                );
+            Event::EStop => {
+                self.metrics.inc("estops_total", &[]);
+                self.driver.estop();
+                tracing::warn!("E-STOP latched (reset on estop/reset)");
             }
-            let c = driver.counters();
-            *counters2.lock().expect("counters lock") = c;
-            tracing::info!("driver stopped after {} steps: {c:?}", c.steps);
-            Ok(())
-        })?;
-    Ok(DriveNode {
-        stop,
-        counters,
-        thread: Some(thread),
-        session,
-        metrics,
-    })
+            Event::EStopReset => self.driver.estop_reset(),
+            Event::Engage => self.engage(now),
+            Event::Disengage => self.driver.disengage(),
+            Event::DevicePosition(p) => self.backend.device_position = Some(p),
+        }
+    }
+
+    /// The sim and MAVLink back-ends take the command directly.
+    fn drive_backends(&mut self, cmd: &Command, now: f64) {
+        if let Some(sim) = &mut self.backend.sim {
+            let following = matches!(self.driver.state(), SupervisorState::Engaging | SupervisorState::Engaged);
+            match sim.tick(now, cmd.position(), following) {
+                Ok(new_episode) => {
+                    self.backend.device_position = Some(sim.env.position());
+                    if new_episode {
+                        // The robot was reset elsewhere: engage again from where it is now.
+                        self.driver.disengage();
+                    }
+                }
+                Err(e) => {
+                    self.metrics.inc("backend_errors_total", &[]);
+                    tracing::warn!("sim: {e}");
+                }
+            }
+        }
+        if let Some(link) = &self.backend.mavlink {
+            match link.apply(cmd) {
+                Ok(riptide_drivers::VehicleGate::Executing) => {}
+                Ok(gate) => self
+                    .metrics
+                    .inc("vehicle_not_executing_total", &[("gate", &format!("{gate:?}"))]),
+                Err(e) => {
+                    self.metrics.inc("backend_errors_total", &[]);
+                    tracing::debug!("mavlink: {e}");
+                }
+            }
+        }
+    }
+
+    /// The executed command on `action`, and to the zenoh back-end's command topic.
+    fn publish_command(&mut self, p: &[f64], cmd: &Command, now: f64) -> Result<()> {
+        let b = &self.backend;
+        let js = JointState {
+            header: Header {
+                stamp: Time::from_secs_f64(now),
+                frame_id: String::new(),
+            },
+            name: b.joint_names.clone(),
+            position: p.to_vec(),
+            ..Default::default()
+        };
+        self.buf.clear();
+        riptide_msgs::encode_into(&js, &mut self.buf)?;
+        let _ = self.outputs.action.put(self.buf.clone()).wait();
+        if let Some(cp) = &b.command_pub {
+            let payload = match b.command_message {
+                CommandMessage::JointState => self.buf.clone(),
+                CommandMessage::JointTrajectory => riptide_msgs::encode(&JointTrajectory {
+                    header: js.header.clone(),
+                    joint_names: b.joint_names.clone(),
+                    points: vec![riptide_msgs::ros::JointTrajectoryPoint {
+                        positions: p.to_vec(),
+                        ..Default::default()
+                    }],
+                })?,
+            };
+            let _ = cp.put(payload).wait();
+        }
+        if b.loopback {
+            self.backend.device_position = Some(p.to_vec());
+        }
+        let kind = match cmd {
+            Command::Position(_) => "position",
+            Command::Hold(_) => "hold",
+            Command::Land { .. } => "land",
+            Command::Idle => "idle",
+        };
+        self.metrics.inc("commands_total", &[("kind", kind)]);
+        Ok(())
+    }
+
+    /// The queue length (for on-demand triggering) and the supervisor state (on change and at 1 Hz).
+    fn report(&mut self, now: f64) -> Result<()> {
+        if self.tick % self.queue_every == 0 {
+            let q = Float32MultiArray {
+                data: vec![self.driver.queued_s(now) as f32],
+                ..Default::default()
+            };
+            let _ = self.outputs.queue.put(riptide_msgs::encode(&q)?).wait();
+            self.metrics.set("driver_queued_seconds", &[], self.driver.queued_s(now));
+        }
+        let state = self.driver.state();
+        if self.last_state != Some(state) || self.tick % self.status_every == 0 {
+            if self.last_state != Some(state) {
+                tracing::info!("driver: {state:?}");
+            }
+            self.last_state = Some(state);
+            *self.counters.lock().expect("counters lock") = self.driver.counters();
+            let s = StringMsg {
+                data: format!("{state:?}"),
+            };
+            let _ = self.outputs.status.put(riptide_msgs::encode(&s)?).wait();
+        }
+        Ok(())
+    }
+}
+
+fn default_zenoh() -> ZenohConfig {
+    crate::node::session::node_zenoh(vec![])
 }

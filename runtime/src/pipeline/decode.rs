@@ -3,7 +3,7 @@
 
 use riptide_msgs::ros::{Float32MultiArray, Header, Image, JointState, PoseStamped, TwistStamped};
 
-use crate::config::{InputType, ResolvedInput};
+use crate::pipeline::input::{InputType, ResolvedInput};
 
 /// Why a message was rejected (a metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

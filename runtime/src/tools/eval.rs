@@ -1,7 +1,8 @@
-//! Closed-loop evaluation in-process: a sim env, the policy and the driver in lockstep simulated time.
-//! Observations go through the same message encoding and decoding as on the wire (so resizing, layout
-//! and validation are the daemon's), then the [`Stepper`] (window, policy, chunk timing with the
-//! simulated delay, driver). Deterministic: same checkpoint, seeds and delay → identical commands.
+//! Closed-loop evaluation in-process: a sim env and the daemon's lockstep pipeline
+//! ([`crate::daemon::lockstep::Lockstep`]: window, policy, chunk timing with the simulated delay,
+//! hosted driver) joined by an in-process transport instead of zenoh. Observations are encoded as the
+//! sim node publishes them and handed over as bytes, so decoding, resizing, layout and validation are
+//! the daemon's. Deterministic: same checkpoint, seeds and delay → identical commands.
 
 use std::path::Path;
 
@@ -12,9 +13,10 @@ use riptide_sim::record::{image_msg, joint_state_msg};
 use riptide_sim::{Env, EnvSpec, Observation};
 use serde::Serialize;
 
-use crate::config::{DaemonConfig, InputConfig, InputType, ResolvedInput};
-use crate::decode::decode;
-use crate::lockstep::{LockstepConfig, Sampling, Stepper};
+use crate::daemon::config::{DaemonConfig, InputConfig, InputType, ResolvedInput};
+use crate::daemon::lockstep::{Handled, Lockstep, LockstepConfig};
+use crate::node::Metrics;
+use crate::pipeline::{Pipeline, Sampling};
 
 /// The driver an env needs: its action limits and speed limits, clamping; the watchdog only matters
 /// when the policy stalls, which lockstep cannot, so it is generous.
@@ -66,8 +68,8 @@ pub fn sim_daemon_config(checkpoint: &Path, spec: &EnvSpec, policy: &PolicySpec)
     cfg
 }
 
-/// Encode one observation as the sim node would publish it and decode it as the daemon would.
-pub fn frames_for(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Result<Vec<(String, Vec<f32>)>> {
+/// Encode one observation's frames as the sim node publishes them, in `inputs` order.
+pub fn encode_frames(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {
         let bytes = match input.feature.as_str() {
@@ -84,10 +86,23 @@ pub fn frames_for(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Resu
             }
             other => anyhow::bail!("the sim provides observation.state, observation.environment_state and observation.image; the policy asks for {other}"),
         };
-        let d = decode(input, &bytes).map_err(|(r, why)| anyhow!("{}: {} ({why})", input.feature, r.label()))?;
-        out.push((input.feature.clone(), d.values));
+        out.push(bytes);
     }
     Ok(out)
+}
+
+/// Encode one observation as the sim node would publish it and decode it as the daemon would.
+pub fn frames_for(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Result<Vec<(String, Vec<f32>)>> {
+    let frames = encode_frames(inputs, t_s, obs)?;
+    inputs
+        .iter()
+        .zip(frames)
+        .map(|(input, bytes)| {
+            let d = crate::pipeline::decode::decode(input, &bytes)
+                .map_err(|(r, why)| anyhow!("{}: {} ({why})", input.feature, r.label()))?;
+            Ok((input.feature.clone(), d.values))
+        })
+        .collect()
 }
 
 /// One closed-loop episode's result.
@@ -118,11 +133,10 @@ pub struct ClosedLoopEpisode {
     pub inference_s: Vec<f64>,
 }
 
-/// Policy + driver + env, ready to run episodes.
+/// The lockstep pipeline + env, joined in-process, ready to run episodes.
 pub struct ClosedLoop {
-    pub stepper: Stepper,
+    pub lockstep: Lockstep,
     pub env: Box<dyn Env>,
-    inputs: Vec<ResolvedInput>,
     render: bool,
 }
 
@@ -158,27 +172,43 @@ impl ClosedLoop {
             .inputs
             .iter()
             .any(|f| f.kind == riptide_policies::FeatureKind::Visual);
-        let stepper = Stepper::new(
-            policy,
+        let dt_s = 1.0 / spec.fps;
+        let lockstep = Lockstep::new(
+            Pipeline::new(policy, sampling, dt_s)?,
+            resolved.inputs,
             LockstepConfig {
-                dt_s: 1.0 / spec.fps,
+                dt_s,
                 delay_s,
                 queue_threshold_s,
                 driver: driver_config_for(&spec),
-                sampling,
             },
+            std::sync::Arc::new(Metrics::default()),
         )?;
-        Ok(Self {
-            stepper,
-            env,
-            inputs: resolved.inputs,
-            render,
-        })
+        Ok(Self { lockstep, env, render })
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        self.lockstep.spec()
     }
 
     /// Run one episode from `seed`.
     pub fn episode(&mut self, seed: u64) -> Result<ClosedLoopEpisode> {
         self.episode_observed(seed, |_, _, _| Ok(()))
+    }
+
+    /// The in-process transport of one control step: the observation's frames in, the command out.
+    fn command(&mut self, t: f64, obs: &Observation) -> Result<Vec<f64>> {
+        let frames = encode_frames(self.lockstep.inputs(), t, obs)?;
+        let n = frames.len();
+        for (i, bytes) in frames.into_iter().enumerate() {
+            match self.lockstep.frame(i, &bytes)? {
+                Handled::Step(step) if i + 1 == n => return Ok(step.command),
+                Handled::Stored if i + 1 < n => {}
+                Handled::Rejected { reason, detail } => anyhow::bail!("{reason}: {detail}"),
+                _ => anyhow::bail!("lockstep stepped before the last frame of t = {t:.3}"),
+            }
+        }
+        anyhow::bail!("no command for t = {t:.3}: the policy has no inputs")
     }
 
     /// [`ClosedLoop::episode`], calling `observe(k, observation, env)` before control step k is taken
@@ -191,11 +221,10 @@ impl ClosedLoop {
         let dt = 1.0 / self.env.spec().fps;
         let mut obs = self.env.reset(seed);
         let first_env_state = obs.env_state.clone();
-        self.stepper.reset(seed, &self.env.position(), 0.0)?;
+        self.lockstep.start_episode(seed, &self.env.position())?;
         let mut positions = vec![self.env.position()];
-        let n_inf0 = self.stepper.inference_s.len();
-        let nfe0 = self.stepper.nfe_total;
-        let warm0 = self.stepper.warm_starts;
+        let st = &self.lockstep.stats;
+        let (n_inf0, nfe0, warm0) = (st.inference_s.len(), st.nfe_total, st.warm_starts);
         let mut commands = Vec::new();
         let mut track_sum = 0.0;
         let mut k = 0usize;
@@ -203,10 +232,7 @@ impl ClosedLoop {
             observe(k, &obs, self.env.as_mut())?;
             // The time a message stamp carries (ns resolution), as the wire path sees it.
             let t = riptide_msgs::ros::Time::from_secs_f64(k as f64 * dt).as_secs_f64();
-            for (feature, values) in frames_for(&self.inputs, t, &obs)? {
-                self.stepper.push(&feature, t, values);
-            }
-            let (cmd, _) = self.stepper.step(t)?;
+            let cmd = self.command(t, &obs)?;
             obs = if self.render {
                 self.env.step(&cmd)
             } else {
@@ -225,19 +251,21 @@ impl ClosedLoop {
             k += 1;
         }
         observe(k, &obs, self.env.as_mut())?;
+        self.lockstep.end_episode();
+        let st = &self.lockstep.stats;
         Ok(ClosedLoopEpisode {
             seed,
             success: self.env.success(),
             score: self.env.score(),
             steps: self.env.steps(),
-            inferences: self.stepper.inference_s.len() - n_inf0,
-            nfe: self.stepper.nfe_total - nfe0,
-            warm_starts: self.stepper.warm_starts - warm0,
+            inferences: st.inference_s.len() - n_inf0,
+            nfe: st.nfe_total - nfe0,
+            warm_starts: st.warm_starts - warm0,
             tracking_error: track_sum / k.max(1) as f64,
             commands,
             positions,
             first_env_state,
-            inference_s: self.stepper.inference_s[n_inf0..].to_vec(),
+            inference_s: st.inference_s[n_inf0..].to_vec(),
         })
     }
 }
@@ -322,7 +350,7 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
     Ok(EvalSummary {
         env: args.env.clone(),
         checkpoint: args.checkpoint.display().to_string(),
-        policy_kind: cl.stepper.spec().kind.clone(),
+        policy_kind: cl.spec().kind.to_string(),
         seeds: [args.seed, args.seed + args.episodes.saturating_sub(1) as u64],
         episodes: per_episode.len(),
         successes: per_episode.iter().filter(|e| e.success).count(),
@@ -335,14 +363,7 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         rti_jump_threshold: args.sampling.rti.as_ref().and_then(|r| r.jump_threshold),
         eadp_scale: args.sampling.eadp.as_ref().map(|e| e.scale),
         // What ran (a bad explicit count failed the first inference already).
-        candidates: cl
-            .stepper
-            .spec()
-            .candidates_for(
-                args.sampling.candidates,
-                args.sampling.rti.is_none() && args.sampling.eadp.is_none(),
-            )
-            .unwrap_or(1),
+        candidates: cl.lockstep.pipeline().candidates(),
         queue_threshold_s: args.queue_threshold_s,
         inferences,
         warm_starts: per_episode.iter().map(|e| e.warm_starts).sum(),
@@ -352,7 +373,7 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         latency_ms_p99: pct(0.99),
         mean_tracking_error: per_episode.iter().map(|e| e.tracking_error).sum::<f64>() / n,
         eadp_model_cost: args.sampling.eadp.as_ref().map(|_| {
-            let c = &cl.stepper.eadp_costs;
+            let c = &cl.lockstep.stats.eadp_costs;
             c.iter().sum::<f64>() / c.len().max(1) as f64
         }),
         per_episode,
@@ -417,4 +438,131 @@ pub fn record_dagger_episode(
         steps: r.steps,
         messages,
     })
+}
+
+/// `riptide eval`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct EvalCmd {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub env: String,
+    #[arg(long, default_value_t = 10000)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Simulated inference delay, ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+    /// Infer when less than this much of the chunk is left (s of simulated time; 0 = when it ran out).
+    #[arg(long, default_value_t = 0.0)]
+    pub queue_threshold_s: f64,
+    /// Override the checkpoint's number of denoising steps.
+    #[arg(long)]
+    pub inference_steps: Option<usize>,
+    /// RTI warm starts entering at this schedule step (see the daemon's [rti]); omit for cold starts.
+    #[arg(long)]
+    pub rti_start_step: Option<usize>,
+    /// With --rti-start-step: forward-noise the shifted chunk to that step's level.
+    #[arg(long)]
+    pub rti_noise: bool,
+    /// With --rti-start-step: cold starts (each episode's first chunk) run this many steps.
+    #[arg(long)]
+    pub rti_cold_steps: Option<usize>,
+    /// With --rti-start-step: warm starts run this many DDIM steps from that step's level (re-spaced).
+    #[arg(long)]
+    pub rti_warm_steps: Option<usize>,
+    /// With --rti-start-step: cold start when the normalised state moved more than this since the
+    /// previous chunk's observation (max-abs).
+    #[arg(long)]
+    pub rti_jump_threshold: Option<f32>,
+    /// EADP guidance (drone policies) with this scale, λ_t = scale·ᾱ_t; 0 only measures the
+    /// controller model's tracking cost of the unguided chunks.
+    #[arg(long)]
+    pub eadp_scale: Option<f64>,
+    /// Consensus sampling: draw this many chunks per inference (one batch) and execute their medoid.
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Write the full summary (per-episode results) here as well.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write every episode's task (first environment_state), commands and device positions here
+    /// (JSON), to see how failures happen.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+impl EvalCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { checkpoint, env, seed, episodes, device, delay_ms, queue_threshold_s, inference_steps, rti_start_step, rti_noise, rti_cold_steps, rti_warm_steps, rti_jump_threshold, eadp_scale, candidates, out, trace } = self;
+
+            if (rti_cold_steps.is_some() || rti_warm_steps.is_some() || rti_jump_threshold.is_some())
+                && rti_start_step.is_none()
+            {
+                anyhow::bail!(
+                    "--rti-cold-steps, --rti-warm-steps and --rti-jump-threshold need --rti-start-step (they shape RTI sampling)"
+                );
+            }
+            let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
+                noise: rti_noise,
+                cold_steps: rti_cold_steps,
+                warm_steps: rti_warm_steps,
+                jump_threshold: rti_jump_threshold,
+                ..riptide_policies::rti::RtiConfig::new(k)
+            });
+            let args = crate::tools::eval::EvalArgs {
+                checkpoint,
+                device,
+                env,
+                seed,
+                episodes,
+                delay_s: delay_ms / 1e3,
+                queue_threshold_s,
+                sampling: crate::pipeline::Sampling {
+                    inference_steps,
+                    rti,
+                    eadp: eadp_scale.map(|scale| riptide_drivers::EadpConfig {
+                        scale,
+                        ..Default::default()
+                    }),
+                    candidates,
+                },
+            };
+            let mut ok = 0;
+            let s = crate::tools::eval::evaluate(&args, |i, n, e| {
+                ok += e.success as usize;
+                eprint!("\r{i}/{n} episodes, {ok} successful");
+                if i == n {
+                    eprintln!();
+                }
+            })?;
+            if let Some(p) = out {
+                std::fs::write(&p, serde_json::to_string_pretty(&s)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Some(p) = trace {
+                let eps: Vec<_> = s
+                    .per_episode
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "seed": e.seed,
+                            "success": e.success,
+                            "steps": e.steps,
+                            "first_env_state": e.first_env_state,
+                            "commands": e.commands,
+                            "positions": e.positions,
+                        })
+                    })
+                    .collect();
+                std::fs::write(&p, serde_json::to_string(&eps)?).with_context(|| format!("writing {}", p.display()))?;
+            }
+            let mut v = serde_json::to_value(&s)?;
+            v.as_object_mut().map(|o| o.remove("per_episode"));
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+    }
 }

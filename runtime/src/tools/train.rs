@@ -181,3 +181,58 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
     v.sort();
     v.pop().map(|(_, p)| p)
 }
+
+/// `riptide train`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct TrainCmd {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Training config (TOML); defaults otherwise.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceSpec,
+    /// Resume from a checkpoint written by an earlier run.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Fine-tune: start from this diffusion checkpoint's weights (fresh optimiser and schedule); it
+    /// may take an older, shorter observation.environment_state (the new inputs start at zero).
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
+    /// Input features, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "observation.state,observation.environment_state"
+    )]
+    pub features: Vec<String>,
+    /// Override the config's number of steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Skip episodes recorded as failures.
+    #[arg(long)]
+    pub successful_only: bool,
+}
+
+impl TrainCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { data, config, out, device, resume, init_from, features, steps, successful_only } = self;
+
+            let s = crate::tools::train::train(&crate::tools::train::TrainArgs {
+                data,
+                config,
+                out: out.clone(),
+                device,
+                resume,
+                init_from,
+                features,
+                steps,
+                successful_only,
+            })?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+    }
+}

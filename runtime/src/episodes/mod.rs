@@ -3,8 +3,10 @@
 //! daemon. Playback re-stamps header stamps to the wall clock (a live daemon's staleness gate checks
 //! them) and maps the recording's `riptide/` prefix onto the target namespace.
 
+pub mod cmd;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,7 @@ use anyhow::{anyhow, bail, Result};
 use riptide_msgs::mcap::{schema_for_type_name, McapEpisode, McapRecorder};
 use riptide_msgs::ros::{Image, JointState, Time};
 
-use crate::daemon::now_s;
+use crate::node::now_s;
 
 /// The topics riptide itself uses, with their types, under namespace `ns`.
 pub fn default_topics(ns: &str) -> Vec<(String, String)> {
@@ -103,7 +105,7 @@ fn restamp(type_name: &str, data: &[u8], stamp_s: f64) -> Option<Vec<u8>> {
 /// Publish the observation topics of `path` onto zenoh at their recorded timing (÷ `rate`).
 /// Topics under `riptide/observation/` are played (and `riptide/robot/joint_states`); the recording's
 /// `riptide` prefix becomes `namespace`. Returns the number of messages published.
-pub async fn play(session: &zenoh::Session, path: &Path, namespace: &str, rate: f64, stop: &AtomicBool) -> Result<u64> {
+pub async fn play(session: &zenoh::Session, path: &Path, namespace: &str, rate: f64, stop: &crate::node::Shutdown) -> Result<u64> {
     if !(rate > 0.0 && rate.is_finite()) {
         bail!("--rate must be a positive number");
     }
@@ -128,7 +130,7 @@ pub async fn play(session: &zenoh::Session, path: &Path, namespace: &str, rate: 
     let t_stamp0 = now_s();
     let mut n = 0;
     for m in ep.messages() {
-        if stop.load(Ordering::Acquire) {
+        if stop.is_triggered() {
             break;
         }
         let Some(p) = pubs.get(m.topic) else { continue };

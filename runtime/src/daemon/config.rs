@@ -8,8 +8,7 @@ use anyhow::{bail, Context, Result};
 use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
 use serde::Deserialize;
 
-/// Default listen endpoint: loopback only; 7447 stays free for a zenohd router.
-pub const DEFAULT_ENDPOINT: &str = "tcp/127.0.0.1:7450";
+pub use crate::pipeline::input::{InputConfig, InputType, ResolvedInput};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +55,8 @@ pub struct DaemonConfig {
     pub rti: Option<riptide_policies::rti::RtiConfig>,
     /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
     #[serde(default)]
-    pub lockstep: Option<crate::daemon_lockstep::LockstepSection>,
-    /// EADP guidance by the hosted drone driver's controller model (`crate::guidance`); applies where
+    pub lockstep: Option<crate::daemon::lockstep::LockstepSection>,
+    /// EADP guidance by the hosted drone driver's controller model (`crate::pipeline::guidance`); applies where
     /// the daemon hosts the driver in-process (lockstep). Absent = no guidance.
     #[serde(default)]
     pub eadp: Option<riptide_drivers::EadpConfig>,
@@ -71,41 +70,6 @@ fn default_namespace() -> String {
 }
 fn default_warmup() -> usize {
     3
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ZenohMode {
-    Peer,
-    Client,
-    Router,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ZenohConfig {
-    pub mode: ZenohMode,
-    pub listen: Vec<String>,
-    pub connect: Vec<String>,
-    pub multicast_scouting: bool,
-    /// Zero-copy shared memory with peers on the same host (large camera frames); zenoh falls back to
-    /// the network path for peers that do not support it.
-    pub shared_memory: bool,
-    /// A zenoh JSON5 config file for everything else (TLS, ACL, …); the fields above override it.
-    pub config_file: Option<PathBuf>,
-}
-
-impl Default for ZenohConfig {
-    fn default() -> Self {
-        Self {
-            mode: ZenohMode::Peer,
-            listen: vec![DEFAULT_ENDPOINT.into()],
-            connect: vec![],
-            multicast_scouting: false,
-            shared_memory: true,
-            config_file: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -140,33 +104,6 @@ impl Default for TriggerConfig {
             feature: None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum InputType {
-    Image,
-    Float32MultiArray,
-    JointState,
-    PoseStamped,
-    TwistStamped,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputConfig {
-    pub topic: Option<String>,
-    #[serde(rename = "type")]
-    pub msg_type: Option<InputType>,
-    /// Frames older than this block inference (a frozen camera must not drive the robot).
-    pub max_age_ms: Option<f64>,
-    /// Images of another size are resized to the checkpoint's input (else rejected).
-    #[serde(default = "yes")]
-    pub resize: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -251,6 +188,68 @@ impl DaemonConfig {
                  (LeRobot's config.json does not record it); set `fps = 10` in the config or pass --fps"
             ),
         };
+        self.check_sampling(spec)?;
+        self.check_namespace()?;
+        let inputs = self.resolve_inputs(spec)?;
+        let rate_hz = match self.trigger.rate_hz {
+            Some(r) if r > 0.0 && r.is_finite() => r,
+            Some(r) => bail!("trigger.rate_hz = {r} must be a positive number"),
+            None => fps / spec.n_action_steps as f64,
+        };
+        let trigger_feature = match &self.trigger.feature {
+            Some(f) if spec.inputs.iter().any(|i| &i.name == f) => f.clone(),
+            Some(f) => bail!(
+                "trigger.feature = {f:?} is not an input of the checkpoint (it takes: {})",
+                spec.inputs
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => spec
+                .inputs
+                .iter()
+                .find(|f| f.kind == FeatureKind::Visual)
+                .or(spec.inputs.first())
+                .map(|f| f.name.clone())
+                .unwrap_or_default(),
+        };
+        if self.trigger.feature.is_some() && self.trigger.mode != TriggerMode::OnFrame {
+            bail!("trigger.feature is only used with trigger.mode = \"on_frame\"; remove it or set the mode");
+        }
+        if !self.output.joint_names.is_empty() && self.output.joint_names.len() != spec.action_dim {
+            bail!(
+                "output.joint_names has {} names but the policy's actions have {} dimensions",
+                self.output.joint_names.len(),
+                spec.action_dim
+            );
+        }
+        if self.output.msg_type == OutputType::MultiDofJointTrajectory && !(3..=4).contains(&spec.action_dim) {
+            bail!("output.type = \"multi_dof_joint_trajectory\" needs [x, y, z] or [x, y, z, yaw] actions; the policy has {}", spec.action_dim);
+        }
+        Ok(Resolved {
+            fps,
+            dt_s: 1.0 / fps,
+            rate_hz,
+            trigger_feature,
+            inputs,
+            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
+            meta_topic: format!(
+                "{}/meta",
+                self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))
+            ),
+            queue_topic: self.topic("driver/queue"),
+            alive_topic: self.topic("alive/daemon"),
+            joint_names: if self.output.joint_names.is_empty() {
+                (0..spec.action_dim).map(|i| format!("a{i}")).collect()
+            } else {
+                self.output.joint_names.clone()
+            },
+        })
+    }
+
+    /// `[rti]`, `candidates` and `[eadp]` against the checkpoint and each other.
+    fn check_sampling(&self, spec: &PolicySpec) -> Result<()> {
         if let Some(rti) = &self.rti {
             rti.validate(spec, self.inference_steps.unwrap_or(spec.default_nfe))?;
         }
@@ -272,7 +271,7 @@ impl DaemonConfig {
         }
         if let Some(e) = &self.eadp {
             riptide_drivers::EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
-            crate::guidance::EadpHook::check_spec(spec).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
+            crate::pipeline::guidance::EadpHook::check_spec(spec).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
             if self.lockstep.is_none() {
                 bail!(
                     "eadp: guidance needs the drone driver hosted in the daemon ([lockstep]); a separate \
@@ -280,6 +279,10 @@ impl DaemonConfig {
                 );
             }
         }
+        Ok(())
+    }
+
+    fn check_namespace(&self) -> Result<()> {
         if !self
             .namespace
             .chars()
@@ -291,6 +294,11 @@ impl DaemonConfig {
                 self.namespace
             );
         }
+        Ok(())
+    }
+
+    /// Every input of the checkpoint with its topic, message type and staleness gate.
+    fn resolve_inputs(&self, spec: &PolicySpec) -> Result<Vec<ResolvedInput>> {
         for name in self.inputs.keys() {
             if !spec.inputs.iter().any(|f| &f.name == name) {
                 bail!(
@@ -353,75 +361,10 @@ impl DaemonConfig {
                 resize: c.map(|c| c.resize).unwrap_or(true),
             });
         }
-        let rate_hz = match self.trigger.rate_hz {
-            Some(r) if r > 0.0 && r.is_finite() => r,
-            Some(r) => bail!("trigger.rate_hz = {r} must be a positive number"),
-            None => fps / spec.n_action_steps as f64,
-        };
-        let trigger_feature = match &self.trigger.feature {
-            Some(f) if spec.inputs.iter().any(|i| &i.name == f) => f.clone(),
-            Some(f) => bail!(
-                "trigger.feature = {f:?} is not an input of the checkpoint (it takes: {})",
-                spec.inputs
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None => spec
-                .inputs
-                .iter()
-                .find(|f| f.kind == FeatureKind::Visual)
-                .or(spec.inputs.first())
-                .map(|f| f.name.clone())
-                .unwrap_or_default(),
-        };
-        if self.trigger.feature.is_some() && self.trigger.mode != TriggerMode::OnFrame {
-            bail!("trigger.feature is only used with trigger.mode = \"on_frame\"; remove it or set the mode");
-        }
-        if !self.output.joint_names.is_empty() && self.output.joint_names.len() != spec.action_dim {
-            bail!(
-                "output.joint_names has {} names but the policy's actions have {} dimensions",
-                self.output.joint_names.len(),
-                spec.action_dim
-            );
-        }
-        if self.output.msg_type == OutputType::MultiDofJointTrajectory && !(3..=4).contains(&spec.action_dim) {
-            bail!("output.type = \"multi_dof_joint_trajectory\" needs [x, y, z] or [x, y, z, yaw] actions; the policy has {}", spec.action_dim);
-        }
-        Ok(Resolved {
-            fps,
-            dt_s: 1.0 / fps,
-            rate_hz,
-            trigger_feature,
-            inputs,
-            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
-            meta_topic: format!(
-                "{}/meta",
-                self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))
-            ),
-            queue_topic: self.topic("driver/queue"),
-            alive_topic: self.topic("alive/daemon"),
-            joint_names: if self.output.joint_names.is_empty() {
-                (0..spec.action_dim).map(|i| format!("a{i}")).collect()
-            } else {
-                self.output.joint_names.clone()
-            },
-        })
+        Ok(inputs)
     }
 }
 
-/// One input feature, fully resolved.
-#[derive(Debug, Clone)]
-pub struct ResolvedInput {
-    pub feature: String,
-    pub kind: FeatureKind,
-    pub shape: Vec<usize>,
-    pub topic: String,
-    pub msg_type: InputType,
-    pub max_age_s: f64,
-    pub resize: bool,
-}
 
 /// Everything the daemon derives from config + checkpoint.
 #[derive(Debug, Clone)]

@@ -50,6 +50,21 @@ pub fn time_chunk(
 }
 
 impl TimedChunk {
+    /// The chunk as a hosted driver takes it (positions in f64, times from `start_s`).
+    pub fn driver_chunk(&self) -> riptide_drivers::Chunk {
+        riptide_drivers::Chunk {
+            t0_s: self.start_s,
+            points: self
+                .points
+                .iter()
+                .map(|(dt, a)| riptide_drivers::ChunkPoint {
+                    time_from_start_s: *dt,
+                    position: a.iter().map(|v| *v as f64).collect(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn joint_trajectory(&self, joint_names: &[String]) -> JointTrajectory {
         JointTrajectory {
             header: Header {

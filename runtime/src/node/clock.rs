@@ -5,9 +5,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use riptide_msgs::ros::Clock as ClockMsg;
+
+/// Seconds since the Unix epoch: the time base of message stamps.
+pub fn now_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
 
 /// A node's clock; cheap to clone.
 #[derive(Debug, Clone)]
@@ -20,7 +29,7 @@ pub enum Clock {
 impl Clock {
     pub fn now_s(&self) -> f64 {
         match self {
-            Clock::Wall => crate::daemon::now_s(),
+            Clock::Wall => now_s(),
             Clock::Sim(t) => f64::from_bits(t.load(Ordering::Acquire)),
         }
     }

@@ -3,7 +3,50 @@
 
 use std::fmt::Write;
 
-use crate::replay::ReplaySummary;
+use serde::Serialize;
+
+/// Open-loop result of one episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopEpisode {
+    pub path: String,
+    pub seed: Option<u64>,
+    pub steps: usize,
+    pub inferences: usize,
+    /// Mean |predicted − recorded| over every compared action and dimension.
+    pub mae: f64,
+    /// Root mean square error over the same.
+    pub rmse: f64,
+    /// Mean absolute error per offset into the executable slice (0 = the action due at the observation).
+    pub mae_by_offset: Vec<f64>,
+    /// (time, recorded action, predicted action) per compared step, for plots.
+    #[serde(skip)]
+    pub trace: Vec<(f64, Vec<f32>, Vec<f32>)>,
+}
+
+/// Closed-loop result of one episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLoopResult {
+    pub path: String,
+    pub seed: u64,
+    pub recorded_success: Option<bool>,
+    pub success: bool,
+    pub score: f64,
+    pub steps: usize,
+    pub inferences: usize,
+    pub nfe: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    pub checkpoint: String,
+    pub mode: &'static str,
+    pub delay_ms: f64,
+    pub open_loop: Vec<OpenLoopEpisode>,
+    pub closed_loop: Vec<ClosedLoopResult>,
+    /// Mean MAE over episodes (open loop) / success rate (closed loop).
+    pub mean_mae: Option<f64>,
+    pub success_rate: Option<f64>,
+}
 
 const W: f64 = 640.0;
 const H: f64 = 180.0;

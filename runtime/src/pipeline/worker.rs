@@ -5,11 +5,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use riptide_policies::{ActionChunk, Policy, PolicyError, PolicySpec, SampleRequest};
+use riptide_policies::{PolicyError, PolicySpec};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::warm::WarmStarter;
-use crate::window::TimedWindow;
+use crate::pipeline::window::TimedWindow;
+use crate::pipeline::{Inference, Pipeline, WarmUp};
 
 /// A window to run.
 pub struct Job {
@@ -19,18 +19,16 @@ pub struct Job {
     pub submitted: Instant,
     /// Time spent building the window, seconds (reported in the chunk metadata).
     pub window_s: f64,
-    pub request: SampleRequest,
 }
 
 /// What came back for a job.
 pub struct Outcome {
+    /// The job's id (the daemon's count of submitted windows).
     pub id: u64,
     pub t_obs_s: f64,
     pub submitted: Instant,
     pub window_s: f64,
-    pub started: Instant,
-    pub finished: Instant,
-    pub result: Result<ActionChunk, PolicyError>,
+    pub result: Result<Inference, PolicyError>,
 }
 
 #[derive(Default)]
@@ -46,57 +44,43 @@ pub struct Worker {
     pub spec: PolicySpec,
 }
 
-/// Statistics of the warm-up inferences run before the worker reports ready (not part of live stats).
-#[derive(Debug, Clone)]
-pub struct WarmUp {
-    pub runs: usize,
-    pub last_s: f64,
-}
-
 impl Worker {
-    /// Start the thread: `load` builds the policy on that thread, then `warmup` inferences shaped like
-    /// `request` (step count, candidates; its seed is replaced) run on `warmup_window`, so JIT/autotune
-    /// costs are paid before the first real chunk and a request the policy refuses fails start-up.
+    /// Start the thread: `load` builds the pipeline (policy included) on that thread, then `warmup`
+    /// inferences shaped like the served ones run on `warmup_window`, so JIT/autotune costs are paid
+    /// before the first real chunk and a request the policy refuses fails start-up.
     pub async fn start(
-        load: impl FnOnce() -> Result<Box<dyn Policy>, PolicyError> + Send + 'static,
+        load: impl FnOnce() -> anyhow::Result<Pipeline> + Send + 'static,
         warmup: usize,
-        request: SampleRequest,
         warmup_window: impl FnOnce(&PolicySpec) -> TimedWindow + Send + 'static,
         results: mpsc::UnboundedSender<Outcome>,
-        warm_starts: Option<WarmStarter>,
-    ) -> Result<(Self, WarmUp), PolicyError> {
+    ) -> anyhow::Result<(Self, WarmUp)> {
         let shared: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
-        let (ready_tx, ready_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<(PolicySpec, WarmUp)>>();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("riptide-inference".into())
             .spawn(move || {
-                let mut policy = match load() {
+                let mut pipeline = match load() {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let spec = policy.spec().clone();
+                let spec = pipeline.spec().clone();
                 let w = warmup_window(&spec);
-                let mut last_s = 0.0;
-                for i in 0..warmup {
-                    let t = Instant::now();
-                    let req = SampleRequest {
-                        seed: Some(i as u64),
-                        ..request.clone()
-                    };
-                    if let Err(e) = policy.predict(&w.window, &req, None) {
-                        let _ = ready_tx.send(Err(e));
+                match pipeline.warm_up(&w.window, warmup) {
+                    Ok(warm) => {
+                        if ready_tx.send(Ok((spec, warm))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.into()));
                         return;
                     }
-                    last_s = t.elapsed().as_secs_f64();
                 }
-                if ready_tx.send(Ok((spec, WarmUp { runs: warmup, last_s }))).is_err() {
-                    return;
-                }
-                run(&thread_shared, policy.as_mut(), &results, warm_starts);
+                run(&thread_shared, &mut pipeline, &results);
             })
             .map_err(|e| PolicyError::Device(format!("cannot start the inference thread: {e}")))?;
         let (spec, warm) = ready_rx
@@ -142,12 +126,7 @@ impl Drop for Worker {
     }
 }
 
-fn run(
-    shared: &(Mutex<Slot>, Condvar),
-    policy: &mut dyn Policy,
-    results: &mpsc::UnboundedSender<Outcome>,
-    mut warm: Option<WarmStarter>,
-) {
+fn run(shared: &(Mutex<Slot>, Condvar), pipeline: &mut Pipeline, results: &mpsc::UnboundedSender<Outcome>) {
     let (lock, cv) = shared;
     loop {
         let job = {
@@ -162,25 +141,13 @@ fn run(
                 slot = cv.wait(slot).expect("inference slot poisoned");
             }
         };
-        let started = Instant::now();
-        // The previous chunk lives here, next to the policy: the async side never sees it.
-        let t_obs_s = job.window.t_obs_s;
-        let request = match &warm {
-            Some(w) => w.request(job.request, t_obs_s),
-            None => job.request,
-        };
-        let result = policy.predict(&job.window.window, &request, None);
-        if let (Some(w), Ok(chunk)) = (&mut warm, &result) {
-            w.record(chunk, &job.window.window, t_obs_s);
-        }
+        // The previous chunk lives in the pipeline, next to the policy: the async side never sees it.
         let outcome = Outcome {
             id: job.id,
             t_obs_s: job.window.t_obs_s,
             submitted: job.submitted,
             window_s: job.window_s,
-            started,
-            finished: Instant::now(),
-            result,
+            result: pipeline.infer(&job.window),
         };
         if results.send(outcome).is_err() {
             return;

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use crate::config::{DaemonConfig, InputType, ZenohConfig, ZenohMode};
+use crate::checkpoints::{env_state_width, shipped_checkpoint};
+use crate::daemon::config::{DaemonConfig, InputType};
+use crate::node::{ZenohConfig, ZenohMode};
 use crate::daemon::run;
-use crate::daemon_lockstep::LockstepSection;
-use crate::evaluate::driver_config_for;
+use crate::daemon::lockstep::LockstepSection;
+use crate::tools::eval::driver_config_for;
 use crate::simnode::{run_sim, EpisodeResult, SimNodeConfig};
 
 #[derive(Debug, Clone)]
@@ -44,26 +46,6 @@ pub struct DemoReport {
     pub inference_ms_p99: Option<f64>,
     pub chunks: u64,
     pub wall_s: f64,
-}
-
-/// Where the shipped policy for `env` lives (`policies/shipped/<env>` of the repository).
-pub fn shipped_checkpoint(env: &str) -> Result<PathBuf> {
-    let candidates = [
-        PathBuf::from("policies/shipped").join(env),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../policies/shipped")
-            .join(env),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.join("config.json").exists())
-        .cloned()
-        .ok_or_else(|| {
-            anyhow!(
-                "no shipped policy for {env:?} (looked in {}); pass --checkpoint DIR",
-                candidates[0].display()
-            )
-        })
 }
 
 fn free_port() -> Result<u16> {
@@ -107,40 +89,6 @@ fn checkpoint_inputs(dir: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// The `environment_state` layout the shipped policy for `env` takes (what a sim node publishes when
-/// not told otherwise, so `riptide sim` + `riptide daemon` work together out of the box).
-pub fn default_env_state_width(env: &str) -> Option<usize> {
-    env_state_width(&shipped_checkpoint(env).ok()?).ok().flatten()
-}
-
-/// Width of the checkpoint's `observation.environment_state` input, if any: from LeRobot's config.json
-/// `input_features`, or riptide.json's `inputs` for kinds without a config.json (MoDE).
-pub fn env_state_width(dir: &Path) -> Result<Option<usize>> {
-    let read = |name: &str| -> Result<serde_json::Value> {
-        let path = dir.join(name);
-        serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?)
-            .with_context(|| format!("{}", path.display()))
-    };
-    let product = |s: &serde_json::Value| {
-        s.as_array()
-            .map(|s| s.iter().filter_map(|d| d.as_u64()).product::<u64>() as usize)
-    };
-    if dir.join("config.json").exists() {
-        let v = read("config.json")?;
-        return Ok(v
-            .pointer("/input_features/observation.environment_state/shape")
-            .and_then(product));
-    }
-    let v = read("riptide.json")?;
-    Ok(v.get("inputs")
-        .and_then(|i| i.as_array())
-        .and_then(|i| {
-            i.iter()
-                .find(|f| f.get("name").and_then(|n| n.as_str()) == Some("observation.environment_state"))
-        })
-        .and_then(|f| f.get("shape"))
-        .and_then(product))
-}
 
 pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
     let env = riptide_sim::make_env(&args.env)?;
@@ -162,7 +110,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
     let render = inputs.iter().any(|(_, t)| t == "VISUAL");
     for (name, kind) in &inputs {
         if kind != "VISUAL" {
-            let mut ic: crate::config::InputConfig = toml::from_str("")?;
+            let mut ic: crate::daemon::config::InputConfig = toml::from_str("")?;
             ic.msg_type = Some(InputType::JointState);
             cfg.inputs.insert(name.clone(), ic);
         }
@@ -179,9 +127,9 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(run(
         cfg,
-        async {
+        crate::node::Shutdown::when(async move {
             let _ = stop_rx.await;
-        },
+        }),
         move |_| {
             let _ = ready_tx.send(());
         },
@@ -209,18 +157,18 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         record_dir: args.record.clone(),
         env_state_width: env_state_width(&checkpoint)?,
     };
-    let session = zenoh::open(crate::daemon::zenoh_config_from(&sim_cfg.zenoh)?)
+    let session = zenoh::open(crate::node::session::zenoh_config_from(&sim_cfg.zenoh)?)
         .await
         .map_err(|e| anyhow!("sim session: {e}"))?;
     // Wait until the daemon (its subscribers are declared before its token) is visible.
-    crate::daemon::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
     println!(
         "riptide demo: {} × {} episodes, policy {}, lockstep over zenoh (tcp/127.0.0.1:{port})",
         args.env,
         args.episodes,
         checkpoint.display()
     );
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = crate::node::Shutdown::new();
     let results = {
         let (cfg, stop) = (sim_cfg.clone(), stop.clone());
         let session = session.clone();
@@ -256,4 +204,83 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         wall_s: t_start.elapsed().as_secs_f64(),
     };
     Ok(report)
+}
+
+/// `riptide demo`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct DemoCmd {
+    #[arg(long, default_value = "arm-reach")]
+    pub env: String,
+    #[arg(long, default_value_t = 5)]
+    pub episodes: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Default: the shipped policy for --env (policies/shipped/ENV).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Simulated inference delay, ms.
+    #[arg(long, default_value_t = 0.0)]
+    pub delay_ms: f64,
+    /// Record every episode (MCAP) into this folder and write the replay report there.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// RTI warm starts entering at this denoising step (e.g. 8 of DDIM-10: 2 evaluations per chunk).
+    #[arg(long)]
+    pub rti: Option<usize>,
+}
+
+impl DemoCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { env, episodes, seed, device, checkpoint, delay_ms, record, rti } = self;
+
+                        let r = rt.block_on(crate::tools::demo::demo(crate::tools::demo::DemoArgs {
+                env,
+                episodes,
+                seed,
+                device: device.clone(),
+                checkpoint,
+                delay_ms,
+                record: record.clone(),
+                rti_start_step: rti,
+            }))?;
+            println!(
+                "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
+                r.successes,
+                r.episodes.len(),
+                crate::tools::demo::fmt_ms(r.inference_ms_p50),
+                crate::tools::demo::fmt_ms(r.inference_ms_p90),
+                crate::tools::demo::fmt_ms(r.inference_ms_p99),
+                r.chunks,
+                r.wall_s
+            );
+            if let Some(dir) = record {
+                let episodes = crate::tools::replay::mcap_files(std::slice::from_ref(&dir))?;
+                let s = crate::tools::replay::replay(
+                    &crate::tools::replay::ReplayArgs {
+                        episodes,
+                        checkpoint: r.checkpoint.clone().into(),
+                        device: device.parse()?,
+                        closed_loop: false,
+                        delay_ms,
+                        out: dir.clone(),
+                    },
+                    |_, _| {},
+                )?;
+                println!(
+                    "recorded {} episodes in {}; open-loop replay: mean |Δaction| {:.4}; report {}",
+                    s.open_loop.len(),
+                    dir.display(),
+                    s.mean_mae.unwrap_or(f64::NAN),
+                    dir.join("replay.html").display()
+                );
+            }
+            Ok(())
+    }
+}
+
+pub fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use zenoh::Wait;
 
-use crate::config::{DaemonConfig, TriggerMode};
+use crate::daemon::config::{DaemonConfig, TriggerMode};
 use crate::daemon::{now_s, run};
 
 /// What to measure.
@@ -116,9 +116,9 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let daemon = tokio::spawn(run(
         cfg,
-        async {
+        crate::node::Shutdown::when(async move {
             let _ = stop_rx.await;
-        },
+        }),
         move |r| {
             let _ = spec_tx.send(r.spec.clone());
         },
@@ -137,7 +137,7 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         .map_err(|e| anyhow!("bench session: {e}"))?;
     // The daemon is ready (on_ready ran after its subscribers and liveliness token); wait until this
     // session sees the token so the first frames are not lost to discovery.
-    crate::daemon::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
 
     let chunks: Arc<Mutex<Vec<f64>>> = Arc::default();
     let metas: Arc<Mutex<Vec<ChunkMeta>>> = Arc::default();
@@ -158,6 +158,49 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         .await
         .map_err(|e| anyhow!("{e}"))?;
 
+    let (frames, image_bytes, image_wh) = send_frames(&session, &b, &ns, &spec).await?;
+    // Let the last inference land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((chunk_sub, meta_sub));
+    let _ = stop_tx.send(());
+    daemon.await?.context("daemon")?;
+    session.close().await.map_err(|e| anyhow!("{e}"))?;
+
+    let chunks = chunks.lock().expect("lock").clone();
+    let metas = metas.lock().expect("lock").clone();
+    let n = chunks.len().min(metas.len());
+    if n == 0 {
+        bail!("no chunks arrived in {:.1} s ({frames} frames sent)", b.seconds);
+    }
+    let mut overhead = Vec::new();
+    let mut e2e = Vec::new();
+    for (t_rx, m) in chunks.iter().zip(&metas) {
+        let obs_to_chunk = t_rx - m.obs_stamp.as_secs_f64();
+        e2e.push(obs_to_chunk);
+        overhead.push(obs_to_chunk - m.inference_s);
+    }
+    Ok(TransportReport {
+        checkpoint: b.checkpoint.display().to_string(),
+        image_wh,
+        image_bytes,
+        shm: b.shm,
+        rate_hz: b.rate_hz,
+        frames_sent: frames,
+        chunks: n,
+        overhead_ms: Percentiles::of(overhead).expect("n > 0"),
+        obs_to_chunk_ms: Percentiles::of(e2e).expect("n > 0"),
+        inference_ms: Percentiles::of(metas.iter().map(|m| m.inference_s).collect()).expect("n > 0"),
+        decode_ms: Percentiles::of(metas.iter().map(|m| m.decode_s).collect()).expect("n > 0"),
+    })
+}
+
+/// Publish frames for every input at `b.rate_hz` for `b.seconds`; returns (frames, image bytes, image size).
+async fn send_frames(
+    session: &zenoh::Session,
+    b: &TransportBench,
+    ns: &str,
+    spec: &PolicySpec,
+) -> Result<(usize, usize, Option<(u32, u32)>)> {
     // One publisher per input; the camera (if any) is sent last so it triggers on a full window.
     let mut inputs: Vec<_> = spec.inputs.clone();
     inputs.sort_by_key(|f| f.kind == FeatureKind::Visual);
@@ -232,37 +275,63 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         }
         frames += 1;
     }
-    // Let the last inference land.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop((chunk_sub, meta_sub));
-    let _ = stop_tx.send(());
-    daemon.await?.context("daemon")?;
-    session.close().await.map_err(|e| anyhow!("{e}"))?;
+    Ok((frames, image_bytes, image_wh))
+}
 
-    let chunks = chunks.lock().expect("lock").clone();
-    let metas = metas.lock().expect("lock").clone();
-    let n = chunks.len().min(metas.len());
-    if n == 0 {
-        bail!("no chunks arrived in {:.1} s ({frames} frames sent)", b.seconds);
+/// `riptide bench-transport`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct BenchTransportCmd {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 10.0)]
+    pub fps: f64,
+    /// Camera + state frames per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate_hz: f64,
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Camera frame size to send, WxH (default: the checkpoint's input size).
+    #[arg(long, value_parser = parse_wh)]
+    pub image: Option<(u32, u32)>,
+    /// Send camera frames through zenoh shared memory.
+    #[arg(long)]
+    pub shm: bool,
+    #[arg(long, default_value_t = 17480)]
+    pub port: u16,
+    /// Denoising steps (default: the checkpoint's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+}
+
+impl BenchTransportCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { checkpoint, device, fps, rate_hz, seconds, image, shm, port, steps } = self;
+
+                        let r = rt.block_on(crate::tools::bench_transport::bench_transport(
+                crate::tools::bench_transport::TransportBench {
+                    checkpoint,
+                    device,
+                    fps,
+                    rate_hz,
+                    seconds,
+                    image_wh: image,
+                    shm,
+                    port,
+                    steps,
+                },
+            ))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
     }
-    let mut overhead = Vec::new();
-    let mut e2e = Vec::new();
-    for (t_rx, m) in chunks.iter().zip(&metas) {
-        let obs_to_chunk = t_rx - m.obs_stamp.as_secs_f64();
-        e2e.push(obs_to_chunk);
-        overhead.push(obs_to_chunk - m.inference_s);
-    }
-    Ok(TransportReport {
-        checkpoint: b.checkpoint.display().to_string(),
-        image_wh,
-        image_bytes,
-        shm: b.shm,
-        rate_hz: b.rate_hz,
-        frames_sent: frames,
-        chunks: n,
-        overhead_ms: Percentiles::of(overhead).expect("n > 0"),
-        obs_to_chunk_ms: Percentiles::of(e2e).expect("n > 0"),
-        inference_ms: Percentiles::of(metas.iter().map(|m| m.inference_s).collect()).expect("n > 0"),
-        decode_ms: Percentiles::of(metas.iter().map(|m| m.decode_s).collect()).expect("n > 0"),
-    })
+}
+
+pub fn parse_wh(s: &str) -> std::result::Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected WxH, e.g. 640x480"))?;
+    let p = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((p(w)?, p(h)?))
 }

@@ -10,6 +10,8 @@
 //!   from), `clock` (`rosgraph_msgs/Clock`), `sim/episode` (`std_msgs/String`, JSON: episode start/end);
 //! - in: `action` (`sensor_msgs/JointState`, the driver's executed command).
 
+pub mod cmd;
+
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +21,8 @@ use riptide_sim::Observation;
 use serde::Serialize;
 use zenoh::Wait;
 
-use crate::config::ZenohConfig;
-use crate::daemon::now_s;
+use crate::node::ZenohConfig;
+use crate::node::now_s;
 
 /// A sim node's settings.
 #[derive(Debug, Clone)]
@@ -158,7 +160,7 @@ impl Outputs {
 pub fn run_sim(
     cfg: &SimNodeConfig,
     session: &zenoh::Session,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &crate::node::Shutdown,
     mut on_episode: impl FnMut(&EpisodeResult),
 ) -> Result<Vec<EpisodeResult>> {
     let mut env = riptide_sim::make_env_for(&cfg.env, cfg.env_state_width)?;
@@ -183,7 +185,7 @@ pub fn run_sim(
     let dt_s = 1.0 / spec.fps;
     let mut results = Vec::new();
     for episode in 0..cfg.episodes {
-        if stop.load(std::sync::atomic::Ordering::Acquire) {
+        if stop.is_triggered() {
             break;
         }
         let seed = cfg.seed + episode as u64;
@@ -222,7 +224,7 @@ pub fn run_sim(
             if let Some(w) = &mut writer {
                 w.observation(k, &obs, &position)?;
             }
-            if env.done() || stop.load(std::sync::atomic::Ordering::Acquire) {
+            if env.done() || stop.is_triggered() {
                 break;
             }
             let action = if cfg.lockstep {
@@ -233,7 +235,7 @@ pub fn run_sim(
                         Ok((stamp, a)) if (stamp - t).abs() < 1e-6 => break a,
                         Ok(_) => continue, // a command for another step (e.g. a previous episode)
                         Err(mpsc::RecvTimeoutError::Timeout) => {
-                            if stop.load(std::sync::atomic::Ordering::Acquire) {
+                            if stop.is_triggered() {
                                 return Ok(results);
                             }
                             if Instant::now() >= deadline {

@@ -1,0 +1,442 @@
+//! Lockstep: the daemon's pipeline on the sim's clock, with the driver hosted in-process (`[lockstep]`
+//! in the config; `riptide demo` and `riptide sim --lockstep` use it over zenoh, and `riptide eval`,
+//! `replay --closed-loop` and `record --policy` through an in-process transport).
+//!
+//! [`Lockstep`] is transport-free: it takes episode starts and the encoded observation frames exactly
+//! as they arrive on the wire. When every input has a frame stamped t_k, the hosted driver decides
+//! whether a new chunk is needed (its queue has run out); if so the pipeline runs (the sim waits for
+//! it), then the driver's command for t_k is the step's output. Decoding, the observation window,
+//! the pipeline (seed rule, warm starts, guidance), chunk timing and the driver are the live path's;
+//! only the clock and the trigger differ, so an evaluation is reproducible and runs as fast as the CPU
+//! allows. Nothing here reads the wall clock except for latency statistics.
+
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use riptide_drivers::{Driver, DriverConfig};
+use riptide_msgs::ros::{ChunkMeta, StringMsg};
+use riptide_policies::PolicySpec;
+use serde::Deserialize;
+use zenoh::Wait;
+
+use crate::daemon::config::{DaemonConfig, Resolved};
+use crate::daemon::Running;
+use crate::node::{Metrics, Shutdown};
+use crate::pipeline::chunk::time_chunk;
+use crate::pipeline::decode::decode;
+use crate::pipeline::input::ResolvedInput;
+use crate::pipeline::window::{Frame, WindowBuilder};
+use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, Sampling, SeedRule};
+use crate::simnode::{joint_state, EpisodeEvent};
+
+/// `[lockstep]`: run in the sim's time with an in-process driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockstepSection {
+    /// Simulated inference delay (actions due before t_obs + delay are dropped).
+    #[serde(default)]
+    pub delay_ms: f64,
+    /// Infer when less than this much of the chunk is left, seconds of simulated time.
+    #[serde(default)]
+    pub queue_threshold_s: f64,
+    /// The hosted driver: executor, safety envelope, supervisor.
+    pub driver: DriverConfig,
+}
+
+/// Lockstep settings.
+#[derive(Debug, Clone)]
+pub struct LockstepConfig {
+    /// Control period (1 / fps of the policy's data).
+    pub dt_s: f64,
+    /// Simulated inference delay: actions due before t_obs + delay are dropped and the previous chunk
+    /// keeps running meanwhile (Chi's latency compensation).
+    pub delay_s: f64,
+    /// Infer when less than this much of the current chunk is left (seconds of simulated time). The
+    /// default, 0, infers when the queue has run out (one chunk of n_action_steps at a time).
+    pub queue_threshold_s: f64,
+    pub driver: DriverConfig,
+}
+
+/// What the lockstep runs accumulated (all episodes).
+#[derive(Debug, Clone, Default)]
+pub struct LockstepStats {
+    /// Wall-clock inference latencies.
+    pub inference_s: Vec<f64>,
+    pub nfe_total: u64,
+    pub warm_starts: u64,
+    /// Every chunk's full-horizon actions (batch 0) with the observation time they came from.
+    pub chunks: Vec<(f64, Vec<Vec<f32>>)>,
+    /// With EADP: the controller model's tracking cost of each chunk as sampled (batch 0, the
+    /// executed part; `scale = 0` measures unguided chunks with the same model).
+    pub eadp_costs: Vec<f64>,
+}
+
+/// The output of one control step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub t_s: f64,
+    /// The driver's command for `t_s`.
+    pub command: Vec<f64>,
+    /// Metadata of the chunk inferred at this step, if one was.
+    pub chunk: Option<ChunkMeta>,
+}
+
+/// What one incoming frame led to.
+#[derive(Debug, Clone)]
+pub enum Handled {
+    /// Stored; the step's other frames (or an episode start) are still to come.
+    Stored,
+    /// Not decodable or not valid for its input (counted in `rejected_total{reason}`).
+    Rejected { reason: &'static str, detail: String },
+    /// Every input has this step's frame: the command.
+    Step(Step),
+}
+
+/// The pipeline, the observation window and the hosted driver in simulated time.
+pub struct Lockstep {
+    pipeline: Pipeline,
+    inputs: Vec<ResolvedInput>,
+    cfg: LockstepConfig,
+    builder: WindowBuilder,
+    driver: Driver,
+    /// Newest stamp per input, and the last step taken.
+    newest: Vec<f64>,
+    last_stepped: f64,
+    active: bool,
+    metrics: Arc<Metrics>,
+    pub stats: LockstepStats,
+}
+
+impl Lockstep {
+    /// `inputs` as resolved against the pipeline's policy (their order is the frame index).
+    pub fn new(pipeline: Pipeline, inputs: Vec<ResolvedInput>, cfg: LockstepConfig, metrics: Arc<Metrics>) -> Result<Self> {
+        let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        let spec = pipeline.spec();
+        if driver.dim() != spec.action_dim {
+            anyhow::bail!(
+                "lockstep.driver.safety has {} dimensions but the policy's actions have {}",
+                driver.dim(),
+                spec.action_dim
+            );
+        }
+        Ok(Self {
+            builder: Self::builder(spec, cfg.dt_s),
+            newest: vec![f64::NEG_INFINITY; inputs.len()],
+            pipeline,
+            inputs,
+            cfg,
+            driver,
+            last_stepped: f64::NEG_INFINITY,
+            active: false,
+            metrics,
+            stats: LockstepStats::default(),
+        })
+    }
+
+    fn builder(spec: &PolicySpec, dt_s: f64) -> WindowBuilder {
+        // Staleness cannot happen in lockstep (every frame is on the grid); keep the gate generous.
+        WindowBuilder::new(
+            spec.n_obs_steps,
+            dt_s,
+            spec.inputs.iter().map(|f| (f.name.clone(), f.shape.clone(), 1e9)),
+        )
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        self.pipeline.spec()
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn inputs(&self) -> &[ResolvedInput] {
+        &self.inputs
+    }
+
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// An episode starts: clear the window, engage the driver at the device's `position` at t = 0,
+    /// and restart the seed rule and warm starts from `seed`.
+    pub fn start_episode(&mut self, seed: u64, position: &[f64]) -> Result<()> {
+        self.builder = Self::builder(self.pipeline.spec(), self.cfg.dt_s);
+        self.driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        self.driver
+            .engage(position, 0.0)
+            .map_err(|e| anyhow!("cannot engage at {position:?}: {e}"))?;
+        self.pipeline.reset(SeedRule::Episode(seed));
+        self.newest.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
+        self.last_stepped = f64::NEG_INFINITY;
+        self.active = true;
+        Ok(())
+    }
+
+    /// The episode ended: frames are ignored until the next start.
+    pub fn end_episode(&mut self) {
+        self.active = false;
+    }
+
+    /// One encoded frame of input `index` (its position in [`Lockstep::inputs`]), as received.
+    pub fn frame(&mut self, index: usize, bytes: &[u8]) -> Result<Handled> {
+        let input = self
+            .inputs
+            .get(index)
+            .ok_or_else(|| anyhow!("input index {index} out of range"))?;
+        self.metrics.inc("messages_total", &[("feature", &input.feature)]);
+        let t = Instant::now();
+        let d = match decode(input, bytes) {
+            Ok(d) => d,
+            Err((reason, detail)) => {
+                self.metrics.inc("rejected_total", &[("reason", reason.label())]);
+                return Ok(Handled::Rejected {
+                    reason: reason.label(),
+                    detail: format!("{}: {detail}", input.topic),
+                });
+            }
+        };
+        self.metrics.decode.record(t.elapsed().as_secs_f64());
+        if !self.active {
+            return Ok(Handled::Stored);
+        }
+        // Sim stamps start at 0, which a header reports as "no stamp".
+        let stamp = d.stamp_s.unwrap_or(0.0);
+        let feature = input.feature.clone();
+        self.builder.push(
+            &feature,
+            Frame {
+                stamp_s: stamp,
+                data: Arc::new(d.values),
+            },
+        );
+        self.newest[index] = self.newest[index].max(stamp);
+        let common = self.newest.iter().cloned().fold(f64::INFINITY, f64::min);
+        if common.is_finite() && common > self.last_stepped + 1e-9 {
+            self.last_stepped = common;
+            return Ok(Handled::Step(self.step(common)?));
+        }
+        Ok(Handled::Stored)
+    }
+
+    /// The command for time `t_s` (after the frames stamped `t_s` were pushed); infers when the
+    /// driver's queue runs low.
+    fn step(&mut self, t_s: f64) -> Result<Step> {
+        let mut meta = None;
+        if self.driver.queued_s(t_s) <= self.cfg.queue_threshold_s + 1e-9 {
+            meta = Some(self.infer(t_s)?);
+        }
+        let cmd = self.driver.step(t_s);
+        let p = cmd
+            .position()
+            .ok_or_else(|| anyhow!("the driver has no command at t = {t_s:.3} ({:?})", self.driver.state()))?;
+        Ok(Step {
+            t_s,
+            command: p.to_vec(),
+            chunk: meta,
+        })
+    }
+
+    fn infer(&mut self, t_s: f64) -> Result<ChunkMeta> {
+        let t = Instant::now();
+        let tw = self
+            .builder
+            .build(t_s)
+            .map_err(|e| anyhow!("window at t = {t_s:.3}: {e}"))?;
+        let window_s = t.elapsed().as_secs_f64();
+        let inf = self.pipeline.infer(&tw)?;
+        let chunk = &inf.chunk;
+        let s = &mut self.stats;
+        s.inference_s.push(inf.inference_s());
+        s.nfe_total += chunk.meta.nfe as u64;
+        s.warm_starts += chunk.meta.warm_started as u64;
+        s.eadp_costs.extend(inf.eadp_cost);
+        let (d, h) = (chunk.actions.shape[2], chunk.actions.shape[1]);
+        s.chunks.push((
+            tw.t_obs_s,
+            (0..h).map(|i| chunk.actions.data[i * d..(i + 1) * d].to_vec()).collect(),
+        ));
+        self.metrics.inference.record(inf.inference_s());
+        self.metrics.inc("chunks_total", &[]);
+        // Simulated delay: what would be due before the chunk could arrive is dropped.
+        let spec = self.pipeline.spec();
+        let deadline = tw.t_obs_s + self.cfg.delay_s - 1e-9;
+        if let Some(timed) = time_chunk(chunk, spec.n_obs_steps, tw.t_obs_s, self.cfg.dt_s, deadline) {
+            if let Err(e) = self.driver.on_chunk(&timed.driver_chunk(), t_s) {
+                tracing::debug!("chunk rejected by the driver: {e}");
+            }
+        }
+        let decode_s = self.metrics.decode.percentile(50.0).unwrap_or(0.0);
+        Ok(chunk_meta(
+            &inf,
+            MetaTimings {
+                decode_s,
+                window_s,
+                publish_s: 0.0,
+                total_s: window_s + inf.inference_s(),
+            },
+        ))
+    }
+}
+
+enum Ev {
+    Frame(usize, Vec<u8>),
+    Episode(Vec<u8>),
+}
+
+/// The pipeline of a lockstep daemon: loaded on its own thread (a GPU context lives there).
+pub fn lockstep_for(cfg: &DaemonConfig, section: &LockstepSection, resolved: &Resolved, pipeline: Pipeline, metrics: Arc<Metrics>) -> Result<Lockstep> {
+    Lockstep::new(
+        pipeline,
+        resolved.inputs.clone(),
+        LockstepConfig {
+            dt_s: resolved.dt_s,
+            delay_s: section.delay_ms / 1e3,
+            queue_threshold_s: section.queue_threshold_s,
+            driver: section.driver.clone(),
+        },
+        metrics,
+    )
+    .map_err(|e| anyhow!("{}: {e}", cfg.checkpoint.display()))
+}
+
+/// The daemon's sampling settings.
+pub fn sampling_of(cfg: &DaemonConfig) -> Sampling {
+    Sampling {
+        inference_steps: cfg.inference_steps,
+        rti: cfg.rti.clone(),
+        eadp: cfg.eadp.clone(),
+        candidates: cfg.candidates,
+    }
+}
+
+/// Serve in lockstep over zenoh until `shutdown`: frames and episode events in, commands on
+/// `<ns>/action` and chunk metadata out.
+pub async fn run_lockstep(
+    cfg: DaemonConfig,
+    section: LockstepSection,
+    shutdown: Shutdown,
+    on_ready: impl FnOnce(&Running),
+) -> Result<Arc<Metrics>> {
+    let metrics = Arc::new(Metrics::default());
+    let (pipeline, resolved) = crate::daemon::load_pipeline(&cfg).await?;
+    let spec = pipeline.spec().clone();
+    let lockstep = lockstep_for(&cfg, &section, &resolved, pipeline, metrics.clone())?;
+    let session = crate::node::session::open(&cfg.zenoh).await?;
+    let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
+    let mut subs = Vec::new();
+    for (i, input) in resolved.inputs.iter().enumerate() {
+        let tx = ev_tx.clone();
+        subs.push(
+            session
+                .declare_subscriber(input.topic.clone())
+                .callback(move |s| {
+                    let _ = tx.send(Ev::Frame(i, s.payload().to_bytes().into_owned()));
+                })
+                .await
+                .map_err(|e| anyhow!("subscribing to {}: {e}", input.topic))?,
+        );
+    }
+    subs.push(
+        session
+            .declare_subscriber(cfg.topic("sim/episode"))
+            .callback(move |s| {
+                let _ = ev_tx.send(Ev::Episode(s.payload().to_bytes().into_owned()));
+            })
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let action_pub = session
+        .declare_publisher(cfg.topic("action"))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let meta_pub = session
+        .declare_publisher(resolved.meta_topic.clone())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let alive = session
+        .liveliness()
+        .declare_token(resolved.alive_topic.clone())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    on_ready(&Running {
+        metrics: metrics.clone(),
+        spec,
+    });
+    tracing::info!(
+        "lockstep: {} inputs, hosted driver, commands on {}",
+        resolved.inputs.len(),
+        cfg.topic("action")
+    );
+    let stop = shutdown.clone();
+    let m = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name("riptide-lockstep".into())
+        .spawn(move || serve(lockstep, ev_rx, &stop, &m, &action_pub, &meta_pub))?;
+    shutdown.wait().await;
+    let r = tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow!("the lockstep thread panicked"))?;
+    drop(subs);
+    drop(alive);
+    session
+        .close()
+        .await
+        .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
+    r?;
+    Ok(metrics)
+}
+
+/// The zenoh transport's loop: events from the subscribers into [`Lockstep`], its steps out.
+fn serve(
+    mut lockstep: Lockstep,
+    events: mpsc::Receiver<Ev>,
+    stop: &Shutdown,
+    metrics: &Metrics,
+    action_pub: &zenoh::pubsub::Publisher<'_>,
+    meta_pub: &zenoh::pubsub::Publisher<'_>,
+) -> Result<()> {
+    while !stop.is_triggered() {
+        let ev = match events.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(ev) => ev,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match ev {
+            Ev::Episode(bytes) => {
+                let parsed = riptide_msgs::decode::<StringMsg>(&bytes)
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<EpisodeEvent>(&s.data).ok());
+                match parsed {
+                    Some(EpisodeEvent::Start {
+                        seed,
+                        position,
+                        episode,
+                        ..
+                    }) => {
+                        lockstep.start_episode(seed, &position)?;
+                        tracing::debug!("episode {episode} (seed {seed}) starts");
+                    }
+                    Some(EpisodeEvent::End { .. }) => lockstep.end_episode(),
+                    None => metrics.inc("rejected_total", &[("reason", "episode_event")]),
+                }
+            }
+            Ev::Frame(i, bytes) => match lockstep.frame(i, &bytes)? {
+                Handled::Stored => {}
+                Handled::Rejected { detail, .. } => tracing::debug!("rejected {detail}"),
+                Handled::Step(step) => {
+                    let js = joint_state(step.t_s, step.command.iter().copied());
+                    action_pub
+                        .put(riptide_msgs::encode(&js)?)
+                        .wait()
+                        .map_err(|e| anyhow!("{e}"))?;
+                    if let Some(meta) = step.chunk {
+                        let _ = meta_pub.put(riptide_msgs::encode(&meta)?).wait();
+                    }
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `riptide drive`: its command-line arguments and entry point.
+
+use std::path::PathBuf;
+
+/// `riptide drive`: its arguments and entry point.
+#[derive(clap::Args, Debug)]
+pub struct DriveCmd {
+    /// The driver config (TOML); see examples/arm-driver.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Validate the config and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+impl DriveCmd {
+    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let _ = rt;
+        let Self { config, check } = self;
+
+            let cfg = crate::drive::DriveConfig::from_file(&config)?;
+            if check {
+                println!("{}: OK", config.display());
+                return Ok(());
+            }
+                        rt.block_on(async {
+                let node = crate::drive::start(cfg).await?;
+                crate::node::Shutdown::on_signal().wait().await;
+                tracing::info!("shutting down");
+                let m = node.stop().await?;
+                tracing::info!("{}", m.summary());
+                anyhow::Ok(())
+            })
+    }
+}

@@ -1,0 +1,12 @@
+//! The offline commands: each owns its clap arguments and a `run`.
+
+pub mod bench;
+pub mod bench_transport;
+pub mod demo;
+pub mod eval;
+pub mod inspect;
+pub mod record;
+pub mod recover;
+pub mod replay;
+pub mod report;
+pub mod train;

@@ -10,7 +10,7 @@
 # steps is `riptide train --resume .../016000 --steps 24000`, see its MODEL_CARD.md).
 # Recordings hold the newest observation.environment_state layout (arm-reach 12 values, quadrotor 22), so a
 # policy trained here takes that layout; the shipped arm-reach policy was trained on the original 5 values
-# (README, "Simulation"), which the sim still serves it; the shipped quadrotor policy on the 22.
+# (docs/sim-recording-replay.md, "environment_state layouts"), which the sim still serves it; the shipped quadrotor policy on the 22.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env=${1:?usage: scripts/train-shipped.sh ENV [STEPS] [EPISODES] [EXTEND_TO]}

@@ -300,7 +300,8 @@ fn dagger_recordings_follow_the_policy_and_hold_the_experts_labels() {
 /// The shipped push-t policy samples 8 candidates per inference (riptide.json `sampling.candidates`) and
 /// the demo's zenoh path runs that default: on seed 20055 it succeeds in 88 steps there and in process,
 /// where one sample per inference runs to the 300-step limit (both recorded when the default was
-/// committed, `bench/push-t/session13/rep-k8-20000.json`, `session12/p4r28-16-s20000.json`).
+/// committed, `bench/push-t/2026-11-30-consensus/rep-k8-20000.json`,
+/// `bench/push-t/2026-11-30-resume/p4r28-16-s20000.json`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn push_t_runs_its_consensus_default_through_the_zenoh_path() {
     use riptide_runtime::pipeline::Sampling;

@@ -5,7 +5,7 @@
 
 pub mod cmd;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -145,4 +145,25 @@ pub async fn play(session: &zenoh::Session, path: &Path, namespace: &str, rate: 
         n += 1;
     }
     Ok(n)
+}
+
+/// MCAP files from a list of files and folders (sorted per folder).
+pub fn mcap_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "mcap"))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        anyhow::bail!("no .mcap episodes in {paths:?}");
+    }
+    Ok(out)
 }

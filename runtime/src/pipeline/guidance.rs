@@ -1,4 +1,4 @@
-//! Embodiment-aware guidance (EADP, `design/algorithms.md` §7.1) wired into sampling. When riptide
+//! Embodiment-aware guidance (EADP; see docs/drivers.md, "EADP guidance") wired into sampling. When riptide
 //! hosts the drone driver in-process (lockstep daemon, `riptide demo`, `riptide eval`), the driver's
 //! controller model ([`riptide_drivers::EadpGuidance`]) is asked after every denoising step for the
 //! tracking cost of the candidate chunk and its gradient, and the sample moves down it:

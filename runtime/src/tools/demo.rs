@@ -257,7 +257,7 @@ impl DemoCmd {
                 r.wall_s
             );
             if let Some(dir) = record {
-                let episodes = crate::tools::replay::mcap_files(std::slice::from_ref(&dir))?;
+                let episodes = crate::episodes::mcap_files(std::slice::from_ref(&dir))?;
                 let s = crate::tools::replay::replay(
                     &crate::tools::replay::ReplayArgs {
                         episodes,

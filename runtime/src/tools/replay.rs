@@ -216,7 +216,7 @@ impl ReplayCmd {
         let _ = rt;
         let Self { episodes, checkpoint, device, closed_loop, delay_ms, out } = self;
 
-            let files = crate::tools::replay::mcap_files(&episodes)?;
+            let files = crate::episodes::mcap_files(&episodes)?;
             let s = crate::tools::replay::replay(
                 &crate::tools::replay::ReplayArgs {
                     episodes: files,
@@ -257,23 +257,3 @@ impl ReplayCmd {
     }
 }
 
-/// MCAP files from a list of files and folders (sorted per folder).
-pub fn mcap_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|e| e == "mcap"))
-                .collect();
-            v.sort();
-            out.extend(v);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    if out.is_empty() {
-        anyhow::bail!("no .mcap episodes in {paths:?}");
-    }
-    Ok(out)
-}

@@ -830,7 +830,7 @@ fn python_with_mcap() -> Option<PathBuf> {
     };
     let python = match std::env::var_os("RIPTIDE_PYTHON") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
     };
     if !python.exists() && std::env::var_os("RIPTIDE_PYTHON").is_none() {
         return skip(format!("no Python interpreter at {}", python.display()));

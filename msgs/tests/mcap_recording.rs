@@ -962,3 +962,85 @@ fn python_mcap_ros2_decodes_rust_recordings() {
     recover(&crashed, &recovered).expect("recover");
     run_check(&python, &recovered, &expect, &[]);
 }
+
+/// A recording cut mid-file (as a crash leaves it) is refused by the Python `mcap` reader, which Foxglove and the
+/// `mcap` CLI resemble in needing the summary and footer; `recover` turns it into a finished file that reader
+/// opens, holding every message of the chunks completed before the cut, and the Rust reader agrees.
+#[test]
+fn recover_makes_a_cut_file_readable_by_the_python_mcap_reader() {
+    let Some(python) = python_with_mcap() else { return };
+    let dir = scratch_dir("python_recover");
+    let path = dir.join("full.mcap");
+    let mut rec = McapRecorder::create_with(
+        &path,
+        RecorderOptions {
+            chunk_size: 3000,
+            max_chunk_age: None,
+            sync: false,
+        },
+    )
+    .expect("create");
+    let meta = episode_metadata();
+    rec.write_metadata(&meta[0].0, &meta[0].1).expect("metadata");
+    let sent: Vec<Sent> = (0..240).map(sample).collect();
+    for s in &sent {
+        s.msg.write(&mut rec, s.topic, s.t).expect("write");
+    }
+    rec.finish().expect("finish");
+    let bytes = std::fs::read(&path).expect("read");
+
+    // Cut in the middle of the data section; the durable messages are those of the chunks that end before it.
+    let summary = mcap::Summary::read(&bytes).expect("summary").expect("has summary");
+    let cut = bytes.len() / 2;
+    let last_time = summary
+        .chunk_indexes
+        .iter()
+        .filter(|c| c.chunk_start_offset + c.chunk_length <= cut as u64)
+        .map(|c| c.message_end_time)
+        .max()
+        .expect("a chunk before the cut");
+    let durable: Vec<Sent> = sent.iter().filter(|s| s.t <= last_time).cloned().collect();
+    assert!(
+        durable.len() > 50 && durable.len() < sent.len(),
+        "{} durable",
+        durable.len()
+    );
+    let cut_path = dir.join("cut.mcap");
+    std::fs::write(&cut_path, &bytes[..cut]).expect("write cut file");
+    let expect = expectation(&durable, &meta[..1]);
+
+    // The Python reader refuses the cut file.
+    let expect_path = cut_path.with_extension("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).expect("write expectation");
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_mcap.py"))
+        .arg(&cut_path)
+        .arg(&expect_path)
+        .output()
+        .expect("run check_mcap.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("cut file:\n{text}");
+    assert!(!out.status.success(), "the Python reader opened the cut file:\n{text}");
+    assert!(!text.contains("OK:") && !text.contains("MISMATCH"), "{text}");
+
+    // The Rust reader keeps the durable prefix of the cut file.
+    let ep = McapEpisode::open(&cut_path).expect("open cut file");
+    assert!(!ep.is_complete());
+    assert_messages(&ep, &durable, "cut");
+
+    // Recovered, the Python reader decodes every durable message, and so does the Rust reader.
+    let recovered = dir.join("cut.recovered.mcap");
+    let report = recover(&cut_path, &recovered).expect("recover");
+    assert_eq!((report.messages, report.metadata), (durable.len(), 1));
+    assert!(report.truncation.is_some());
+    let text = run_check(&python, &recovered, &expect, &[]);
+    assert!(text.contains(&format!("OK: {} messages", durable.len())), "{text}");
+    let again = McapEpisode::open(&recovered).expect("open recovered");
+    again.check_complete().expect("recovered file is finished");
+    assert_messages(&again, &durable, "recovered");
+    assert_eq!(again.metadata(), ep.metadata());
+}

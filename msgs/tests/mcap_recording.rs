@@ -160,7 +160,7 @@ fn sample(i: usize) -> Sent {
                     name: (0..n).map(|j| format!("joint_{j}")).collect(),
                     position: (0..n).map(|_| r.f64()).collect(),
                     velocity: (0..n).map(|_| r.f64() * 3.0).collect(),
-                    effort: if i % 4 == 0 {
+                    effort: if i.is_multiple_of(4) {
                         vec![]
                     } else {
                         (0..n).map(|_| r.f64()).collect()
@@ -186,7 +186,7 @@ fn sample(i: usize) -> Sent {
             let points = (0..1 + i % 5)
                 .map(|k| JointTrajectoryPoint {
                     positions: (0..3).map(|_| r.f64()).collect(),
-                    velocities: if k % 2 == 0 { vec![r.f64()] } else { vec![] },
+                    velocities: if k.is_multiple_of(2) { vec![r.f64()] } else { vec![] },
                     accelerations: vec![],
                     effort: vec![],
                     time_from_start: Duration::from_secs_f64(k as f64 * 0.1),
@@ -208,7 +208,7 @@ fn sample(i: usize) -> Sent {
                 inference_id: i as u64,
                 policy_kind: "diffusion".into(),
                 nfe: 10,
-                warm_started: i % 3 == 0,
+                warm_started: i.is_multiple_of(3),
                 seed: r.next(),
                 obs_stamp: stamp(t),
                 decode_s: r.f64().abs() * 1e-3,
@@ -570,7 +570,7 @@ fn truncation_at_any_offset_keeps_exactly_the_completed_chunks() {
             truncated_reads += 1;
         }
         // `recover` turns a sample of them into finished files holding the same messages.
-        if cut % 5 == 0 || cut == bytes.len() - 1 {
+        if cut.is_multiple_of(5) || cut == bytes.len() - 1 {
             let cut_path = dir.join("cut.mcap");
             let out = dir.join("cut.recovered.mcap");
             std::fs::write(&cut_path, &bytes[..cut]).expect("write cut");
@@ -684,7 +684,7 @@ fn damaged_bytes_never_panic() {
     let (bytes, sent) = crash_fixture(&dir, 120);
     let mut r = Lcg(99);
     let mut reads = 0;
-    for round in 0..3000 {
+    for round in 0..3000u64 {
         let mut bad = bytes.clone();
         let flips = 1 + r.below(4);
         for _ in 0..flips {
@@ -695,7 +695,7 @@ fn damaged_bytes_never_panic() {
                 _ => 0xff,
             };
         }
-        if round % 7 == 0 {
+        if round.is_multiple_of(7) {
             let cut = r.below(bad.len() as u64) as usize;
             bad.truncate(cut);
         }
@@ -749,7 +749,7 @@ fn sigkill_child_writer() {
             reported = rec.durable_message_count();
             println!("durable {reported}");
         }
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             std::thread::sleep(StdDuration::from_millis(1));
         }
     }

@@ -260,6 +260,13 @@ pub fn recover(path: impl AsRef<Path>, out_path: impl AsRef<Path>) -> Result<Rec
 mod tests {
     use super::*;
 
+    /// Callers put these errors in `anyhow` and across threads.
+    #[test]
+    fn errors_are_send_sync_static() {
+        fn check<T: std::error::Error + Send + Sync + 'static>() {}
+        check::<McapError>();
+    }
+
     #[test]
     fn type_name_spellings() {
         for name in [

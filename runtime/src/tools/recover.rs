@@ -29,7 +29,10 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
     // `recover` also refuses an `out` that is the input under another name (a link, `./`).
     let report = recover(&args.file, &out)?;
     let (dropped, why) = match &report.truncation {
-        Some(t) => (input_bytes.saturating_sub(t.offset), format!(" (input stopped at {t})")),
+        Some(t) => (
+            input_bytes.saturating_sub(t.offset),
+            format!(" from byte {} on ({})", t.offset, t.reason),
+        ),
         None => (0, " (input was complete)".to_string()),
     };
     println!(

@@ -187,7 +187,7 @@ impl McapRecorder {
     }
 
     /// Record an already CDR-encoded payload of a type known by name (e.g. from a live topic), with its
-    /// `ros2msg` schema text ([`schema_for_type_name`] has riptide's). `type_name` becomes the schema name,
+    /// `ros2msg` schema text ([`super::schema_for_type_name`] has riptide's). `type_name` becomes the schema name,
     /// which Foxglove expects as `pkg/msg/Type`: riptide's types are stored under that spelling whichever one
     /// is given (`sensor_msgs::msg::dds_::Image_` → `sensor_msgs/msg/Image`), others as given.
     pub fn write_raw(

@@ -1,4 +1,5 @@
-//! riptide-msgs: riptide's wire types. ROS 2 message layouts encoded as CDR (little-endian XCDR1 with the
+//! riptide-msgs: what riptide's nodes and files agree on — the bottom crate every other riptide crate builds on.
+//! It owns the wire: ROS 2 message layouts encoded as CDR (little-endian XCDR1 with the
 //! `CDR_LE` encapsulation header, exactly what ROS 2 rmw layers put on the wire), so that any zenoh node or
 //! CDR library — rmw_zenoh-ready, no ROS install needed — can produce and read riptide's topics, and so that
 //! recordings can be written as MCAP with `ros2msg` schemas.
@@ -6,6 +7,9 @@
 //! - [`ros`]: the message structs (`sensor_msgs/Image`, `sensor_msgs/JointState`, `geometry_msgs/*`,
 //!   `trajectory_msgs/*`, `std_msgs/*`, `rosgraph_msgs/Clock`, `builtin_interfaces/*`) and riptide's own
 //!   [`ros::ChunkMeta`]; each carries its ROS type name and `ros2msg` schema text ([`RosMessage`]).
+//! - [`topics`]: every topic key (relative to a node's namespace) and the JSON [`topics::EpisodeEvent`].
+//! - `mcap` (feature `mcap`): crash-safe MCAP recording of these messages and a reader that also opens files
+//!   cut short by a crash; `recover` finishes such a file.
 //! - [`encode`] / [`encode_into`] / [`decode`]: serde-based CDR, implemented in this crate (no external CDR
 //!   crate). [`decode`] never panics on malformed input; it returns a [`MsgError`].
 //!
@@ -29,6 +33,7 @@ mod error;
 #[cfg(feature = "mcap")]
 pub mod mcap;
 pub mod ros;
+pub mod topics;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

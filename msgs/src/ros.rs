@@ -562,5 +562,5 @@ ros_message!(ChunkMeta, "riptide_msgs/msg/ChunkMeta", [Time]);
 
 impl ChunkMeta {
     /// The topic riptide publishes chunk metadata on.
-    pub const TOPIC: &'static str = "riptide/action/chunk/meta";
+    pub const TOPIC: &'static str = crate::topics::default_ns::ACTION_CHUNK_META;
 }

@@ -3,7 +3,7 @@
 
 Usage: check_mcap.py FILE.mcap EXPECT.json [--stream]
 
-EXPECT.json (written by runtime/msgs/tests/mcap_recording.rs) lists the channels, metadata and messages the
+EXPECT.json (written by msgs/tests/mcap_recording.rs) lists the channels, metadata and messages the
 file must hold, each message with its field values as serde_json wrote them. Every message is decoded with
 mcap_ros2's decoder from the channel's `ros2msg` schema (not riptide's CDR code) and compared field by field.
 

@@ -9,8 +9,8 @@ text comes from `typestore.generate_msgdef(typename, ros_version=2)`, i.e. what 
 Writes tests/fixtures/cdr_fixtures.json: {"cases": {name: {type, value, cdr_hex}}, "schemas": {type: text}}. The Rust test
 tests/cdr_roundtrip.rs builds the same values by hand and checks encode/decode against the bytes.
 
-    python3 -m venv /tmp/cdrvenv && /tmp/cdrvenv/bin/pip install -r runtime/msgs/tests/requirements.txt
-    /tmp/cdrvenv/bin/python runtime/msgs/tests/make_cdr_fixtures.py
+    python3 -m venv /tmp/cdrvenv && /tmp/cdrvenv/bin/pip install -r msgs/tests/requirements.txt
+    /tmp/cdrvenv/bin/python msgs/tests/make_cdr_fixtures.py
 """
 
 import json
@@ -302,7 +302,7 @@ CASES = [
 
 def main():
     out = {
-        "_generator": f"runtime/msgs/tests/make_cdr_fixtures.py with rosbags {version('rosbags')}",
+        "_generator": f"msgs/tests/make_cdr_fixtures.py with rosbags {version('rosbags')}",
         "cases": {},
         "schemas": {},
     }

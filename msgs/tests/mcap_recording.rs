@@ -160,7 +160,7 @@ fn sample(i: usize) -> Sent {
                     name: (0..n).map(|j| format!("joint_{j}")).collect(),
                     position: (0..n).map(|_| r.f64()).collect(),
                     velocity: (0..n).map(|_| r.f64() * 3.0).collect(),
-                    effort: if i % 4 == 0 {
+                    effort: if i.is_multiple_of(4) {
                         vec![]
                     } else {
                         (0..n).map(|_| r.f64()).collect()
@@ -186,7 +186,7 @@ fn sample(i: usize) -> Sent {
             let points = (0..1 + i % 5)
                 .map(|k| JointTrajectoryPoint {
                     positions: (0..3).map(|_| r.f64()).collect(),
-                    velocities: if k % 2 == 0 { vec![r.f64()] } else { vec![] },
+                    velocities: if k.is_multiple_of(2) { vec![r.f64()] } else { vec![] },
                     accelerations: vec![],
                     effort: vec![],
                     time_from_start: Duration::from_secs_f64(k as f64 * 0.1),
@@ -208,7 +208,7 @@ fn sample(i: usize) -> Sent {
                 inference_id: i as u64,
                 policy_kind: "diffusion".into(),
                 nfe: 10,
-                warm_started: i % 3 == 0,
+                warm_started: i.is_multiple_of(3),
                 seed: r.next(),
                 obs_stamp: stamp(t),
                 decode_s: r.f64().abs() * 1e-3,
@@ -570,7 +570,7 @@ fn truncation_at_any_offset_keeps_exactly_the_completed_chunks() {
             truncated_reads += 1;
         }
         // `recover` turns a sample of them into finished files holding the same messages.
-        if cut % 5 == 0 || cut == bytes.len() - 1 {
+        if cut.is_multiple_of(5) || cut == bytes.len() - 1 {
             let cut_path = dir.join("cut.mcap");
             let out = dir.join("cut.recovered.mcap");
             std::fs::write(&cut_path, &bytes[..cut]).expect("write cut");
@@ -684,7 +684,7 @@ fn damaged_bytes_never_panic() {
     let (bytes, sent) = crash_fixture(&dir, 120);
     let mut r = Lcg(99);
     let mut reads = 0;
-    for round in 0..3000 {
+    for round in 0..3000u64 {
         let mut bad = bytes.clone();
         let flips = 1 + r.below(4);
         for _ in 0..flips {
@@ -695,7 +695,7 @@ fn damaged_bytes_never_panic() {
                 _ => 0xff,
             };
         }
-        if round % 7 == 0 {
+        if round.is_multiple_of(7) {
             let cut = r.below(bad.len() as u64) as usize;
             bad.truncate(cut);
         }
@@ -749,7 +749,7 @@ fn sigkill_child_writer() {
             reported = rec.durable_message_count();
             println!("durable {reported}");
         }
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             std::thread::sleep(StdDuration::from_millis(1));
         }
     }
@@ -830,7 +830,7 @@ fn python_with_mcap() -> Option<PathBuf> {
     };
     let python = match std::env::var_os("RIPTIDE_PYTHON") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
     };
     if !python.exists() && std::env::var_os("RIPTIDE_PYTHON").is_none() {
         return skip(format!("no Python interpreter at {}", python.display()));
@@ -961,4 +961,86 @@ fn python_mcap_ros2_decodes_rust_recordings() {
     let recovered = dir.join("crashed.recovered.mcap");
     recover(&crashed, &recovered).expect("recover");
     run_check(&python, &recovered, &expect, &[]);
+}
+
+/// A recording cut mid-file (as a crash leaves it) is refused by the Python `mcap` reader, which Foxglove and the
+/// `mcap` CLI resemble in needing the summary and footer; `recover` turns it into a finished file that reader
+/// opens, holding every message of the chunks completed before the cut, and the Rust reader agrees.
+#[test]
+fn recover_makes_a_cut_file_readable_by_the_python_mcap_reader() {
+    let Some(python) = python_with_mcap() else { return };
+    let dir = scratch_dir("python_recover");
+    let path = dir.join("full.mcap");
+    let mut rec = McapRecorder::create_with(
+        &path,
+        RecorderOptions {
+            chunk_size: 3000,
+            max_chunk_age: None,
+            sync: false,
+        },
+    )
+    .expect("create");
+    let meta = episode_metadata();
+    rec.write_metadata(&meta[0].0, &meta[0].1).expect("metadata");
+    let sent: Vec<Sent> = (0..240).map(sample).collect();
+    for s in &sent {
+        s.msg.write(&mut rec, s.topic, s.t).expect("write");
+    }
+    rec.finish().expect("finish");
+    let bytes = std::fs::read(&path).expect("read");
+
+    // Cut in the middle of the data section; the durable messages are those of the chunks that end before it.
+    let summary = mcap::Summary::read(&bytes).expect("summary").expect("has summary");
+    let cut = bytes.len() / 2;
+    let last_time = summary
+        .chunk_indexes
+        .iter()
+        .filter(|c| c.chunk_start_offset + c.chunk_length <= cut as u64)
+        .map(|c| c.message_end_time)
+        .max()
+        .expect("a chunk before the cut");
+    let durable: Vec<Sent> = sent.iter().filter(|s| s.t <= last_time).cloned().collect();
+    assert!(
+        durable.len() > 50 && durable.len() < sent.len(),
+        "{} durable",
+        durable.len()
+    );
+    let cut_path = dir.join("cut.mcap");
+    std::fs::write(&cut_path, &bytes[..cut]).expect("write cut file");
+    let expect = expectation(&durable, &meta[..1]);
+
+    // The Python reader refuses the cut file.
+    let expect_path = cut_path.with_extension("expect.json");
+    std::fs::write(&expect_path, expect.to_string()).expect("write expectation");
+    let out = Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_mcap.py"))
+        .arg(&cut_path)
+        .arg(&expect_path)
+        .output()
+        .expect("run check_mcap.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("cut file:\n{text}");
+    assert!(!out.status.success(), "the Python reader opened the cut file:\n{text}");
+    assert!(!text.contains("OK:") && !text.contains("MISMATCH"), "{text}");
+
+    // The Rust reader keeps the durable prefix of the cut file.
+    let ep = McapEpisode::open(&cut_path).expect("open cut file");
+    assert!(!ep.is_complete());
+    assert_messages(&ep, &durable, "cut");
+
+    // Recovered, the Python reader decodes every durable message, and so does the Rust reader.
+    let recovered = dir.join("cut.recovered.mcap");
+    let report = recover(&cut_path, &recovered).expect("recover");
+    assert_eq!((report.messages, report.metadata), (durable.len(), 1));
+    assert!(report.truncation.is_some());
+    let text = run_check(&python, &recovered, &expect, &[]);
+    assert!(text.contains(&format!("OK: {} messages", durable.len())), "{text}");
+    let again = McapEpisode::open(&recovered).expect("open recovered");
+    again.check_complete().expect("recovered file is finished");
+    assert_messages(&again, &durable, "recovered");
+    assert_eq!(again.metadata(), ep.metadata());
 }

@@ -154,3 +154,64 @@ fn check_config_validates_against_the_checkpoint_and_names_bad_keys() {
         assert!(e.contains(want) && !e.contains("panicked"), "case {i}: {e}");
     }
 }
+
+/// `riptide recover` finishes a recording cut by a crash: the copy is complete and holds every message of the
+/// chunks written before the cut; it refuses to overwrite its input.
+#[test]
+fn recover_finishes_a_cut_recording() {
+    use riptide_msgs::mcap::{McapEpisode, McapRecorder, RecorderOptions};
+    use riptide_msgs::ros::{Clock, Time};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full.mcap");
+    let mut rec = McapRecorder::create_with(
+        &full,
+        RecorderOptions {
+            chunk_size: 512,
+            max_chunk_age: None,
+            sync: false,
+        },
+    )
+    .unwrap();
+    for i in 0..200u32 {
+        let clock = Clock {
+            clock: Time { sec: 0, nanosec: i },
+        };
+        rec.write("riptide/clock", u64::from(i), &clock).unwrap();
+    }
+    rec.finish().unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = tmp.path().join("cut.mcap");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let kept = McapEpisode::open(&cut).unwrap();
+    assert!(!kept.is_complete());
+    assert!(kept.message_count() > 10, "{}", kept.message_count());
+
+    let out = tmp.path().join("fixed.mcap");
+    let o = riptide(&["recover", cut.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains(&format!("kept {} messages", kept.message_count())) && stdout.contains("dropped"),
+        "{stdout}"
+    );
+    let fixed = McapEpisode::open(&out).unwrap();
+    fixed.check_complete().unwrap();
+    assert_eq!(fixed.message_count(), kept.message_count());
+    assert!(fixed.messages().zip(kept.messages()).all(|(a, b)| a == b));
+
+    // Default output next to the input.
+    let o = riptide(&["recover", cut.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("cut.recovered.mcap").exists());
+
+    // Never over its own input.
+    let o = riptide(&["recover", cut.to_str().unwrap(), "--out", cut.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("overwrite"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(&cut).unwrap(), &bytes[..bytes.len() / 2]);
+}

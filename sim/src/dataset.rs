@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use riptide_msgs::mcap::{McapEpisode, McapError};
 use riptide_msgs::ros::{Image, JointState};
 
-use crate::record::topics;
 use crate::RgbImage;
+use riptide_msgs::topics::default_ns as topics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -100,10 +100,10 @@ pub fn read_episode(path: &Path) -> Result<EpisodeData, DatasetError> {
     if actions.is_empty() {
         return Err(invalid(format!("no messages on {}", topics::ACTION)));
     }
-    let state = vectors(&ep, topics::STATE)?;
-    let env_state = vectors(&ep, topics::ENV_STATE)?;
-    let images: BTreeMap<i64, RgbImage> = if ep.channel(topics::IMAGE).is_some() {
-        ep.decode_topic::<Image>(topics::IMAGE)?
+    let state = vectors(&ep, topics::OBSERVATION_STATE)?;
+    let env_state = vectors(&ep, topics::OBSERVATION_ENVIRONMENT_STATE)?;
+    let images: BTreeMap<i64, RgbImage> = if ep.channel(topics::OBSERVATION_IMAGE).is_some() {
+        ep.decode_topic::<Image>(topics::OBSERVATION_IMAGE)?
             .into_iter()
             .filter(|(_, im)| im.encoding == "rgb8" && im.data.len() == (3 * im.width * im.height) as usize)
             .map(|(_, im)| {
@@ -137,20 +137,23 @@ pub fn read_episode(path: &Path) -> Result<EpisodeData, DatasetError> {
     };
     for (k, a) in &actions {
         let t = *k as f64 / 1e6;
-        let s = state
-            .get(k)
-            .ok_or_else(|| invalid(format!("no {} at t = {t:.3} s (the action's stamp)", topics::STATE)))?;
+        let s = state.get(k).ok_or_else(|| {
+            invalid(format!(
+                "no {} at t = {t:.3} s (the action's stamp)",
+                topics::OBSERVATION_STATE
+            ))
+        })?;
         d.state.push(s.clone());
         if !env_state.is_empty() {
             let e = env_state
                 .get(k)
-                .ok_or_else(|| invalid(format!("no {} at t = {t:.3} s", topics::ENV_STATE)))?;
+                .ok_or_else(|| invalid(format!("no {} at t = {t:.3} s", topics::OBSERVATION_ENVIRONMENT_STATE)))?;
             d.env_state.push(e.clone());
         }
         if !images.is_empty() {
             let im = images
                 .get(k)
-                .ok_or_else(|| invalid(format!("no {} at t = {t:.3} s", topics::IMAGE)))?;
+                .ok_or_else(|| invalid(format!("no {} at t = {t:.3} s", topics::OBSERVATION_IMAGE)))?;
             d.images.push(im.clone());
         }
         d.times_s.push(t);

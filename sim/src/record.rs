@@ -15,18 +15,9 @@ use std::path::Path;
 
 use riptide_msgs::mcap::{McapError, McapRecorder};
 use riptide_msgs::ros::{Clock, Header, Image, JointState, Time};
+use riptide_msgs::topics::default_ns as topics;
 
 use crate::{Env, Observation, RgbImage};
-
-/// Topic names (default namespace `riptide`).
-pub mod topics {
-    pub const CLOCK: &str = "riptide/clock";
-    pub const POSITION: &str = "riptide/robot/joint_states";
-    pub const STATE: &str = "riptide/observation/state";
-    pub const ENV_STATE: &str = "riptide/observation/environment_state";
-    pub const IMAGE: &str = "riptide/observation/image";
-    pub const ACTION: &str = "riptide/action";
-}
 
 /// `sensor_msgs/JointState` carrying a vector in `position`, stamped `stamp_s`.
 pub fn joint_state_msg(stamp_s: f64, values: impl IntoIterator<Item = f64>) -> JointState {
@@ -115,20 +106,23 @@ impl EpisodeWriter {
                 clock: Time::from_secs_f64(t),
             },
         )?;
-        self.rec
-            .write(topics::POSITION, log, &joint_state_msg(t, position.iter().copied()))?;
+        self.rec.write(
+            topics::ROBOT_JOINT_STATES,
+            log,
+            &joint_state_msg(t, position.iter().copied()),
+        )?;
         if !obs.env_state.is_empty() {
             self.rec.write(
-                topics::ENV_STATE,
+                topics::OBSERVATION_ENVIRONMENT_STATE,
                 log,
                 &joint_state_msg(t, obs.env_state.iter().map(|v| *v as f64)),
             )?;
         }
         if let Some(img) = &obs.image {
-            self.rec.write(topics::IMAGE, log, &image_msg(t, img))?;
+            self.rec.write(topics::OBSERVATION_IMAGE, log, &image_msg(t, img))?;
         }
         self.rec.write(
-            topics::STATE,
+            topics::OBSERVATION_STATE,
             log,
             &joint_state_msg(t, obs.state.iter().map(|v| *v as f64)),
         )

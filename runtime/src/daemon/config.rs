@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
+use riptide_msgs::topics;
 use serde::Deserialize;
 
 pub use crate::pipeline::input::{InputConfig, InputType, ResolvedInput};
+use crate::node::ZenohConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,13 +235,13 @@ impl DaemonConfig {
             rate_hz,
             trigger_feature,
             inputs,
-            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk")),
+            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic(topics::ACTION_CHUNK)),
             meta_topic: format!(
                 "{}/meta",
-                self.output.topic.clone().unwrap_or_else(|| self.topic("action/chunk"))
+                self.output.topic.clone().unwrap_or_else(|| self.topic(topics::ACTION_CHUNK))
             ),
-            queue_topic: self.topic("driver/queue"),
-            alive_topic: self.topic("alive/daemon"),
+            queue_topic: self.topic(topics::DRIVER_QUEUE),
+            alive_topic: self.topic(topics::ALIVE_DAEMON),
             joint_names: if self.output.joint_names.is_empty() {
                 (0..spec.action_dim).map(|i| format!("a{i}")).collect()
             } else {

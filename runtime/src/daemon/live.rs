@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use riptide_msgs::topics;
 use riptide_msgs::ros::Float32MultiArray;
 use riptide_policies::PolicySpec;
 use tokio::sync::mpsc;
@@ -49,7 +50,7 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
     );
     let session = crate::node::session::open(&cfg.zenoh).await?;
     let clock = if cfg.use_sim_time {
-        Clock::sim(&session, &cfg.topic("clock")).await?
+        Clock::sim(&session, &cfg.topic(topics::CLOCK)).await?
     } else {
         Clock::Wall
     };

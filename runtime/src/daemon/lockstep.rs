@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use riptide_drivers::{Driver, DriverConfig};
+use riptide_msgs::topics;
 use riptide_msgs::ros::{ChunkMeta, StringMsg};
 use riptide_policies::PolicySpec;
 use serde::Deserialize;
@@ -340,7 +341,7 @@ pub async fn run_lockstep(
     }
     subs.push(
         session
-            .declare_subscriber(cfg.topic("sim/episode"))
+            .declare_subscriber(cfg.topic(topics::SIM_EPISODE))
             .callback(move |s| {
                 let _ = ev_tx.send(Ev::Episode(s.payload().to_bytes().into_owned()));
             })
@@ -348,7 +349,7 @@ pub async fn run_lockstep(
             .map_err(|e| anyhow!("{e}"))?,
     );
     let action_pub = session
-        .declare_publisher(cfg.topic("action"))
+        .declare_publisher(cfg.topic(topics::ACTION))
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let meta_pub = session
@@ -367,7 +368,7 @@ pub async fn run_lockstep(
     tracing::info!(
         "lockstep: {} inputs, hosted driver, commands on {}",
         resolved.inputs.len(),
-        cfg.topic("action")
+        cfg.topic(topics::ACTION)
     );
     let stop = shutdown.clone();
     let m = metrics.clone();

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Command, Driver, DriverConfig, DriverCounters, SupervisorState};
+use riptide_msgs::topics;
 use riptide_msgs::ros::{
     Float32MultiArray, Header, JointState, JointTrajectory, MultiDOFJointTrajectory, StringMsg, Time,
 };
 use serde::Deserialize;
 use zenoh::Wait;
 
-use crate::node::{ZenohConfig, ZenohMode};
+use crate::node::ZenohConfig;
 use crate::node::now_s;
 use crate::node::metrics::Metrics;
 
@@ -421,13 +422,13 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
         async move { session.declare_publisher(key).await.map_err(|e| anyhow!("{e}")) }
     };
     let outputs = Outputs {
-        action: declare("action").await?,
-        queue: declare("driver/queue").await?,
-        status: declare("driver/status").await?,
+        action: declare(topics::ACTION).await?,
+        queue: declare(topics::DRIVER_QUEUE).await?,
+        status: declare(topics::DRIVER_STATUS).await?,
     };
     let token = session
         .liveliness()
-        .declare_token(cfg.topic("alive/driver"))
+        .declare_token(cfg.topic(topics::ALIVE_DRIVER))
         .await
         .map_err(|e| anyhow!("{e}"))?;
     let stop = crate::node::Shutdown::new();
@@ -475,7 +476,7 @@ async fn subscribe_control(
     let chunk_type = cfg.chunk_type;
     subs.push(
         session
-            .declare_subscriber(cfg.topic("action/chunk"))
+            .declare_subscriber(cfg.topic(topics::ACTION_CHUNK))
             .callback(move |s| {
                 let bytes = s.payload().to_bytes();
                 let chunk = match chunk_type {
@@ -501,10 +502,10 @@ async fn subscribe_control(
             .map_err(|e| anyhow!("{e}"))?,
     );
     for (rest, make) in [
-        ("estop", (|| Event::EStop) as fn() -> Event),
-        ("estop/reset", || Event::EStopReset),
-        ("driver/engage", || Event::Engage),
-        ("driver/disengage", || Event::Disengage),
+        (topics::ESTOP, (|| Event::EStop) as fn() -> Event),
+        (topics::ESTOP_RESET, || Event::EStopReset),
+        (topics::DRIVER_ENGAGE, || Event::Engage),
+        (topics::DRIVER_DISENGAGE, || Event::Disengage),
     ] {
         let tx = tx.clone();
         subs.push(

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use riptide_msgs::topics;
 use riptide_msgs::mcap::{schema_for_type_name, McapEpisode, McapRecorder};
 use riptide_msgs::ros::{Image, JointState, Time};
 
@@ -19,14 +20,14 @@ use crate::node::now_s;
 /// The topics riptide itself uses, with their types, under namespace `ns`.
 pub fn default_topics(ns: &str) -> Vec<(String, String)> {
     [
-        ("observation/state", "sensor_msgs/msg/JointState"),
-        ("observation/environment_state", "sensor_msgs/msg/JointState"),
-        ("observation/image", "sensor_msgs/msg/Image"),
-        ("action", "sensor_msgs/msg/JointState"),
-        ("action/chunk", "trajectory_msgs/msg/JointTrajectory"),
-        ("action/chunk/meta", "riptide_msgs/msg/ChunkMeta"),
-        ("driver/queue", "std_msgs/msg/Float32MultiArray"),
-        ("clock", "rosgraph_msgs/msg/Clock"),
+        (topics::OBSERVATION_STATE, "sensor_msgs/msg/JointState"),
+        (topics::OBSERVATION_ENVIRONMENT_STATE, "sensor_msgs/msg/JointState"),
+        (topics::OBSERVATION_IMAGE, "sensor_msgs/msg/Image"),
+        (topics::ACTION, "sensor_msgs/msg/JointState"),
+        (topics::ACTION_CHUNK, "trajectory_msgs/msg/JointTrajectory"),
+        (topics::ACTION_CHUNK_META, "riptide_msgs/msg/ChunkMeta"),
+        (topics::DRIVER_QUEUE, "std_msgs/msg/Float32MultiArray"),
+        (topics::CLOCK, "rosgraph_msgs/msg/Clock"),
     ]
     .iter()
     .map(|(k, t)| (format!("{ns}/{k}"), t.to_string()))

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use riptide_msgs::topics;
 use riptide_msgs::ros::{Clock as ClockMsg, JointState, StringMsg, Time};
 use riptide_sim::Observation;
 use serde::Serialize;
@@ -57,27 +58,8 @@ pub struct EpisodeResult {
     pub wall_s: f64,
 }
 
-/// Episode start/end announcements on `sim/episode`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum EpisodeEvent {
-    Start {
-        episode: usize,
-        seed: u64,
-        env: String,
-        /// Action-space position at t = 0 (where a driver engages from).
-        position: Vec<f64>,
-        fps: f64,
-    },
-    End {
-        episode: usize,
-        seed: u64,
-        success: bool,
-        score: f64,
-        steps: usize,
-    },
-}
-
+/// Episode start/end announcements on `sim/episode` (the wire type lives with the topics).
+pub use riptide_msgs::topics::EpisodeEvent;
 pub use riptide_sim::record::{image_msg, joint_state_msg as joint_state};
 
 /// Publishers of one sim node (also used by a driver whose back-end is the sim).
@@ -101,12 +83,12 @@ impl Outputs {
                 .map_err(|e| anyhow!("{e}"))
         };
         Ok(Self {
-            state: decl("observation/state")?,
-            env_state: decl("observation/environment_state")?,
-            image: decl("observation/image")?,
-            position: decl("robot/joint_states")?,
-            clock: decl("clock")?,
-            episode: decl("sim/episode")?,
+            state: decl(topics::OBSERVATION_STATE)?,
+            env_state: decl(topics::OBSERVATION_ENVIRONMENT_STATE)?,
+            image: decl(topics::OBSERVATION_IMAGE)?,
+            position: decl(topics::ROBOT_JOINT_STATES)?,
+            clock: decl(topics::CLOCK)?,
+            episode: decl(topics::SIM_EPISODE)?,
         })
     }
 
@@ -179,7 +161,7 @@ pub fn run_sim(
         .map_err(|e| anyhow!("{e}"))?;
     let _token = session
         .liveliness()
-        .declare_token(format!("{ns}/alive/sim"))
+        .declare_token(format!("{ns}/{}", topics::ALIVE_SIM))
         .wait()
         .map_err(|e| anyhow!("{e}"))?;
     let dt_s = 1.0 / spec.fps;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use riptide_policies::{load_policy_with, DeviceSpec, LoadOptions, SampleRequest};
 
 use crate::pipeline::tensors::random_window;

@@ -8,6 +8,7 @@
 //! encoding and zenoh out. The observation stamp is the window's newest common time (the state's receive
 //! time, taken just before the camera frame is sent), so the figure errs on the high side.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,8 @@ use tokio::sync::oneshot;
 use zenoh::Wait;
 
 use crate::daemon::config::{DaemonConfig, TriggerMode};
-use crate::daemon::{now_s, run};
+use crate::daemon::run;
+use crate::node::now_s;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -137,7 +139,7 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         .map_err(|e| anyhow!("bench session: {e}"))?;
     // The daemon is ready (on_ready ran after its subscribers and liveliness token); wait until this
     // session sees the token so the first frames are not lost to discovery.
-    crate::node::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(&session, &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON), Duration::from_secs(30)).await?;
 
     let chunks: Arc<Mutex<Vec<f64>>> = Arc::default();
     let metas: Arc<Mutex<Vec<ChunkMeta>>> = Arc::default();

@@ -5,8 +5,6 @@
 //! (MCAP) and writes the replay report.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -161,7 +159,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         .await
         .map_err(|e| anyhow!("sim session: {e}"))?;
     // Wait until the daemon (its subscribers are declared before its token) is visible.
-    crate::node::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(&session, &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON), Duration::from_secs(30)).await?;
     println!(
         "riptide demo: {} × {} episodes, policy {}, lockstep over zenoh (tcp/127.0.0.1:{port})",
         args.env,

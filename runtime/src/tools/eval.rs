@@ -4,7 +4,7 @@
 //! sim node publishes them and handed over as bytes, so decoding, resizing, layout and validation are
 //! the daemon's. Deterministic: same checkpoint, seeds and delay → identical commands.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use riptide_drivers::{DriverConfig, SafetyConfig, SupervisorConfig};

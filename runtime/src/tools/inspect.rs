@@ -1,19 +1,13 @@
 //! Sub-commands of the `riptide` binary that work on checkpoints without a robot.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use anyhow::Result;
 use riptide_policies::lerobot::{read_config, CheckpointFiles};
 
-use crate::pipeline::tensors::{random_window, request_from_tensors};
-use riptide_policies::{
-    load_policy, load_policy_with, read_safetensors, write_safetensors, DeviceSpec, FeatureKind, HostTensor,
-    LoadOptions, ObservationWindow, Policy, SampleRequest,
-};
+use crate::pipeline::tensors::request_from_tensors;
+use riptide_policies::{load_policy, read_safetensors, write_safetensors, DeviceSpec};
 
 /// `riptide inspect DIR`: what a checkpoint is, without running it.
 pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
@@ -193,6 +187,6 @@ impl InferCmd {
         let _ = rt;
         let Self { checkpoint, inputs, out, device, seed, steps } = self;
 
-            crate::tools::infer::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
+            crate::tools::inspect::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
     }
 }

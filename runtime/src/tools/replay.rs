@@ -16,7 +16,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use riptide_policies::{load_policy, DeviceSpec, SampleRequest};
 use riptide_sim::dataset::{read_episode, EpisodeData};
 use riptide_sim::{Observation, RgbImage};
-use serde::Serialize;
 
 use crate::tools::eval::{frames_for, sim_daemon_config, ClosedLoop};
 pub use crate::tools::report::{ClosedLoopResult, OpenLoopEpisode, ReplaySummary};

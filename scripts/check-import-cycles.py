@@ -137,7 +137,8 @@ def matching_brace(text: str, open_at: int) -> int:
     return len(text)
 
 
-CFG_TEST = re.compile(r"#\s*\[\s*cfg\s*\(\s*test\s*\)\s*\]")
+# `#[cfg(test)]` and `#[cfg(all(test, ...))]` (test-only); not `any(test, ...)`
+CFG_TEST = re.compile(r"#\s*\[\s*cfg\s*\(\s*(?:test|all\s*\(\s*test\b[^()]*\))\s*\)\s*\]")
 INNER_CFG_TEST = re.compile(r"#\s*!\s*\[\s*cfg\s*\(\s*test\s*\)\s*\]")
 PUB_IN = re.compile(r"\bpub\s*\(\s*in\s+[^)]*\)")
 
@@ -209,7 +210,7 @@ MOD_DECL = re.compile(
 )
 PATH_ATTR = re.compile(r"#\s*\[\s*path\s*=\s*\"")
 USE_DECL = re.compile(r"(?<![\w$])use\s+")
-PATH_START = re.compile(r"(?<![\w$:])(\$crate|crate|self|super|" + IDENT + r")\s*::\s*")
+PATH_START = re.compile(r"(?<![\w$:.])(\$crate|crate|self|super|" + IDENT + r")\s*::\s*")
 
 
 class Scanner:

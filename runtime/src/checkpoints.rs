@@ -17,7 +17,10 @@ pub fn search_path() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(d));
     }
     dirs.push(PathBuf::from("policies/shipped"));
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(exe_dir.join("../share/riptide/policies"));
     }
     dirs
@@ -37,7 +40,11 @@ pub fn shipped_checkpoint(name: &str) -> Result<PathBuf> {
         anyhow!(
             "no shipped policy {name:?}; looked in {}. Pass --checkpoint DIR, set {POLICY_DIR_ENV} to a folder \
              of policies, or run from a riptide checkout",
-            tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            tried
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     })
 }

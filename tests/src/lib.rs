@@ -149,4 +149,3 @@ pub fn parse_with_prometheus_client(text: &str) -> Option<serde_json::Map<String
         v => panic!("unexpected parser output {v}"),
     }
 }
-

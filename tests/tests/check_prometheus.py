@@ -1,10 +1,11 @@
-"""Parse a Prometheus text exposition (stdin) with prometheus_client's own parser, independently of
+"""Parse the metrics endpoint's OpenMetrics text exposition (stdin) with prometheus_client's own
+OpenMetrics parser (strict: typed families, `# EOF`, escaping), independently of
 riptide, and print each family as JSON: {name: {"type", "help", "samples": [[name, labels, value]]}}.
 Used by tests/tests/metrics.rs."""
 import json
 import sys
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 text = sys.stdin.read()
 out = {}

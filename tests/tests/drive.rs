@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use riptide_msgs::ros::{Float32MultiArray, JointState, JointTrajectory, JointTrajectoryPoint, StringMsg};
-use riptide_runtime::node::now_s;
 use riptide_runtime::drive::{start, DriveConfig};
+use riptide_runtime::node::now_s;
 use riptide_tests::client;
 use tokio::sync::Mutex;
 

@@ -40,7 +40,16 @@ fn counters_gauges_and_histograms_are_typed_with_help_and_escaped_labels() {
     let h = &fams["riptide_inference_seconds"];
     assert_eq!(h["type"], "histogram");
     let samples = h["samples"].as_array().unwrap();
-    let count = samples.iter().find(|s| s[0] == "riptide_inference_seconds_count").unwrap();
+    let count = samples
+        .iter()
+        .find(|s| s[0] == "riptide_inference_seconds_count")
+        .unwrap();
     assert_eq!(count[2], 10.0);
-    assert!(samples.iter().filter(|s| s[0] == "riptide_inference_seconds_bucket").count() >= 30);
+    assert!(
+        samples
+            .iter()
+            .filter(|s| s[0] == "riptide_inference_seconds_bucket")
+            .count()
+            >= 30
+    );
 }

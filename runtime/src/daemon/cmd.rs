@@ -72,7 +72,12 @@ impl RunCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let cfg = self.config()?;
         let metrics = rt.block_on(crate::daemon::run(cfg, crate::node::Shutdown::on_signal(), |r| {
-            tracing::info!("ready: {} inputs, {} on {}", r.spec.inputs.len(), r.spec.kind, r.spec.backend)
+            tracing::info!(
+                "ready: {} inputs, {} on {}",
+                r.spec.inputs.len(),
+                r.spec.kind,
+                r.spec.backend
+            )
         }))?;
         if self.stats {
             println!("{}", metrics.table());
@@ -89,35 +94,34 @@ pub struct CheckConfigCmd {
 }
 
 impl CheckConfigCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let Self { file } = self;
 
-            let cfg = DaemonConfig::from_file(&file)?;
-            let policy = riptide_policies::load_policy(&cfg.checkpoint, cfg.device()?)?;
-            let r = cfg.resolve(policy.spec())?;
+        let cfg = DaemonConfig::from_file(&file)?;
+        let policy = riptide_policies::load_policy(&cfg.checkpoint, cfg.device()?)?;
+        let r = cfg.resolve(policy.spec())?;
+        println!(
+            "{}: OK ({} on {})",
+            file.display(),
+            policy.spec().kind,
+            policy.spec().backend
+        );
+        for i in &r.inputs {
             println!(
-                "{}: OK ({} on {})",
-                file.display(),
-                policy.spec().kind,
-                policy.spec().backend
+                "  {:<34} ← {} ({:?}, max age {:.0} ms)",
+                i.feature,
+                i.topic,
+                i.msg_type,
+                i.max_age_s * 1e3
             );
-            for i in &r.inputs {
-                println!(
-                    "  {:<34} ← {} ({:?}, max age {:.0} ms)",
-                    i.feature,
-                    i.topic,
-                    i.msg_type,
-                    i.max_age_s * 1e3
-                );
-            }
-            println!(
-                "  chunks → {} every {:.3} s ({} actions at {} fps)",
-                r.chunk_topic,
-                1.0 / r.rate_hz,
-                policy.spec().n_action_steps,
-                r.fps
-            );
-            Ok(())
+        }
+        println!(
+            "  chunks → {} every {:.3} s ({} actions at {} fps)",
+            r.chunk_topic,
+            1.0 / r.rate_hz,
+            policy.spec().n_action_steps,
+            r.fps
+        );
+        Ok(())
     }
 }

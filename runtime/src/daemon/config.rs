@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
+use riptide_drivers::DriverConfig;
 use riptide_msgs::topics;
+use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
 use serde::Deserialize;
 
-pub use crate::pipeline::input::{InputConfig, InputType, ResolvedInput};
 use crate::node::ZenohConfig;
+pub use crate::pipeline::input::{InputConfig, InputType, ResolvedInput};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +58,7 @@ pub struct DaemonConfig {
     pub rti: Option<riptide_policies::rti::RtiConfig>,
     /// Lockstep simulated time with a hosted driver (evaluation against `riptide sim --lockstep`).
     #[serde(default)]
-    pub lockstep: Option<crate::daemon::lockstep::LockstepSection>,
+    pub lockstep: Option<LockstepSection>,
     /// EADP guidance by the hosted drone driver's controller model (`crate::pipeline::guidance`); applies where
     /// the daemon hosts the driver in-process (lockstep). Absent = no guidance.
     #[serde(default)]
@@ -152,6 +153,20 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[lockstep]`: run in the sim's time with an in-process driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockstepSection {
+    /// Simulated inference delay (actions due before t_obs + delay are dropped).
+    #[serde(default)]
+    pub delay_ms: f64,
+    /// Infer when less than this much of the chunk is left, seconds of simulated time.
+    #[serde(default)]
+    pub queue_threshold_s: f64,
+    /// The hosted driver: executor, safety envelope, supervisor.
+    pub driver: DriverConfig,
+}
+
 impl DaemonConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -235,10 +250,17 @@ impl DaemonConfig {
             rate_hz,
             trigger_feature,
             inputs,
-            chunk_topic: self.output.topic.clone().unwrap_or_else(|| self.topic(topics::ACTION_CHUNK)),
+            chunk_topic: self
+                .output
+                .topic
+                .clone()
+                .unwrap_or_else(|| self.topic(topics::ACTION_CHUNK)),
             meta_topic: format!(
                 "{}/meta",
-                self.output.topic.clone().unwrap_or_else(|| self.topic(topics::ACTION_CHUNK))
+                self.output
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| self.topic(topics::ACTION_CHUNK))
             ),
             queue_topic: self.topic(topics::DRIVER_QUEUE),
             alive_topic: self.topic(topics::ALIVE_DAEMON),
@@ -350,7 +372,7 @@ impl DaemonConfig {
                 .and_then(|c| c.topic.clone())
                 .unwrap_or_else(|| self.topic(&f.name.replace('.', "/")));
             let max_age_ms = c.and_then(|c| c.max_age_ms).unwrap_or(500.0);
-            if !(max_age_ms > 0.0) {
+            if max_age_ms.is_nan() || max_age_ms <= 0.0 {
                 bail!("[inputs.\"{}\"] max_age_ms must be > 0", f.name);
             }
             inputs.push(ResolvedInput {
@@ -366,7 +388,6 @@ impl DaemonConfig {
         Ok(inputs)
     }
 }
-
 
 /// Everything the daemon derives from config + checkpoint.
 #[derive(Debug, Clone)]

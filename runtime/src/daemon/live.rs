@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use riptide_msgs::topics;
 use riptide_msgs::ros::Float32MultiArray;
+use riptide_msgs::topics;
 use riptide_policies::PolicySpec;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::daemon::config::{DaemonConfig, OutputType, Resolved, TriggerMode};
-use crate::daemon::{warmup_window, Running};
+use crate::daemon::setup::{sampling_of, warmup_window, Running};
 use crate::node::{now_s, Clock, Metrics, RateLimitedLog, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
@@ -61,7 +61,10 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
         builder: Arc::new(Mutex::new(WindowBuilder::new(
             spec.n_obs_steps,
             resolved.dt_s,
-            resolved.inputs.iter().map(|i| (i.feature.clone(), i.shape.clone(), i.max_age_s)),
+            resolved
+                .inputs
+                .iter()
+                .map(|i| (i.feature.clone(), i.shape.clone(), i.max_age_s)),
         ))),
         in_flight: Arc::new(AtomicBool::new(false)),
     };
@@ -110,7 +113,7 @@ async fn start_worker(
 ) -> Result<(Worker, crate::pipeline::WarmUp)> {
     let device = cfg.device()?;
     let checkpoint = cfg.checkpoint.clone();
-    let sampling = crate::daemon::lockstep::sampling_of(cfg);
+    let sampling = sampling_of(cfg);
     let fps = cfg.fps;
     Worker::start(
         move || {
@@ -154,7 +157,9 @@ fn submit(shared: &Shared, worker: &Worker, next_id: &mut u64) {
                 WindowError::Stale { .. } => "stale",
             };
             shared.metrics.inc("blocked_total", &[("reason", reason)]);
-            shared.log.warn(&format!("window:{reason}"), || format!("no inference: {e}"));
+            shared
+                .log
+                .warn(&format!("window:{reason}"), || format!("no inference: {e}"));
         }
     }
 }
@@ -318,7 +323,12 @@ struct ChunkPublisher {
 }
 
 impl ChunkPublisher {
-    async fn declare(session: &zenoh::Session, cfg: &DaemonConfig, resolved: &Resolved, spec: PolicySpec) -> Result<Self> {
+    async fn declare(
+        session: &zenoh::Session,
+        cfg: &DaemonConfig,
+        resolved: &Resolved,
+        spec: PolicySpec,
+    ) -> Result<Self> {
         let declare = |key: String| async move {
             session
                 .declare_publisher(key.clone())

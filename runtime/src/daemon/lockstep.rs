@@ -15,35 +15,20 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use riptide_drivers::{Driver, DriverConfig};
-use riptide_msgs::topics;
 use riptide_msgs::ros::{ChunkMeta, StringMsg};
+use riptide_msgs::topics;
 use riptide_policies::PolicySpec;
-use serde::Deserialize;
 use zenoh::Wait;
 
-use crate::daemon::config::{DaemonConfig, Resolved};
-use crate::daemon::Running;
+use crate::daemon::config::{DaemonConfig, LockstepSection, Resolved};
+use crate::daemon::setup::{load_pipeline, Running};
 use crate::node::{Metrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
 use crate::pipeline::window::{Frame, WindowBuilder};
-use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, Sampling, SeedRule};
+use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, SeedRule};
 use crate::simnode::{joint_state, EpisodeEvent};
-
-/// `[lockstep]`: run in the sim's time with an in-process driver.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LockstepSection {
-    /// Simulated inference delay (actions due before t_obs + delay are dropped).
-    #[serde(default)]
-    pub delay_ms: f64,
-    /// Infer when less than this much of the chunk is left, seconds of simulated time.
-    #[serde(default)]
-    pub queue_threshold_s: f64,
-    /// The hosted driver: executor, safety envelope, supervisor.
-    pub driver: DriverConfig,
-}
 
 /// Lockstep settings.
 #[derive(Debug, Clone)]
@@ -111,7 +96,12 @@ pub struct Lockstep {
 
 impl Lockstep {
     /// `inputs` as resolved against the pipeline's policy (their order is the frame index).
-    pub fn new(pipeline: Pipeline, inputs: Vec<ResolvedInput>, cfg: LockstepConfig, metrics: Arc<Metrics>) -> Result<Self> {
+    pub fn new(
+        pipeline: Pipeline,
+        inputs: Vec<ResolvedInput>,
+        cfg: LockstepConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
         let spec = pipeline.spec();
         if driver.dim() != spec.action_dim {
@@ -256,7 +246,9 @@ impl Lockstep {
         let (d, h) = (chunk.actions.shape[2], chunk.actions.shape[1]);
         s.chunks.push((
             tw.t_obs_s,
-            (0..h).map(|i| chunk.actions.data[i * d..(i + 1) * d].to_vec()).collect(),
+            (0..h)
+                .map(|i| chunk.actions.data[i * d..(i + 1) * d].to_vec())
+                .collect(),
         ));
         self.metrics.inference.record(inf.inference_s());
         self.metrics.inc("chunks_total", &[]);
@@ -287,7 +279,13 @@ enum Ev {
 }
 
 /// The pipeline of a lockstep daemon: loaded on its own thread (a GPU context lives there).
-pub fn lockstep_for(cfg: &DaemonConfig, section: &LockstepSection, resolved: &Resolved, pipeline: Pipeline, metrics: Arc<Metrics>) -> Result<Lockstep> {
+pub fn lockstep_for(
+    cfg: &DaemonConfig,
+    section: &LockstepSection,
+    resolved: &Resolved,
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+) -> Result<Lockstep> {
     Lockstep::new(
         pipeline,
         resolved.inputs.clone(),
@@ -302,16 +300,6 @@ pub fn lockstep_for(cfg: &DaemonConfig, section: &LockstepSection, resolved: &Re
     .map_err(|e| anyhow!("{}: {e}", cfg.checkpoint.display()))
 }
 
-/// The daemon's sampling settings.
-pub fn sampling_of(cfg: &DaemonConfig) -> Sampling {
-    Sampling {
-        inference_steps: cfg.inference_steps,
-        rti: cfg.rti.clone(),
-        eadp: cfg.eadp.clone(),
-        candidates: cfg.candidates,
-    }
-}
-
 /// Serve in lockstep over zenoh until `shutdown`: frames and episode events in, commands on
 /// `<ns>/action` and chunk metadata out.
 pub async fn run_lockstep(
@@ -321,7 +309,7 @@ pub async fn run_lockstep(
     on_ready: impl FnOnce(&Running),
 ) -> Result<Arc<Metrics>> {
     let metrics = Arc::new(Metrics::default());
-    let (pipeline, resolved) = crate::daemon::load_pipeline(&cfg).await?;
+    let (pipeline, resolved) = load_pipeline(&cfg).await?;
     let spec = pipeline.spec().clone();
     let lockstep = lockstep_for(&cfg, &section, &resolved, pipeline, metrics.clone())?;
     let session = crate::node::session::open(&cfg.zenoh).await?;

@@ -10,42 +10,15 @@ pub mod config;
 pub mod live;
 pub mod lockstep;
 
+pub mod setup;
+
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context, Result};
-use riptide_policies::{load_policy, PolicySpec};
+use anyhow::Result;
 
-use crate::daemon::config::{DaemonConfig, Resolved};
+use crate::daemon::config::DaemonConfig;
+pub use crate::daemon::setup::Running;
 use crate::node::{Metrics, Shutdown};
-use crate::pipeline::window::TimedWindow;
-use crate::pipeline::Pipeline;
-
-/// A running daemon's handles for tests and the CLI.
-pub struct Running {
-    pub metrics: Arc<Metrics>,
-    pub spec: PolicySpec,
-}
-
-/// Random observations that fit `spec` (for warm-up).
-pub fn warmup_window(spec: &PolicySpec) -> TimedWindow {
-    TimedWindow {
-        window: crate::pipeline::tensors::random_window_for(spec, 1, 0),
-        t_obs_s: 0.0,
-    }
-}
-
-/// Load the policy (off the async executor) and build the pipeline the config asks for.
-pub async fn load_pipeline(cfg: &DaemonConfig) -> Result<(Pipeline, Resolved)> {
-    let device = cfg.device()?;
-    let checkpoint = cfg.checkpoint.clone();
-    let policy = tokio::task::spawn_blocking(move || load_policy(&checkpoint, device))
-        .await
-        .map_err(|_| anyhow!("the policy loader thread died"))?
-        .with_context(|| format!("loading {}", cfg.checkpoint.display()))?;
-    let resolved = cfg.resolve(policy.spec())?;
-    let pipeline = Pipeline::new(policy, lockstep::sampling_of(cfg), resolved.dt_s)?;
-    Ok((pipeline, resolved))
-}
 
 /// Load the policy, resolve the config, and serve until `shutdown` is triggered.
 pub async fn run(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOnce(&Running)) -> Result<Arc<Metrics>> {

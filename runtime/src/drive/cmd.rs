@@ -15,21 +15,20 @@ pub struct DriveCmd {
 
 impl DriveCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
         let Self { config, check } = self;
 
-            let cfg = crate::drive::DriveConfig::from_file(&config)?;
-            if check {
-                println!("{}: OK", config.display());
-                return Ok(());
-            }
-                        rt.block_on(async {
-                let node = crate::drive::start(cfg).await?;
-                crate::node::Shutdown::on_signal().wait().await;
-                tracing::info!("shutting down");
-                let m = node.stop().await?;
-                tracing::info!("{}", m.summary());
-                anyhow::Ok(())
-            })
+        let cfg = crate::drive::DriveConfig::from_file(&config)?;
+        if check {
+            println!("{}: OK", config.display());
+            return Ok(());
+        }
+        rt.block_on(async {
+            let node = crate::drive::start(cfg).await?;
+            crate::node::Shutdown::on_signal().wait().await;
+            tracing::info!("shutting down");
+            let m = node.stop().await?;
+            tracing::info!("{}", m.summary());
+            anyhow::Ok(())
+        })
     }
 }

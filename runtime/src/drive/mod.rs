@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Command, Driver, DriverConfig, DriverCounters, SupervisorState};
-use riptide_msgs::topics;
 use riptide_msgs::ros::{
     Float32MultiArray, Header, JointState, JointTrajectory, MultiDOFJointTrajectory, StringMsg, Time,
 };
+use riptide_msgs::topics;
 use serde::Deserialize;
 use zenoh::Wait;
 
-use crate::node::ZenohConfig;
-use crate::node::now_s;
 use crate::node::metrics::Metrics;
+use crate::node::now_s;
+use crate::node::ZenohConfig;
 
 /// A driver node's configuration (`driver.toml`); unknown keys are errors that name the key.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,7 +62,6 @@ fn default_namespace() -> String {
 fn default_queue_hz() -> f64 {
     20.0
 }
-
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -733,7 +732,10 @@ impl ControlLoop {
     /// The sim and MAVLink back-ends take the command directly.
     fn drive_backends(&mut self, cmd: &Command, now: f64) {
         if let Some(sim) = &mut self.backend.sim {
-            let following = matches!(self.driver.state(), SupervisorState::Engaging | SupervisorState::Engaged);
+            let following = matches!(
+                self.driver.state(),
+                SupervisorState::Engaging | SupervisorState::Engaged
+            );
             match sim.tick(now, cmd.position(), following) {
                 Ok(new_episode) => {
                     self.backend.device_position = Some(sim.env.position());
@@ -806,16 +808,17 @@ impl ControlLoop {
 
     /// The queue length (for on-demand triggering) and the supervisor state (on change and at 1 Hz).
     fn report(&mut self, now: f64) -> Result<()> {
-        if self.tick % self.queue_every == 0 {
+        if self.tick.is_multiple_of(self.queue_every) {
             let q = Float32MultiArray {
                 data: vec![self.driver.queued_s(now) as f32],
                 ..Default::default()
             };
             let _ = self.outputs.queue.put(riptide_msgs::encode(&q)?).wait();
-            self.metrics.set("driver_queued_seconds", &[], self.driver.queued_s(now));
+            self.metrics
+                .set("driver_queued_seconds", &[], self.driver.queued_s(now));
         }
         let state = self.driver.state();
-        if self.last_state != Some(state) || self.tick % self.status_every == 0 {
+        if self.last_state != Some(state) || self.tick.is_multiple_of(self.status_every) {
             if self.last_state != Some(state) {
                 tracing::info!("driver: {state:?}");
             }

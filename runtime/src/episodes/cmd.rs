@@ -16,18 +16,22 @@ pub struct PlayCmd {
 
 impl PlayCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { episode, rate, namespace, connect } = self;
+        let Self {
+            episode,
+            rate,
+            namespace,
+            connect,
+        } = self;
 
-            let z = crate::node::session::node_zenoh(connect);
-                        rt.block_on(async {
-                let session = zenoh::open(crate::node::session::zenoh_config_from(&z)?)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
-                let stop = crate::node::Shutdown::on_signal();
-                let n = crate::episodes::play(&session, &episode, &namespace, rate, &stop).await?;
-                println!("{n} messages played");
-                anyhow::Ok(())
-            })
+        let z = crate::node::session::node_zenoh(connect);
+        rt.block_on(async {
+            let session = zenoh::open(crate::node::session::zenoh_config_from(&z)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+            let stop = crate::node::Shutdown::on_signal();
+            let n = crate::episodes::play(&session, &episode, &namespace, rate, &stop).await?;
+            println!("{n} messages played");
+            anyhow::Ok(())
+        })
     }
 }

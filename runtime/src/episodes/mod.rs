@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use riptide_msgs::topics;
 use riptide_msgs::mcap::{schema_for_type_name, McapEpisode, McapRecorder};
 use riptide_msgs::ros::{Image, JointState, Time};
+use riptide_msgs::topics;
 
 use crate::node::now_s;
 
@@ -106,7 +106,13 @@ fn restamp(type_name: &str, data: &[u8], stamp_s: f64) -> Option<Vec<u8>> {
 /// Publish the observation topics of `path` onto zenoh at their recorded timing (÷ `rate`).
 /// Topics under `riptide/observation/` are played (and `riptide/robot/joint_states`); the recording's
 /// `riptide` prefix becomes `namespace`. Returns the number of messages published.
-pub async fn play(session: &zenoh::Session, path: &Path, namespace: &str, rate: f64, stop: &crate::node::Shutdown) -> Result<u64> {
+pub async fn play(
+    session: &zenoh::Session,
+    path: &Path,
+    namespace: &str,
+    rate: f64,
+    stop: &crate::node::Shutdown,
+) -> Result<u64> {
     if !(rate > 0.0 && rate.is_finite()) {
         bail!("--rate must be a positive number");
     }

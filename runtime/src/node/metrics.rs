@@ -1,5 +1,5 @@
-//! A node's counters, gauges and latency histograms: Prometheus exposition through `prometheus-client`
-//! (every family typed, with help), percentile summaries for the log and `riptide run --stats`.
+//! A node's counters, gauges and latency histograms: OpenMetrics / Prometheus text exposition through
+//! `prometheus-client` (every family typed, with help), percentile summaries for the log and `riptide run --stats`.
 //!
 //! Counters take any number of labels (`&[("robot", "arm1"), ("reason", "stale")]`). Label values
 //! come from the wire (topic names, feature names), so they are escaped as the exposition format
@@ -18,28 +18,55 @@ use prometheus_client::registry::Registry;
 /// Help text of the counters and gauges riptide's nodes keep (names without the `riptide_` prefix
 /// and, for counters, without `_total`).
 const HELP: &[(&str, &str)] = &[
-    ("messages", "Messages received per input feature."),
-    ("rejected", "Messages rejected, by reason (malformed, shape, non_finite, out_of_order, ...)."),
-    ("blocked", "Inferences not started because the observation window was incomplete, by reason."),
-    ("superseded", "Queued windows replaced by a newer one before inference started."),
-    ("inference_errors", "Inferences that failed."),
-    ("over_budget", "Chunks not published: every action was already due when inference finished."),
-    ("late_actions_dropped", "Chunks published with their first actions dropped (already due)."),
-    ("chunks", "Action chunks produced."),
-    ("chunks_rejected", "Chunks the driver refused (safety envelope, stale, malformed)."),
-    ("backend_errors", "Driver back-end errors."),
-    ("estops", "Emergency stops."),
-    ("late_steps", "Driver control steps that ran late."),
-    ("vehicle_not_executing", "Setpoints the vehicle did not execute (not in offboard mode or not armed)."),
-    ("inference_in_flight", "1 while an inference is running."),
-    ("commands", "Commands the driver sent, by kind (position, hold, land, idle)."),
-    ("driver_queued_seconds", "Seconds of commands the driver still has queued."),
+    ("messages", "Messages received per input feature"),
+    (
+        "rejected",
+        "Messages rejected, by reason (malformed, shape, non_finite, out_of_order, ...)",
+    ),
+    (
+        "blocked",
+        "Inferences not started because the observation window was incomplete, by reason",
+    ),
+    (
+        "superseded",
+        "Queued windows replaced by a newer one before inference started",
+    ),
+    ("inference_errors", "Inferences that failed"),
+    (
+        "over_budget",
+        "Chunks not published: every action was already due when inference finished",
+    ),
+    (
+        "late_actions_dropped",
+        "Chunks published with their first actions dropped (already due)",
+    ),
+    ("chunks", "Action chunks produced"),
+    (
+        "chunks_rejected",
+        "Chunks the driver refused (safety envelope, stale, malformed)",
+    ),
+    ("backend_errors", "Driver back-end errors"),
+    ("estops", "Emergency stops"),
+    ("late_steps", "Driver control steps that ran late"),
+    (
+        "vehicle_not_executing",
+        "Setpoints the vehicle did not execute (not in offboard mode or not armed)",
+    ),
+    ("inference_in_flight", "1 while an inference is running"),
+    (
+        "commands",
+        "Commands the driver sent, by kind (position, hold, land, idle)",
+    ),
+    (
+        "driver_queued_seconds",
+        "Seconds of commands the driver still has queued",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
     HELP.iter()
         .find(|(n, _)| *n == name)
-        .map_or("riptide counter.", |(_, h)| h)
+        .map_or("riptide counter", |(_, h)| h)
 }
 
 /// A label value escaped for the text exposition format.
@@ -202,11 +229,11 @@ impl Metrics {
 
     fn stages(&self) -> [(&'static str, &Histogram, &'static str); 5] {
         [
-            ("decode", &self.decode, "Decoding one message."),
-            ("window", &self.window, "Assembling one observation window."),
-            ("inference", &self.inference, "One inference (policy predict)."),
-            ("publish", &self.publish, "Encoding and publishing one chunk."),
-            ("end_to_end", &self.end_to_end, "Observation to published chunk."),
+            ("decode", &self.decode, "Decoding one message"),
+            ("window", &self.window, "Assembling one observation window"),
+            ("inference", &self.inference, "One inference (policy predict)"),
+            ("publish", &self.publish, "Encoding and publishing one chunk"),
+            ("end_to_end", &self.end_to_end, "Observation to published chunk"),
         ]
     }
 
@@ -317,7 +344,10 @@ mod tests {
         assert_eq!(m.get("rejected_total{robot=\"arm1\",reason=\"stale\"}"), 2);
         let s = m.prometheus();
         assert!(s.contains("# TYPE riptide_rejected counter"), "{s}");
-        assert!(s.contains("riptide_rejected_total{robot=\"arm1\",reason=\"stale\"} 2"), "{s}");
+        assert!(
+            s.contains("riptide_rejected_total{robot=\"arm1\",reason=\"stale\"} 2"),
+            "{s}"
+        );
         assert!(s.contains(r#"riptide_messages_total{feature="a\"b\\c\nd"} 1"#), "{s}");
     }
 }

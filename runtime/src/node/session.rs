@@ -84,7 +84,6 @@ pub fn zenoh_config_from(z: &ZenohConfig) -> Result<zenoh::Config> {
     Ok(c)
 }
 
-
 /// Open a zenoh session for a node.
 pub async fn open(z: &ZenohConfig) -> Result<zenoh::Session> {
     zenoh::open(zenoh_config_from(z)?)

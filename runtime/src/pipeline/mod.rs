@@ -175,7 +175,10 @@ impl Pipeline {
     fn request(&self, t_obs_s: f64) -> SampleRequest {
         let seed = match self.seeds {
             SeedRule::Fresh => None,
-            SeedRule::Episode(s) => Some(s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.episode_inferences)),
+            SeedRule::Episode(s) => Some(
+                s.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .wrapping_add(self.episode_inferences),
+            ),
         };
         let req = SampleRequest {
             seed,

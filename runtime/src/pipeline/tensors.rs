@@ -82,4 +82,3 @@ pub fn random_window_for(spec: &riptide_policies::PolicySpec, batch: usize, seed
     }
     obs
 }
-

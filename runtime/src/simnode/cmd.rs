@@ -33,37 +33,46 @@ pub struct SimCmd {
 
 impl SimCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { env, lockstep, episodes, seed, render, namespace, connect, record, env_state_width } = self;
+        let Self {
+            env,
+            lockstep,
+            episodes,
+            seed,
+            render,
+            namespace,
+            connect,
+            record,
+            env_state_width,
+        } = self;
 
-            let z = crate::node::session::node_zenoh(connect);
-            let env_name = env.clone();
-            let cfg = crate::simnode::SimNodeConfig {
-                env,
-                namespace,
-                lockstep,
-                episodes,
-                seed,
-                render,
-                command_timeout_s: 60.0,
-                zenoh: z,
-                record_dir: record,
-                env_state_width: env_state_width.or_else(|| crate::checkpoints::default_env_state_width(&env_name)),
-            };
-                        rt.block_on(async {
-                let session = zenoh::open(crate::node::session::zenoh_config_from(&cfg.zenoh)?)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
-                let stop = crate::node::Shutdown::on_signal();
-                let results = tokio::task::spawn_blocking(move || {
-                    crate::simnode::run_sim(&cfg, &session, &stop, |r| {
-                        println!("{}", serde_json::to_string(r).unwrap_or_default())
-                    })
+        let z = crate::node::session::node_zenoh(connect);
+        let env_name = env.clone();
+        let cfg = crate::simnode::SimNodeConfig {
+            env,
+            namespace,
+            lockstep,
+            episodes,
+            seed,
+            render,
+            command_timeout_s: 60.0,
+            zenoh: z,
+            record_dir: record,
+            env_state_width: env_state_width.or_else(|| crate::checkpoints::default_env_state_width(&env_name)),
+        };
+        rt.block_on(async {
+            let session = zenoh::open(crate::node::session::zenoh_config_from(&cfg.zenoh)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+            let stop = crate::node::Shutdown::on_signal();
+            let results = tokio::task::spawn_blocking(move || {
+                crate::simnode::run_sim(&cfg, &session, &stop, |r| {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default())
                 })
-                .await??;
-                let ok = results.iter().filter(|r| r.success).count();
-                println!("{ok}/{} successful", results.len());
-                anyhow::Ok(())
             })
+            .await??;
+            let ok = results.iter().filter(|r| r.success).count();
+            println!("{ok}/{} successful", results.len());
+            anyhow::Ok(())
+        })
     }
 }

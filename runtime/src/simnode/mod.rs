@@ -16,14 +16,14 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use riptide_msgs::topics;
 use riptide_msgs::ros::{Clock as ClockMsg, JointState, StringMsg, Time};
+use riptide_msgs::topics;
 use riptide_sim::Observation;
 use serde::Serialize;
 use zenoh::Wait;
 
-use crate::node::ZenohConfig;
 use crate::node::now_s;
+use crate::node::ZenohConfig;
 
 /// A sim node's settings.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! `riptide bench`: full inferences on random observations, timed after warm-up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -27,16 +27,21 @@ pub struct BenchReport {
 }
 
 /// `riptide bench`: latency of full inferences after warm-up (warm-up excluded from the numbers).
-pub fn bench(
-    checkpoint: &Path,
-    device: DeviceSpec,
-    opts: LoadOptions,
-    batch: usize,
-    iters: usize,
-    warmup: usize,
-    steps: Option<usize>,
-    candidates: Option<usize>,
-) -> Result<BenchReport> {
+pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
+    let BenchCmd {
+        checkpoint,
+        device,
+        batch,
+        iters,
+        warmup,
+        steps,
+        candidates,
+        no_cpu_fusion,
+    } = c;
+    let (device, batch, iters, warmup, steps, candidates) = (*device, *batch, *iters, *warmup, *steps, *candidates);
+    let opts = LoadOptions {
+        cpu_fusion: !no_cpu_fusion,
+    };
     if iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -109,15 +114,9 @@ pub struct BenchCmd {
 }
 
 impl BenchCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { checkpoint, device, batch, iters, warmup, steps, candidates, no_cpu_fusion } = self;
-
-            let opts = riptide_policies::LoadOptions {
-                cpu_fusion: !no_cpu_fusion,
-            };
-            let r = crate::tools::bench::bench(&checkpoint, device, opts, batch, iters, warmup, steps, candidates)?;
-            println!("{}", serde_json::to_string_pretty(&r)?);
-            Ok(())
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let r = bench(&self)?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        Ok(())
     }
 }

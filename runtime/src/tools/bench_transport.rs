@@ -139,7 +139,12 @@ pub async fn bench_transport(b: TransportBench) -> Result<TransportReport> {
         .map_err(|e| anyhow!("bench session: {e}"))?;
     // The daemon is ready (on_ready ran after its subscribers and liveliness token); wait until this
     // session sees the token so the first frames are not lost to discovery.
-    crate::node::wait_alive(&session, &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(
+        &session,
+        &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON),
+        Duration::from_secs(30),
+    )
+    .await?;
 
     let chunks: Arc<Mutex<Vec<f64>>> = Arc::default();
     let metas: Arc<Mutex<Vec<ChunkMeta>>> = Arc::default();
@@ -309,24 +314,33 @@ pub struct BenchTransportCmd {
 
 impl BenchTransportCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { checkpoint, device, fps, rate_hz, seconds, image, shm, port, steps } = self;
+        let Self {
+            checkpoint,
+            device,
+            fps,
+            rate_hz,
+            seconds,
+            image,
+            shm,
+            port,
+            steps,
+        } = self;
 
-                        let r = rt.block_on(crate::tools::bench_transport::bench_transport(
-                crate::tools::bench_transport::TransportBench {
-                    checkpoint,
-                    device,
-                    fps,
-                    rate_hz,
-                    seconds,
-                    image_wh: image,
-                    shm,
-                    port,
-                    steps,
-                },
-            ))?;
-            println!("{}", serde_json::to_string(&r)?);
-            Ok(())
+        let r = rt.block_on(crate::tools::bench_transport::bench_transport(
+            crate::tools::bench_transport::TransportBench {
+                checkpoint,
+                device,
+                fps,
+                rate_hz,
+                seconds,
+                image_wh: image,
+                shm,
+                port,
+                steps,
+            },
+        ))?;
+        println!("{}", serde_json::to_string(&r)?);
+        Ok(())
     }
 }
 

@@ -11,12 +11,12 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
 use crate::checkpoints::{env_state_width, shipped_checkpoint};
+use crate::daemon::config::LockstepSection;
 use crate::daemon::config::{DaemonConfig, InputType};
-use crate::node::{ZenohConfig, ZenohMode};
 use crate::daemon::run;
-use crate::daemon::lockstep::LockstepSection;
-use crate::tools::eval::driver_config_for;
+use crate::node::{ZenohConfig, ZenohMode};
 use crate::simnode::{run_sim, EpisodeResult, SimNodeConfig};
+use crate::tools::eval::driver_config_for;
 
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
@@ -86,7 +86,6 @@ fn checkpoint_inputs(dir: &Path) -> Result<Vec<(String, String)>> {
         })
         .collect())
 }
-
 
 pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
     let env = riptide_sim::make_env(&args.env)?;
@@ -159,7 +158,12 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         .await
         .map_err(|e| anyhow!("sim session: {e}"))?;
     // Wait until the daemon (its subscribers are declared before its token) is visible.
-    crate::node::wait_alive(&session, &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON), Duration::from_secs(30)).await?;
+    crate::node::wait_alive(
+        &session,
+        &format!("{ns}/{}", riptide_msgs::topics::ALIVE_DAEMON),
+        Duration::from_secs(30),
+    )
+    .await?;
     println!(
         "riptide demo: {} × {} episodes, policy {}, lockstep over zenoh (tcp/127.0.0.1:{port})",
         args.env,
@@ -231,51 +235,59 @@ pub struct DemoCmd {
 
 impl DemoCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { env, episodes, seed, device, checkpoint, delay_ms, record, rti } = self;
+        let Self {
+            env,
+            episodes,
+            seed,
+            device,
+            checkpoint,
+            delay_ms,
+            record,
+            rti,
+        } = self;
 
-                        let r = rt.block_on(crate::tools::demo::demo(crate::tools::demo::DemoArgs {
-                env,
-                episodes,
-                seed,
-                device: device.clone(),
-                checkpoint,
-                delay_ms,
-                record: record.clone(),
-                rti_start_step: rti,
-            }))?;
+        let r = rt.block_on(crate::tools::demo::demo(crate::tools::demo::DemoArgs {
+            env,
+            episodes,
+            seed,
+            device: device.clone(),
+            checkpoint,
+            delay_ms,
+            record: record.clone(),
+            rti_start_step: rti,
+        }))?;
+        println!(
+            "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
+            r.successes,
+            r.episodes.len(),
+            crate::tools::demo::fmt_ms(r.inference_ms_p50),
+            crate::tools::demo::fmt_ms(r.inference_ms_p90),
+            crate::tools::demo::fmt_ms(r.inference_ms_p99),
+            r.chunks,
+            r.wall_s
+        );
+        if let Some(dir) = record {
+            let episodes = crate::episodes::mcap_files(std::slice::from_ref(&dir))?;
+            let s = crate::tools::replay::replay(
+                &crate::tools::replay::ReplayArgs {
+                    episodes,
+                    checkpoint: r.checkpoint.clone().into(),
+                    device: device.parse()?,
+                    closed_loop: false,
+                    delay_ms,
+                    out: dir.clone(),
+                },
+                |_, _| {},
+            )?;
             println!(
-                "{}/{} successful; inference p50 {} ms, p90 {} ms, p99 {} ms over {} chunks; {:.1} s",
-                r.successes,
-                r.episodes.len(),
-                crate::tools::demo::fmt_ms(r.inference_ms_p50),
-                crate::tools::demo::fmt_ms(r.inference_ms_p90),
-                crate::tools::demo::fmt_ms(r.inference_ms_p99),
-                r.chunks,
-                r.wall_s
+                "recorded {} episodes in {}; open-loop replay: mean |Δaction| {:.4}; report {}",
+                s.open_loop.len(),
+                dir.display(),
+                s.mean_mae.unwrap_or(f64::NAN),
+                dir.join("replay.html").display()
             );
-            if let Some(dir) = record {
-                let episodes = crate::episodes::mcap_files(std::slice::from_ref(&dir))?;
-                let s = crate::tools::replay::replay(
-                    &crate::tools::replay::ReplayArgs {
-                        episodes,
-                        checkpoint: r.checkpoint.clone().into(),
-                        device: device.parse()?,
-                        closed_loop: false,
-                        delay_ms,
-                        out: dir.clone(),
-                    },
-                    |_, _| {},
-                )?;
-                println!(
-                    "recorded {} episodes in {}; open-loop replay: mean |Δaction| {:.4}; report {}",
-                    s.open_loop.len(),
-                    dir.display(),
-                    s.mean_mae.unwrap_or(f64::NAN),
-                    dir.join("replay.html").display()
-                );
-            }
-            Ok(())
+        }
+        Ok(())
     }
 }
 

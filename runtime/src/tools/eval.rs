@@ -496,73 +496,90 @@ pub struct EvalCmd {
 
 impl EvalCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { checkpoint, env, seed, episodes, device, delay_ms, queue_threshold_s, inference_steps, rti_start_step, rti_noise, rti_cold_steps, rti_warm_steps, rti_jump_threshold, eadp_scale, candidates, out, trace } = self;
+        let Self {
+            checkpoint,
+            env,
+            seed,
+            episodes,
+            device,
+            delay_ms,
+            queue_threshold_s,
+            inference_steps,
+            rti_start_step,
+            rti_noise,
+            rti_cold_steps,
+            rti_warm_steps,
+            rti_jump_threshold,
+            eadp_scale,
+            candidates,
+            out,
+            trace,
+        } = self;
 
-            if (rti_cold_steps.is_some() || rti_warm_steps.is_some() || rti_jump_threshold.is_some())
-                && rti_start_step.is_none()
-            {
-                anyhow::bail!(
+        if (rti_cold_steps.is_some() || rti_warm_steps.is_some() || rti_jump_threshold.is_some())
+            && rti_start_step.is_none()
+        {
+            anyhow::bail!(
                     "--rti-cold-steps, --rti-warm-steps and --rti-jump-threshold need --rti-start-step (they shape RTI sampling)"
                 );
+        }
+        let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
+            noise: rti_noise,
+            cold_steps: rti_cold_steps,
+            warm_steps: rti_warm_steps,
+            jump_threshold: rti_jump_threshold,
+            ..riptide_policies::rti::RtiConfig::new(k)
+        });
+        let args = crate::tools::eval::EvalArgs {
+            checkpoint,
+            device,
+            env,
+            seed,
+            episodes,
+            delay_s: delay_ms / 1e3,
+            queue_threshold_s,
+            sampling: crate::pipeline::Sampling {
+                inference_steps,
+                rti,
+                eadp: eadp_scale.map(|scale| riptide_drivers::EadpConfig {
+                    scale,
+                    ..Default::default()
+                }),
+                candidates,
+            },
+        };
+        let mut ok = 0;
+        let s = crate::tools::eval::evaluate(&args, |i, n, e| {
+            ok += e.success as usize;
+            eprint!("\r{i}/{n} episodes, {ok} successful");
+            if i == n {
+                eprintln!();
             }
-            let rti = rti_start_step.map(|k| riptide_policies::rti::RtiConfig {
-                noise: rti_noise,
-                cold_steps: rti_cold_steps,
-                warm_steps: rti_warm_steps,
-                jump_threshold: rti_jump_threshold,
-                ..riptide_policies::rti::RtiConfig::new(k)
-            });
-            let args = crate::tools::eval::EvalArgs {
-                checkpoint,
-                device,
-                env,
-                seed,
-                episodes,
-                delay_s: delay_ms / 1e3,
-                queue_threshold_s,
-                sampling: crate::pipeline::Sampling {
-                    inference_steps,
-                    rti,
-                    eadp: eadp_scale.map(|scale| riptide_drivers::EadpConfig {
-                        scale,
-                        ..Default::default()
-                    }),
-                    candidates,
-                },
-            };
-            let mut ok = 0;
-            let s = crate::tools::eval::evaluate(&args, |i, n, e| {
-                ok += e.success as usize;
-                eprint!("\r{i}/{n} episodes, {ok} successful");
-                if i == n {
-                    eprintln!();
-                }
-            })?;
-            if let Some(p) = out {
-                std::fs::write(&p, serde_json::to_string_pretty(&s)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
-            }
-            if let Some(p) = trace {
-                let eps: Vec<_> = s
-                    .per_episode
-                    .iter()
-                    .map(|e| {
-                        serde_json::json!({
-                            "seed": e.seed,
-                            "success": e.success,
-                            "steps": e.steps,
-                            "first_env_state": e.first_env_state,
-                            "commands": e.commands,
-                            "positions": e.positions,
-                        })
+        })?;
+        if let Some(p) = out {
+            std::fs::write(&p, serde_json::to_string_pretty(&s)?)
+                .with_context(|| format!("writing {}", p.display()))?;
+        }
+        if let Some(p) = trace {
+            let eps: Vec<_> = s
+                .per_episode
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "seed": e.seed,
+                        "success": e.success,
+                        "steps": e.steps,
+                        "first_env_state": e.first_env_state,
+                        "commands": e.commands,
+                        "positions": e.positions,
                     })
-                    .collect();
-                std::fs::write(&p, serde_json::to_string(&eps)?).with_context(|| format!("writing {}", p.display()))?;
-            }
-            let mut v = serde_json::to_value(&s)?;
-            v.as_object_mut().map(|o| o.remove("per_episode"));
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(())
+                })
+                .collect();
+            std::fs::write(&p, serde_json::to_string(&eps)?).with_context(|| format!("writing {}", p.display()))?;
+        }
+        let mut v = serde_json::to_value(&s)?;
+        v.as_object_mut().map(|o| o.remove("per_episode"));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
     }
 }

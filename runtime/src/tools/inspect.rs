@@ -140,7 +140,6 @@ pub fn infer(
     Ok(())
 }
 
-
 /// `riptide inspect`: its arguments and entry point.
 #[derive(clap::Args, Debug)]
 pub struct InspectCmd {
@@ -151,14 +150,12 @@ pub struct InspectCmd {
 }
 
 impl InspectCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let Self { dir, device } = self;
 
-            crate::tools::inspect::inspect(&dir, device)
+        crate::tools::inspect::inspect(&dir, device)
     }
 }
-
 
 /// `riptide infer`: its arguments and entry point.
 #[derive(clap::Args, Debug)]
@@ -183,10 +180,16 @@ pub struct InferCmd {
 }
 
 impl InferCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { checkpoint, inputs, out, device, seed, steps } = self;
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let Self {
+            checkpoint,
+            inputs,
+            out,
+            device,
+            seed,
+            steps,
+        } = self;
 
-            crate::tools::inspect::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
+        crate::tools::inspect::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
     }
 }

@@ -57,10 +57,24 @@ pub struct RecordCmd {
 
 impl RecordCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { env, episodes, seed, out, render, hold_s, perturb, perturb_hold_s, perturb_prob, policy, device, topic, seconds, connect } = self;
+        let Self {
+            env,
+            episodes,
+            seed,
+            out,
+            render,
+            hold_s,
+            perturb,
+            perturb_hold_s,
+            perturb_prob,
+            policy,
+            device,
+            topic,
+            seconds,
+            connect,
+        } = self;
 
-            match env {
+        match env {
             Some(env_name) => {
                 use riptide_sim::record::EpisodeSummary;
                 // One episode per seed into `path`: expert-driven (clean or DART-perturbed), or driven by
@@ -122,7 +136,7 @@ impl RecordCmd {
                         .collect::<Result<_>>()?
                 };
                 let z = crate::node::session::node_zenoh(connect);
-                                rt.block_on(async {
+                rt.block_on(async {
                     let session = zenoh::open(crate::node::session::zenoh_config_from(&z)?)
                         .await
                         .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;

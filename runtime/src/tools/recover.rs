@@ -47,7 +47,9 @@ pub fn run(args: &RecoverArgs) -> Result<()> {
 
 /// `<dir>/<stem>.recovered.mcap` for `<dir>/<stem>.mcap`.
 fn default_out(file: &Path) -> PathBuf {
-    let stem = file.file_stem().map_or_else(|| "recording".into(), |s| s.to_string_lossy().into_owned());
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "recording".into(), |s| s.to_string_lossy().into_owned());
     file.with_file_name(format!("{stem}.recovered.mcap"))
 }
 

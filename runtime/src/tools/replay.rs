@@ -17,9 +17,9 @@ use riptide_policies::{load_policy, DeviceSpec, SampleRequest};
 use riptide_sim::dataset::{read_episode, EpisodeData};
 use riptide_sim::{Observation, RgbImage};
 
+use crate::pipeline::window::{Frame, WindowBuilder};
 use crate::tools::eval::{frames_for, sim_daemon_config, ClosedLoop};
 pub use crate::tools::report::{ClosedLoopResult, OpenLoopEpisode, ReplaySummary};
-use crate::pipeline::window::{Frame, WindowBuilder};
 
 #[derive(Debug, Clone)]
 pub struct ReplayArgs {
@@ -188,7 +188,10 @@ pub fn replay(args: &ReplayArgs, mut progress: impl FnMut(usize, usize)) -> Resu
     };
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("replay.json"), serde_json::to_string_pretty(&summary)?)?;
-    std::fs::write(args.out.join("replay.html"), crate::tools::report::html(&summary, &latencies))?;
+    std::fs::write(
+        args.out.join("replay.html"),
+        crate::tools::report::html(&summary, &latencies),
+    )?;
     Ok(summary)
 }
 
@@ -211,48 +214,53 @@ pub struct ReplayCmd {
 }
 
 impl ReplayCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { episodes, checkpoint, device, closed_loop, delay_ms, out } = self;
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let Self {
+            episodes,
+            checkpoint,
+            device,
+            closed_loop,
+            delay_ms,
+            out,
+        } = self;
 
-            let files = crate::episodes::mcap_files(&episodes)?;
-            let s = crate::tools::replay::replay(
-                &crate::tools::replay::ReplayArgs {
-                    episodes: files,
-                    checkpoint,
-                    device,
-                    closed_loop,
-                    delay_ms,
-                    out: out.clone(),
-                },
-                |i, n| {
-                    let w = 30;
-                    let done = i * w / n.max(1);
-                    eprint!("\r[{}{}] {i}/{n}", "#".repeat(done), " ".repeat(w - done));
-                    if i == n {
-                        eprintln!();
-                    }
-                },
-            )?;
-            if let Some(r) = s.success_rate {
-                println!(
-                    "closed loop: {:.1} % success over {} episodes",
-                    r * 100.0,
-                    s.closed_loop.len()
-                );
-            }
-            if let Some(m) = s.mean_mae {
-                println!(
-                    "open loop: mean |predicted − recorded| {m:.4} over {} episodes",
-                    s.open_loop.len()
-                );
-            }
+        let files = crate::episodes::mcap_files(&episodes)?;
+        let s = crate::tools::replay::replay(
+            &crate::tools::replay::ReplayArgs {
+                episodes: files,
+                checkpoint,
+                device,
+                closed_loop,
+                delay_ms,
+                out: out.clone(),
+            },
+            |i, n| {
+                let w = 30;
+                let done = i * w / n.max(1);
+                eprint!("\r[{}{}] {i}/{n}", "#".repeat(done), " ".repeat(w - done));
+                if i == n {
+                    eprintln!();
+                }
+            },
+        )?;
+        if let Some(r) = s.success_rate {
             println!(
-                "report: {} and {}",
-                out.join("replay.json").display(),
-                out.join("replay.html").display()
+                "closed loop: {:.1} % success over {} episodes",
+                r * 100.0,
+                s.closed_loop.len()
             );
-            Ok(())
+        }
+        if let Some(m) = s.mean_mae {
+            println!(
+                "open loop: mean |predicted − recorded| {m:.4} over {} episodes",
+                s.open_loop.len()
+            );
+        }
+        println!(
+            "report: {} and {}",
+            out.join("replay.json").display(),
+            out.join("replay.html").display()
+        );
+        Ok(())
     }
 }
-

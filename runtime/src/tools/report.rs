@@ -66,7 +66,8 @@ fn line_plot(title: &str, xs: &[f64], series: &[(String, Vec<f64>, bool, usize)]
     );
     let ys = series.iter().flat_map(|(_, v, _, _)| v.iter().cloned().filter(finite));
     let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-    if !(x0 < x1) || !(y0 <= y1) {
+    // Also refuses NaN bounds.
+    if x0.partial_cmp(&x1) != Some(std::cmp::Ordering::Less) || y0.partial_cmp(&y1).is_none_or(|o| o.is_gt()) {
         return format!("<p>{}: no data</p>", esc(title));
     }
     if y1 - y0 < 1e-9 {

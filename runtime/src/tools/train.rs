@@ -217,22 +217,31 @@ pub struct TrainCmd {
 }
 
 impl TrainCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let _ = rt;
-        let Self { data, config, out, device, resume, init_from, features, steps, successful_only } = self;
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        let Self {
+            data,
+            config,
+            out,
+            device,
+            resume,
+            init_from,
+            features,
+            steps,
+            successful_only,
+        } = self;
 
-            let s = crate::tools::train::train(&crate::tools::train::TrainArgs {
-                data,
-                config,
-                out: out.clone(),
-                device,
-                resume,
-                init_from,
-                features,
-                steps,
-                successful_only,
-            })?;
-            println!("{}", serde_json::to_string_pretty(&s)?);
-            Ok(())
+        let s = crate::tools::train::train(&crate::tools::train::TrainArgs {
+            data,
+            config,
+            out: out.clone(),
+            device,
+            resume,
+            init_from,
+            features,
+            steps,
+            successful_only,
+        })?;
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        Ok(())
     }
 }

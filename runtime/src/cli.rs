@@ -20,7 +20,7 @@ pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
     let policy = load_policy(dir, device)?;
     let spec = policy.spec();
     println!("checkpoint   {}", files.dir.display());
-    println!("policy       {} on {}", spec.kind, spec.backend);
+    println!("policy       {} on {}", spec.label(), spec.backend);
     println!(
         "parameters   {} ({:.1} M)",
         spec.num_parameters,
@@ -281,7 +281,7 @@ pub fn bench(
     Ok(BenchReport {
         checkpoint: checkpoint.display().to_string(),
         backend: policy.spec().backend.clone(),
-        kind: policy.spec().kind.clone(),
+        kind: policy.spec().label(),
         batch,
         nfe,
         candidates: policy.spec().candidates_for(candidates, true)?,

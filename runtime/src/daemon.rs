@@ -425,7 +425,7 @@ async fn publish(
     metrics.inc("chunks_total", None);
     let meta = ChunkMeta {
         inference_id: out.id,
-        policy_kind: chunk.meta.kind.clone(),
+        policy_kind: chunk.meta.kind.to_string(),
         nfe: chunk.meta.nfe as u32,
         warm_started: chunk.meta.warm_started,
         seed: chunk.meta.seed,

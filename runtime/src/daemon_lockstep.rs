@@ -226,7 +226,7 @@ pub async fn run_lockstep(
                                 m.inc("chunks_total", None);
                                 let meta = ChunkMeta {
                                     inference_id: id,
-                                    policy_kind: stepper.spec().kind.clone(),
+                                    policy_kind: stepper.spec().kind.to_string(),
                                     nfe: rep.nfe as u32,
                                     warm_started: false,
                                     seed: 0,

@@ -480,7 +480,7 @@ fn main() -> Result<()> {
             println!(
                 "{}: OK ({} on {})",
                 file.display(),
-                policy.spec().kind,
+                policy.spec().label(),
                 policy.spec().backend
             );
             for i in &r.inputs {

@@ -81,10 +81,8 @@ pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, Po
 /// [`load_policy`] with explicit options.
 pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Box<dyn Policy>, PolicyError> {
     // riptide-only kinds say so in riptide.json; LeRobot checkpoints (no sidecar) are diffusion.
-    if let Some((kind, _)) = crate::lerobot::loader::read_riptide_kind(dir)? {
-        if kind == "mode" {
-            return load_mode(dir, device);
-        }
+    if let Some((crate::spec::PolicyKind::Mode, _)) = crate::lerobot::loader::read_riptide_kind(dir)? {
+        return load_mode(dir, device);
     }
     match device {
         DeviceSpec::Cpu | DeviceSpec::Flex => {

@@ -12,19 +12,22 @@ pub mod error;
 pub mod lerobot;
 pub mod mode;
 pub mod normalize;
+pub mod pipeline;
 pub mod policy;
 pub mod rti;
 pub mod sampler;
 pub mod schedule;
+pub mod spec;
 pub mod tensor;
 pub mod train;
 pub mod truncated;
 
 pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
 pub use error::PolicyError;
-pub use policy::{
-    ActionChunk, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, Policy, PolicySpec, SampleRequest,
-    StageTimings, StepHook, StepInfo,
+pub use policy::{Policy, SampleRequest, StepHook, StepInfo};
+pub use spec::{
+    ActionChunk, Capabilities, Capability, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, PolicyKind,
+    PolicySpec, StageTimings,
 };
 pub use tensor::{read_safetensors, write_safetensors, HostTensor};
 pub use train::{train, RunMeta, TrainConfig, Trainer, TrainingSet};

@@ -690,7 +690,8 @@ mod tests {
 
     fn spec_with(inputs: Vec<crate::policy::InputFeature>) -> PolicySpec {
         PolicySpec {
-            kind: "test".into(),
+            kind: crate::spec::PolicyKind::Diffusion,
+            scheduler: None,
             inputs,
             action_dim: 2,
             n_obs_steps: 2,

@@ -643,7 +643,8 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
     };
     let schedule = NoiseSchedule::new(config, 10).unwrap();
     let spec = PolicySpec {
-        kind: "two-point".into(),
+        kind: riptide_policies::PolicyKind::Diffusion,
+        scheduler: None,
         inputs: vec![InputFeature {
             name: "observation.state".into(),
             kind: FeatureKind::State,

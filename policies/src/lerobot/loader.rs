@@ -12,7 +12,7 @@ use super::config::DiffusionConfig;
 use super::model::{DiffusionModel, DiffusionPolicy};
 use crate::error::PolicyError;
 use crate::normalize::{FeatureNorm, NormMode, StatsLayout};
-use crate::policy::FeatureKind;
+use crate::spec::{FeatureKind, PolicyKind};
 use crate::tensor::{read_safetensors_where, HostTensor};
 
 /// LeRobot parameter names → riptide module paths, applied in order. One table, so the loader and the
@@ -161,7 +161,7 @@ pub fn load_diffusion<B: Backend>(
         None => None,
     };
     let policy = match sidecar {
-        Some((kind, v)) if kind == "consistency" => {
+        Some((PolicyKind::Consistency, v)) => {
             let path = files.dir.join("riptide.json");
             let c = v.get("consistency").cloned().ok_or_else(|| {
                 PolicyError::Config(format!(
@@ -173,14 +173,20 @@ pub fn load_diffusion<B: Backend>(
                 .map_err(|e| PolicyError::Config(format!("{}: consistency: {e}", path.display())))?;
             policy.with_consistency(c)
         }
-        Some((kind, v)) if kind == "truncated" => {
+        Some((PolicyKind::Truncated, v)) => {
             let path = files.dir.join("riptide.json");
             let t: crate::truncated::TruncatedSampling = v
                 .get("truncated")
                 .cloned()
-                .ok_or_else(|| PolicyError::Config(format!("{}: kind \"truncated\" needs a \"truncated\" object", path.display())))
+                .ok_or_else(|| {
+                    PolicyError::Config(format!(
+                        "{}: kind \"truncated\" needs a \"truncated\" object",
+                        path.display()
+                    ))
+                })
                 .and_then(|t| {
-                    serde_json::from_value(t).map_err(|e| PolicyError::Config(format!("{}: truncated: {e}", path.display())))
+                    serde_json::from_value(t)
+                        .map_err(|e| PolicyError::Config(format!("{}: truncated: {e}", path.display())))
                 })?;
             let parts = crate::truncated::load_parts::<B>(
                 &files.dir,
@@ -192,10 +198,9 @@ pub fn load_diffusion<B: Backend>(
             )?;
             policy.with_truncated(parts)
         }
-        Some((kind, _)) if kind == "diffusion" => Ok(policy),
-        None => Ok(policy),
+        Some((PolicyKind::Diffusion, _)) | None => Ok(policy),
         Some((kind, _)) => Err(PolicyError::Config(format!(
-            "{}: riptide.json says kind {kind:?}, which this loader does not read (diffusion, consistency, truncated, mode)",
+            "{}: riptide.json says kind \"{kind}\", which is not a U-Net checkpoint (load it with `load_policy`)",
             files.dir.display()
         ))),
     }?;
@@ -215,8 +220,9 @@ struct SidecarSampling {
     candidates: Option<usize>,
 }
 
-/// `kind` from the optional `riptide.json` sidecar, with the whole document.
-pub fn read_riptide_kind(dir: &Path) -> Result<Option<(String, serde_json::Value)>, PolicyError> {
+/// `kind` from the optional `riptide.json` sidecar (diffusion when it names none), with the whole
+/// document; a kind riptide does not know is an error naming the file and the known kinds.
+pub fn read_riptide_kind(dir: &Path) -> Result<Option<(PolicyKind, serde_json::Value)>, PolicyError> {
     let path = dir.join("riptide.json");
     if !path.exists() {
         return Ok(None);
@@ -224,11 +230,14 @@ pub fn read_riptide_kind(dir: &Path) -> Result<Option<(String, serde_json::Value
     let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?;
-    let kind = v
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("diffusion")
-        .to_string();
+    let kind = match v.get("kind") {
+        None => PolicyKind::Diffusion,
+        Some(k) => k
+            .as_str()
+            .ok_or_else(|| PolicyError::Config(format!("{}: \"kind\" must be a string, got {k}", path.display())))?
+            .parse::<PolicyKind>()
+            .map_err(|e| PolicyError::Config(format!("{}: {e}", path.display())))?,
+    };
     Ok(Some((kind, v)))
 }
 

@@ -2,7 +2,6 @@
 //! sampler loop with the U-Net as denoiser, unnormalisation.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::activation::mish;
@@ -12,12 +11,13 @@ use super::rgb::{RgbEncoder, RgbEncoderConfig};
 use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig, Film};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
-use crate::policy::{
-    ActionChunk, ChunkMeta, FeatureKind, ObservationWindow, Policy, PolicySpec, SampleRequest, StageTimings, StepHook,
-};
+use crate::pipeline::{self, KindModel, SampleJob, Sampled};
+use crate::policy::{Policy, SampleRequest, StepHook};
 use crate::rti;
-use crate::sampler::{self, to_device, to_host, Denoiser, NoiseSource};
+use crate::sampler::{self, to_device, to_host, Denoiser};
 use crate::schedule::NoiseSchedule;
+use crate::spec::{ActionChunk, Capability, FeatureKind, ObservationWindow, PolicyKind, PolicySpec};
+use crate::tensor::HostTensor;
 
 #[derive(Module, Debug)]
 pub struct DiffusionModel<B: Backend> {
@@ -124,6 +124,30 @@ pub struct DiffusionCond<B: Backend> {
     obs_film: Tensor<B, 2>,
 }
 
+/// What [`KindModel::encode`] gives a U-Net kind: the FiLM conditioning of every sampled row and, for
+/// truncated diffusion, the score head's logits per observation [B, K].
+pub struct UnetCond<B: Backend> {
+    film: DiffusionCond<B>,
+    scores: Option<HostTensor>,
+}
+
+/// The schedules one request runs: its own and, for an RTI warm start, the re-spaced cold and warm
+/// ones (FiLM cached for all of them).
+pub struct UnetPlan {
+    schedule: NoiseSchedule,
+    cold_schedule: Option<NoiseSchedule>,
+    warm_schedule: Option<NoiseSchedule>,
+}
+
+/// Each row of [B, G] repeated `k` times consecutively: [B·k, G].
+fn repeat_rows<B: Backend>(x: Tensor<B, 2>, k: usize) -> Tensor<B, 2> {
+    if k == 1 {
+        return x;
+    }
+    let [b, g] = x.dims();
+    x.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([b * k, g])
+}
+
 /// riptide's one-step consistency student (`riptide.json` kind `"consistency"`): the same U-Net,
 /// its output read through consistency-model boundary scalings, sampled in one step from pure noise
 /// at `timesteps[0]` or refined through the rest.
@@ -153,9 +177,9 @@ impl ConsistencySampling {
 
 pub struct DiffusionPolicy<B: Backend> {
     pub config: DiffusionConfig,
-    /// Some: a consistency student (riptide kind "consistency") instead of LeRobot's sampler.
+    /// The consistency student's sampling (Some exactly when the kind is [`PolicyKind::Consistency`]).
     pub consistency: Option<ConsistencySampling>,
-    /// Some: truncated diffusion from anchors with a score head (riptide kind "truncated").
+    /// Anchors and score head (Some exactly when the kind is [`PolicyKind::Truncated`]).
     pub truncated: Option<crate::truncated::TruncatedParts<B>>,
     pub model: DiffusionModel<B>,
     pub input_norms: BTreeMap<String, FeatureNorm>,
@@ -179,7 +203,8 @@ impl<B: Backend> DiffusionPolicy<B> {
         let schedule = NoiseSchedule::new(config.schedule.clone(), config.num_inference_steps)?;
         let film = FilmCache::new(&model.unet, &schedule.timesteps, &device);
         let spec = PolicySpec {
-            kind: format!("diffusion ({})", config.schedule.kind.name()),
+            kind: PolicyKind::Diffusion,
+            scheduler: Some(config.schedule.kind.name().to_string()),
             inputs: config.inputs.clone(),
             action_dim: config.action_dim,
             n_obs_steps: config.n_obs_steps,
@@ -211,7 +236,8 @@ impl<B: Backend> DiffusionPolicy<B> {
     pub fn with_consistency(mut self, c: ConsistencySampling) -> Result<Self, PolicyError> {
         let schedule = c.schedule(&self.config, c.timesteps.len())?;
         self.film = FilmCache::new(&self.model.unet, &schedule.timesteps, &self.device);
-        self.spec.kind = "consistency".into();
+        self.spec.kind = PolicyKind::Consistency;
+        self.spec.scheduler = None;
         self.spec.default_nfe = schedule.nfe();
         self.schedule = schedule;
         self.consistency = Some(c);
@@ -222,6 +248,9 @@ impl<B: Backend> DiffusionPolicy<B> {
     /// (`(action index, state index)` pairs, riptide.json `relative_actions`; trained with
     /// `data.relative_actions`). Chunks still come out absolute: the state is added back.
     pub fn with_relative_actions(mut self, dims: Vec<(usize, usize)>) -> Result<Self, PolicyError> {
+        if !dims.is_empty() {
+            self.spec.kind.require(Capability::RelativeActions)?;
+        }
         let state_dim = self
             .spec
             .inputs
@@ -243,49 +272,11 @@ impl<B: Backend> DiffusionPolicy<B> {
     /// Sample `k` chunks per cold-start inference by default and keep their medoid ([`crate::consensus`]).
     pub fn with_default_candidates(mut self, k: usize) -> Result<Self, PolicyError> {
         let k = crate::consensus::candidates(Some(k))?;
-        if k > 1 && self.truncated.is_some() {
-            return Err(PolicyError::Config(
-                "candidates applies to diffusion and consistency sampling, not truncated diffusion".into(),
-            ));
+        if k > 1 {
+            self.spec.kind.require(Capability::Candidates)?;
         }
         self.spec.default_candidates = k;
         Ok(self)
-    }
-
-    /// A warm start's previous chunk, re-expressed against the new window's state: its offsets were
-    /// taken from the state it was made at. Without that window the warm start runs cold.
-    fn rereference(&self, warm: &rti::WarmStart, reference: &[Vec<f32>]) -> rti::WarmStart {
-        let mut w = warm.clone();
-        let (h, d) = (self.config.horizon, self.config.action_dim);
-        let Some(p) = w.previous.as_mut() else { return w };
-        let old = p
-            .observation
-            .as_ref()
-            .and_then(|o| self.spec.relative_reference(o).ok());
-        match old {
-            Some(old) if old.len() == reference.len() && p.actions_normalized.data.len() == old.len() * h * d => {
-                let mut zero = vec![0.0f32; d];
-                self.action_norm.normalize(&mut zero, 1);
-                for (i, (was, now)) in old.iter().zip(reference).enumerate() {
-                    let mut delta = vec![0.0f32; d];
-                    for (j, &(a, _)) in self.spec.relative_actions.iter().enumerate() {
-                        delta[a] = was[j] - now[j];
-                    }
-                    // Normalisation is affine per dim: a shift of x moves n by norm(Δ) − norm(0).
-                    self.action_norm.normalize(&mut delta, 1);
-                    for row in p.actions_normalized.data[i * h * d..(i + 1) * h * d].chunks_exact_mut(d) {
-                        for a in 0..d {
-                            row[a] += delta[a] - zero[a];
-                        }
-                    }
-                }
-            }
-            _ => {
-                tracing::debug!("relative actions: previous chunk without its window; cold start");
-                w.previous = None;
-            }
-        }
-        w
     }
 
     /// Sample as truncated diffusion (see [`crate::truncated`]).
@@ -304,7 +295,8 @@ impl<B: Backend> DiffusionPolicy<B> {
             )));
         }
         self.film = FilmCache::new(&self.model.unet, &schedule.timesteps, &self.device);
-        self.spec.kind = "truncated".into();
+        self.spec.kind = PolicyKind::Truncated;
+        self.spec.scheduler = None;
         self.spec.default_nfe = schedule.nfe();
         self.schedule = schedule;
         self.truncated = Some(parts);
@@ -313,28 +305,25 @@ impl<B: Backend> DiffusionPolicy<B> {
 
     /// Truncated diffusion: every anchor noised to the truncation step, all of them denoised in one
     /// batch [B·K], the score head picks one candidate per batch item. Returns (normalised chunk, NFE).
-    fn predict_truncated(
+    fn sample_truncated(
         &self,
-        obs: &ObservationWindow,
-        req: &SampleRequest,
-        batch: usize,
-        noise: &mut NoiseSource,
+        parts: &crate::truncated::TruncatedParts<B>,
+        cond: &UnetCond<B>,
+        job: SampleJob<'_>,
         hook: Option<&mut dyn StepHook>,
     ) -> Result<(Tensor<B, 3>, usize), PolicyError> {
-        let parts = self.truncated.as_ref().expect("truncated policy");
-        if req.warm_start.is_some() {
-            return Err(PolicyError::Config(
-                "RTI warm starts apply to the diffusion kind; a truncated policy already enters late from its anchors"
-                    .into(),
-            ));
-        }
-        let (h, a, k) = (self.config.horizon, self.config.action_dim, parts.sampling.n_anchors);
-        let gc = self.global_conditioning(obs, batch);
-        let logits = to_host(parts.score_head.forward(gc.clone()));
-        let g = gc.dims()[1];
-        let cond = self.condition(gc.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([batch * k, g]));
-        let eps = noise.take(
-            req.initial_noise.as_ref(),
+        let (batch, h, a, k) = (
+            job.batch,
+            self.config.horizon,
+            self.config.action_dim,
+            parts.sampling.n_anchors,
+        );
+        let logits = cond
+            .scores
+            .as_ref()
+            .ok_or_else(|| PolicyError::Config("truncated diffusion needs the score head's logits".into()))?;
+        let eps = job.noise.take(
+            job.req.initial_noise.as_ref(),
             [batch * k, h, a],
             "initial noise (one per anchor)",
         )?;
@@ -346,15 +335,15 @@ impl<B: Backend> DiffusionPolicy<B> {
             *v = (sa * anchor + sb * *v).clamp(-1.0, 1.0);
         }
         let x = Tensor::<B, 3>::from_data(TensorData::new(x0, [batch * k, h, a]), &self.device);
-        let mut no_noise = |_: usize| -> Result<crate::tensor::HostTensor, PolicyError> {
+        let mut no_noise = |_: usize| -> Result<HostTensor, PolicyError> {
             Err(PolicyError::Config(
                 "truncated diffusion samples with DDIM (no step noise)".into(),
             ))
         };
         let schedule = &self.schedule;
-        let (x, nfe) = sampler::sample(self, &cond, schedule, 0..schedule.nfe(), x, &mut no_noise, hook)?;
+        let (x, nfe) = sampler::sample(self, &cond.film, schedule, 0..schedule.nfe(), x, &mut no_noise, hook)?;
         let cands = to_host(x);
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(noise.seed ^ 0x5C0E);
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(job.noise.seed ^ 0x5C0E);
         let mut out = Vec::with_capacity(batch * per);
         for bi in 0..batch {
             let l = &logits.data[bi * k..(bi + 1) * k];
@@ -393,7 +382,7 @@ impl<B: Backend> DiffusionPolicy<B> {
 
     /// The schedule of a request for `n` steps.
     fn schedule_for(&self, n: Option<usize>) -> Result<NoiseSchedule, PolicyError> {
-        if let (Some(n), Some(_)) = (n, &self.truncated) {
+        if let (Some(n), PolicyKind::Truncated) = (n, self.spec.kind) {
             if n != self.schedule.nfe() {
                 return Err(PolicyError::Config(format!(
                     "a truncated-diffusion policy runs its {} trained steps; num_inference_steps = {n} is not supported",
@@ -531,126 +520,123 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
         req: &SampleRequest,
         hook: Option<&mut dyn StepHook>,
     ) -> Result<ActionChunk, PolicyError> {
-        let t0 = Instant::now();
-        let batch = obs.validate(&self.spec)?;
-        let reference = self.spec.relative_reference(obs)?;
-        let rereferenced = match &req.warm_start {
-            Some(w) if !reference.is_empty() => Some(self.rereference(w, &reference)),
-            _ => None,
-        };
-        let warm_start = rereferenced.as_ref().or(req.warm_start.as_ref());
+        pipeline::predict::<B, _>(self, obs, req, hook)
+    }
+}
+
+impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
+    type Cond = UnetCond<B>;
+    type Plan = UnetPlan;
+
+    fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    fn action_norm(&self) -> &FeatureNorm {
+        &self.action_norm
+    }
+
+    /// The request's schedule; for a warm start also the re-spaced cold and warm schedules. Invalid
+    /// step counts fall through to `rti::denoise`, whose validation names them.
+    fn plan(&mut self, req: &SampleRequest) -> Result<UnetPlan, PolicyError> {
         let schedule = self.schedule_for(req.num_inference_steps)?;
         self.film.ensure(&self.model.unet, &schedule.timesteps, &self.device);
-        let seed = req.seed.unwrap_or_else(rand::random);
-        let mut noise = NoiseSource::new(seed);
-        // A truncated policy's default is always 1; an explicit request must fit.
-        let k = self
-            .spec
-            .candidates_for(req.candidates, req.warm_start.is_none() && hook.is_none())?;
-        if k > 1 && (self.truncated.is_some() || req.warm_start.is_some() || hook.is_some()) {
-            return Err(PolicyError::Config(
-                "candidates > 1 (consensus sampling) works with cold-start diffusion sampling only: not with \
-                 RTI warm starts, guidance hooks or truncated diffusion"
-                    .into(),
-            ));
-        }
-        let shape = [batch * k, self.config.horizon, self.config.action_dim];
-        // A warm-start request draws (or falls back to) its own start sample in `rti::denoise`.
-        let x_t = match req.warm_start {
-            None if self.truncated.is_none() => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
-            _ => None,
-        };
-        let mut timings = StageTimings {
-            preprocess_s: t0.elapsed().as_secs_f64(),
-            ..Default::default()
-        };
-
-        let t1 = Instant::now();
-        let gc = self.global_conditioning(obs, batch);
-        let gc = match k {
-            1 => gc,
-            _ => {
-                let g = gc.dims()[1];
-                gc.unsqueeze_dim::<3>(1).repeat_dim(1, k).reshape([batch * k, g])
-            }
-        };
-        let cond = self.condition(gc);
-        timings.encode_s = t1.elapsed().as_secs_f64();
-
-        let t2 = Instant::now();
-        let (x, nfe, warm_started) = match (warm_start, x_t) {
-            _ if self.truncated.is_some() => {
-                let (x, nfe) = self.predict_truncated(obs, req, batch, &mut noise, hook)?;
-                (x, nfe, false)
-            }
-            (Some(warm), _) => {
-                // Re-spaced schedules for cold starts and warm passes, FiLM cached for their timesteps;
-                // invalid step counts fall through to `rti::denoise`, whose validation names them.
-                let cold_schedule = match warm.config.cold_steps {
-                    Some(n) if n != schedule.nfe() => Some(self.schedule_for(Some(n))?),
-                    _ => None,
-                };
-                let tail = schedule.nfe().saturating_sub(warm.config.start_step);
-                let warm_schedule = match warm.config.warm_steps {
-                    Some(w) if (1..tail).contains(&w) => Some(NoiseSchedule::ddim_at(
-                        schedule.config.clone(),
-                        warm.config.warm_timesteps(&schedule.timesteps),
-                    )?),
-                    _ => None,
-                };
-                for s in cold_schedule.iter().chain(&warm_schedule) {
-                    self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
-                }
-                let ctx = rti::WarmContext {
-                    spec: &self.spec,
-                    norms: &self.input_norms,
-                    obs,
-                    shape,
-                    started: t0,
-                    cold_schedule: cold_schedule.as_ref(),
-                    warm_schedule: warm_schedule.as_ref(),
-                };
-                let out = rti::denoise(self, &cond, &schedule, &self.device, warm, ctx, req, &mut noise, hook)?;
-                (out.x, out.nfe, matches!(out.start, rti::Start::Warm { .. }))
-            }
-            (None, x_t) => {
-                let x = to_device::<B, 3>(&x_t.expect("cold start sample"), &self.device);
-                let mut step_noise =
-                    |k: usize| noise.take(req.step_noise.get(&k), shape, &format!("noise for step {k}"));
-                let (x, nfe) = sampler::sample(self, &cond, &schedule, 0..schedule.nfe(), x, &mut step_noise, hook)?;
-                (x, nfe, false)
-            }
-        };
-        let mut normalized = to_host(x);
-        if k > 1 {
-            let exec = self.spec.exec_start..self.spec.exec_start + self.spec.n_action_steps;
-            normalized = crate::consensus::select_medoids(&normalized, k, exec).0;
-        }
-        timings.denoise_s = t2.elapsed().as_secs_f64();
-
-        let t3 = Instant::now();
-        let mut actions = normalized.clone();
+        let (mut cold_schedule, mut warm_schedule) = (None, None);
         if let Some(warm) = &req.warm_start {
-            rti::discrete_to_unit(&mut actions, &warm.config.discrete);
+            cold_schedule = match warm.config.cold_steps {
+                Some(n) if n != schedule.nfe() => Some(self.schedule_for(Some(n))?),
+                _ => None,
+            };
+            let tail = schedule.nfe().saturating_sub(warm.config.start_step);
+            warm_schedule = match warm.config.warm_steps {
+                Some(w) if (1..tail).contains(&w) => Some(NoiseSchedule::ddim_at(
+                    schedule.config.clone(),
+                    warm.config.warm_timesteps(&schedule.timesteps),
+                )?),
+                _ => None,
+            };
+            for s in cold_schedule.iter().chain(&warm_schedule) {
+                self.film.ensure(&self.model.unet, &s.timesteps, &self.device);
+            }
         }
-        self.action_norm.unnormalize(&mut actions.data, 1);
-        let per_row = self.config.horizon * self.config.action_dim;
-        for (rows, r) in actions.data.chunks_exact_mut(per_row).zip(&reference) {
-            self.spec.add_reference(rows, r);
+        Ok(UnetPlan {
+            schedule,
+            cold_schedule,
+            warm_schedule,
+        })
+    }
+
+    /// A truncated policy starts from its anchors, not from noise of the chunk's shape.
+    fn draws_start_noise(&self) -> bool {
+        self.spec.kind != PolicyKind::Truncated
+    }
+
+    fn encode(&self, obs: &ObservationWindow, batch: usize, candidates: usize) -> Result<UnetCond<B>, PolicyError> {
+        let gc = self.global_conditioning(obs, batch);
+        match (&self.truncated, self.spec.kind) {
+            (Some(parts), PolicyKind::Truncated) => Ok(UnetCond {
+                scores: Some(to_host(parts.score_head.forward(gc.clone()))),
+                film: self.condition(repeat_rows(gc, parts.sampling.n_anchors)),
+            }),
+            _ => Ok(UnetCond {
+                film: self.condition(repeat_rows(gc, candidates)),
+                scores: None,
+            }),
         }
-        timings.postprocess_s = t3.elapsed().as_secs_f64();
-        Ok(ActionChunk {
-            actions,
-            actions_normalized: normalized,
-            exec_start: self.spec.exec_start,
-            n_exec: self.spec.n_action_steps,
-            meta: ChunkMeta {
-                kind: self.spec.kind.clone(),
+    }
+
+    fn sample(
+        &self,
+        plan: &UnetPlan,
+        cond: &UnetCond<B>,
+        mut job: SampleJob<'_>,
+        hook: Option<&mut dyn StepHook>,
+    ) -> Result<Sampled<B>, PolicyError> {
+        if let (Some(parts), PolicyKind::Truncated) = (&self.truncated, self.spec.kind) {
+            let (x, nfe) = self.sample_truncated(parts, cond, job, hook)?;
+            return Ok(Sampled {
+                x,
                 nfe,
-                seed,
-                warm_started,
-                timings,
-            },
+                warm_started: false,
+            });
+        }
+        if let Some(warm) = job.warm_start {
+            let ctx = rti::WarmContext {
+                spec: &self.spec,
+                norms: &self.input_norms,
+                obs: job.obs,
+                shape: job.shape,
+                started: job.started,
+                cold_schedule: plan.cold_schedule.as_ref(),
+                warm_schedule: plan.warm_schedule.as_ref(),
+            };
+            let out = rti::denoise(
+                self,
+                &cond.film,
+                &plan.schedule,
+                &self.device,
+                warm,
+                ctx,
+                job.req,
+                job.noise,
+                hook,
+            )?;
+            return Ok(Sampled {
+                x: out.x,
+                nfe: out.nfe,
+                warm_started: matches!(out.start, rti::Start::Warm { .. }),
+            });
+        }
+        let start = job
+            .start
+            .take()
+            .ok_or_else(|| PolicyError::Config("a cold start needs its start sample".into()))?;
+        let x = to_device::<B, 3>(&start, &self.device);
+        let (x, nfe) = pipeline::sample_all(self, &cond.film, &plan.schedule, x, &mut job, hook)?;
+        Ok(Sampled {
+            x,
+            nfe,
+            warm_started: false,
         })
     }
 }

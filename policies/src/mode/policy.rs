@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -12,12 +11,11 @@ use serde_json::{json, Value};
 use super::model::{edm_scalings, exponential_sigmas, top_k, MoDE, MoDEConfig};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
-use crate::policy::{
-    ActionChunk, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, Policy, PolicySpec, SampleRequest,
-    StageTimings, StepHook,
-};
-use crate::sampler::{self, to_device, to_host, Denoiser, NoiseSource};
+use crate::pipeline::{self, KindModel, SampleJob, Sampled};
+use crate::policy::{Policy, SampleRequest, StepHook};
+use crate::sampler::{to_device, to_host, Denoiser};
 use crate::schedule::{NoiseSchedule, SigmaStep};
+use crate::spec::{ActionChunk, FeatureKind, InputFeature, ObservationWindow, PolicyKind, PolicySpec};
 use crate::tensor::{read_safetensors, write_safetensors, HostTensor};
 use crate::train::data::FeatureStats;
 
@@ -260,7 +258,8 @@ impl<B: Backend> MoDEPolicy<B> {
             .collect::<Result<Vec<_>, _>>()?;
         let action_norm = norm("action", config.action_norm, config.action_dim)?;
         let spec = PolicySpec {
-            kind: "mode".into(),
+            kind: PolicyKind::Mode,
+            scheduler: None,
             inputs: inputs.clone(),
             action_dim: config.action_dim,
             n_obs_steps: config.n_obs_steps,
@@ -391,7 +390,7 @@ impl<B: Backend> MoDEPolicy<B> {
             })
             .collect();
         let doc = json!({
-            "kind": "mode",
+            "kind": PolicyKind::Mode,
             "format": 1,
             "config": self.config,
             "inputs": self.inputs,
@@ -435,18 +434,31 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         req: &SampleRequest,
         hook: Option<&mut dyn StepHook>,
     ) -> Result<ActionChunk, PolicyError> {
-        let t0 = Instant::now();
-        let batch = obs.validate(&self.spec)?;
-        if req.warm_start.is_some() {
-            return Err(PolicyError::Input(
-                "the mode kind does not support RTI warm starts".into(),
-            ));
-        }
-        if crate::consensus::candidates(req.candidates)? > 1 {
-            return Err(PolicyError::Config(
-                "the mode kind does not support consensus sampling (candidates > 1)".into(),
-            ));
-        }
+        pipeline::predict::<B, _>(self, obs, req, hook)
+    }
+}
+
+/// The σ grid and schedule of one request.
+pub struct ModePlan {
+    n: usize,
+    sigmas: Vec<f64>,
+    schedule: NoiseSchedule,
+}
+
+impl<B: Backend> KindModel<B> for MoDEPolicy<B> {
+    /// The observation token, [B, 1, D].
+    type Cond = Tensor<B, 3>;
+    type Plan = ModePlan;
+
+    fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    fn action_norm(&self) -> &FeatureNorm {
+        &self.action_norm
+    }
+
+    fn plan(&mut self, req: &SampleRequest) -> Result<ModePlan, PolicyError> {
         let n = req.num_inference_steps.unwrap_or(self.config.num_inference_steps);
         if n == 0 {
             return Err(PolicyError::Input("num_inference_steps must be > 0".into()));
@@ -456,63 +468,52 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         if self.path == ExpertPath::Cached {
             self.ensure_cache(n);
         }
-        let seed = req.seed.unwrap_or_else(rand::random);
-        let mut noise = NoiseSource::new(seed);
-        let shape = [batch, self.config.horizon, self.config.action_dim];
-        let z = noise.take(req.initial_noise.as_ref(), shape, "initial noise")?;
-        let mut timings = StageTimings {
-            preprocess_s: t0.elapsed().as_secs_f64(),
-            ..Default::default()
-        };
+        Ok(ModePlan { n, sigmas, schedule })
+    }
 
-        let t1 = Instant::now();
+    fn encode(&self, obs: &ObservationWindow, batch: usize, candidates: usize) -> Result<Tensor<B, 3>, PolicyError> {
         let rows = self.observation_rows(obs, batch);
         let width = rows.len() / batch;
-        let cond = self
-            .model
-            .obs_token(Tensor::from_data(TensorData::new(rows, [batch, width]), &self.device));
-        timings.encode_s = t1.elapsed().as_secs_f64();
+        let rows: Vec<f32> = rows
+            .chunks_exact(width)
+            .flat_map(|r| std::iter::repeat_n(r, candidates).flatten().copied())
+            .collect();
+        Ok(self.model.obs_token(Tensor::from_data(
+            TensorData::new(rows, [batch * candidates, width]),
+            &self.device,
+        )))
+    }
 
-        let t2 = Instant::now();
+    fn sample(
+        &self,
+        plan: &ModePlan,
+        cond: &Tensor<B, 3>,
+        mut job: SampleJob<'_>,
+        hook: Option<&mut dyn StepHook>,
+    ) -> Result<Sampled<B>, PolicyError> {
+        let z = job
+            .start
+            .take()
+            .ok_or_else(|| PolicyError::Config("mode samples from noise and needs its start sample".into()))?;
         let x = to_device::<B, 3>(&z, &self.device).mul_scalar(self.config.sigma_max);
         let denoiser = EdmDenoiser {
             model: &self.model,
-            sigmas: &sigmas,
+            sigmas: &plan.sigmas,
             sigma_data: self.config.sigma_data,
             top_k: self.config.top_k,
             cache: if self.path == ExpertPath::Cached {
-                self.caches.get(&n)
+                self.caches.get(&plan.n)
             } else {
                 None
             },
             dense: self.path == ExpertPath::Dense,
             device: &self.device,
         };
-        let mut no_step_noise = |k: usize| -> Result<HostTensor, PolicyError> {
-            Err(PolicyError::Config(format!(
-                "mode's deterministic step {k} asked for noise"
-            )))
-        };
-        let (x, nfe) = sampler::sample(&denoiser, &cond, &schedule, 0..n, x, &mut no_step_noise, hook)?;
-        let normalized = to_host(x);
-        timings.denoise_s = t2.elapsed().as_secs_f64();
-
-        let t3 = Instant::now();
-        let mut actions = normalized.clone();
-        self.action_norm.unnormalize(&mut actions.data, 1);
-        timings.postprocess_s = t3.elapsed().as_secs_f64();
-        Ok(ActionChunk {
-            actions,
-            actions_normalized: normalized,
-            exec_start: self.spec.exec_start,
-            n_exec: self.spec.n_action_steps,
-            meta: ChunkMeta {
-                kind: self.spec.kind.clone(),
-                nfe,
-                seed,
-                warm_started: false,
-                timings,
-            },
+        let (x, nfe) = pipeline::sample_all(&denoiser, cond, &plan.schedule, x, &mut job, hook)?;
+        Ok(Sampled {
+            x,
+            nfe,
+            warm_started: false,
         })
     }
 }
@@ -659,7 +660,7 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<MoDEPolicy<B>,
     let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
     let doc: Value =
         serde_json::from_str(&text).map_err(|e| PolicyError::Config(format!("riptide.json is not valid JSON: {e}")))?;
-    if doc["kind"].as_str() != Some("mode") {
+    if doc["kind"].as_str() != Some(PolicyKind::Mode.as_str()) {
         return Err(PolicyError::Config(format!(
             "riptide.json has kind {}, expected \"mode\"",
             doc["kind"]

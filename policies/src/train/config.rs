@@ -9,11 +9,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::normalize::NormMode;
-use crate::policy::FeatureKind;
 use crate::schedule::{BetaSchedule, PredictionType, SchedulerKind};
+use crate::spec::{FeatureKind, PolicyKind};
+
+/// What a run trains: one policy kind, chosen in the TOML by at most one of the `[consistency]`,
+/// `[truncated]` and `[mode]` sections (none = a diffusion policy).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Objective {
+    /// A U-Net diffusion policy, LeRobot's objective.
+    #[default]
+    Diffusion,
+    /// Distil a one-step consistency student from a trained diffusion teacher; `[model]` and
+    /// `[diffusion]` then come from the teacher.
+    Consistency(ConsistencyTrainConfig),
+    /// Truncated diffusion with k-means anchors and a score head (`riptide_policies::truncated`); the
+    /// U-Net is trained to predict the clean chunk.
+    Truncated(TruncatedTrainSection),
+    /// A MoDE policy (`riptide_policies::mode`) instead of a U-Net; windows come from `[model]`,
+    /// optimiser settings from `[optim]`.
+    Mode(ModeTrainSection),
+}
+
+impl Objective {
+    /// The kind of policy the run writes.
+    pub fn kind(&self) -> PolicyKind {
+        match self {
+            Self::Diffusion => PolicyKind::Diffusion,
+            Self::Consistency(_) => PolicyKind::Consistency,
+            Self::Truncated(_) => PolicyKind::Truncated,
+            Self::Mode(_) => PolicyKind::Mode,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "TrainConfigFile", into = "TrainConfigFile")]
 pub struct TrainConfig {
     /// Seeds weight init, batch order, timesteps, noise and crops. Same seed → same run on the CPU.
     pub seed: u64,
@@ -34,18 +64,126 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Call the evaluation hook every N steps (0 = never).
     pub eval_every: usize,
-    /// Distil a one-step consistency student from a trained diffusion teacher instead of training a
-    /// diffusion policy (riptide kind "consistency"); `[model]` and `[diffusion]` then come from the teacher.
-    pub consistency: Option<ConsistencyTrainConfig>,
-    /// Train a MoDE policy (riptide kind "mode", `riptide_policies::mode`) instead of a U-Net
-    /// diffusion policy; windows come from `[model]`, optimiser settings from `[optim]`.
-    pub mode: Option<ModeTrainSection>,
-    /// Truncated diffusion with k-means anchors and a score head (riptide kind "truncated",
-    /// `riptide_policies::truncated`); the U-Net is trained to predict the clean chunk.
-    pub truncated: Option<TruncatedTrainSection>,
+    /// The policy kind trained, from the `[consistency]`, `[truncated]` or `[mode]` section.
+    pub objective: Objective,
     /// Start from this diffusion checkpoint's weights instead of a seeded init (fine-tuning), with fresh
     /// optimiser state; its environment_state may be an older, shorter layout (`train::init`).
     pub init_from: Option<std::path::PathBuf>,
+}
+
+impl TrainConfig {
+    pub fn consistency(&self) -> Option<&ConsistencyTrainConfig> {
+        match &self.objective {
+            Objective::Consistency(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn truncated(&self) -> Option<&TruncatedTrainSection> {
+        match &self.objective {
+            Objective::Truncated(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn mode(&self) -> Option<&ModeTrainSection> {
+        match &self.objective {
+            Objective::Mode(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// [`TrainConfig`] as the TOML file spells it: the objective as optional sections, checked into one
+/// [`Objective`] on parsing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TrainConfigFile {
+    seed: u64,
+    steps: usize,
+    batch_size: usize,
+    model: ModelConfig,
+    diffusion: DiffusionTrainConfig,
+    optim: OptimConfig,
+    ema: EmaConfig,
+    normalization: NormalizationConfig,
+    data: DataConfig,
+    val_every: usize,
+    val_max_batches: usize,
+    checkpoint_every: usize,
+    eval_every: usize,
+    consistency: Option<ConsistencyTrainConfig>,
+    mode: Option<ModeTrainSection>,
+    truncated: Option<TruncatedTrainSection>,
+    init_from: Option<std::path::PathBuf>,
+}
+
+impl Default for TrainConfigFile {
+    fn default() -> Self {
+        TrainConfig::default().into()
+    }
+}
+
+impl TryFrom<TrainConfigFile> for TrainConfig {
+    type Error = String;
+
+    fn try_from(f: TrainConfigFile) -> Result<Self, String> {
+        let objective = match (f.consistency, f.truncated, f.mode) {
+            (None, None, None) => Objective::Diffusion,
+            (Some(c), None, None) => Objective::Consistency(c),
+            (None, Some(t), None) => Objective::Truncated(t),
+            (None, None, Some(m)) => Objective::Mode(m),
+            _ => return Err("[mode], [consistency] and [truncated] cannot be combined: pick one policy kind".into()),
+        };
+        Ok(Self {
+            seed: f.seed,
+            steps: f.steps,
+            batch_size: f.batch_size,
+            model: f.model,
+            diffusion: f.diffusion,
+            optim: f.optim,
+            ema: f.ema,
+            normalization: f.normalization,
+            data: f.data,
+            val_every: f.val_every,
+            val_max_batches: f.val_max_batches,
+            checkpoint_every: f.checkpoint_every,
+            eval_every: f.eval_every,
+            objective,
+            init_from: f.init_from,
+        })
+    }
+}
+
+impl From<TrainConfig> for TrainConfigFile {
+    fn from(c: TrainConfig) -> Self {
+        let (mut consistency, mut truncated, mut mode) = (None, None, None);
+        match c.objective {
+            Objective::Diffusion => {}
+            Objective::Consistency(x) => consistency = Some(x),
+            Objective::Truncated(x) => truncated = Some(x),
+            Objective::Mode(x) => mode = Some(x),
+        }
+        Self {
+            seed: c.seed,
+            steps: c.steps,
+            batch_size: c.batch_size,
+            model: c.model,
+            diffusion: c.diffusion,
+            optim: c.optim,
+            ema: c.ema,
+            normalization: c.normalization,
+            data: c.data,
+            val_every: c.val_every,
+            val_max_batches: c.val_max_batches,
+            checkpoint_every: c.checkpoint_every,
+            eval_every: c.eval_every,
+            consistency,
+            mode,
+            truncated,
+            init_from: c.init_from,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,9 +289,7 @@ impl Default for TrainConfig {
             val_max_batches: 8,
             checkpoint_every: 0,
             eval_every: 0,
-            consistency: None,
-            mode: None,
-            truncated: None,
+            objective: Objective::Diffusion,
             init_from: None,
         }
     }
@@ -492,15 +628,7 @@ impl TrainConfig {
         if self.val_max_batches == 0 {
             return err("val_max_batches must be > 0".into());
         }
-        let kinds = [
-            self.mode.is_some(),
-            self.consistency.is_some(),
-            self.truncated.is_some(),
-        ];
-        if kinds.iter().filter(|k| **k).count() > 1 {
-            return err("[mode], [consistency] and [truncated] cannot be combined: pick one policy kind".into());
-        }
-        if let Some(t) = &self.truncated {
+        if let Objective::Truncated(t) = &self.objective {
             if t.n_anchors < 1 || t.trunc_timestep < 2 || t.trunc_timestep >= self.diffusion.num_train_timesteps {
                 return err(format!(
                     "truncated: need n_anchors ≥ 1 and 2 ≤ trunc_timestep < diffusion.num_train_timesteps ({}), got {} / {}",
@@ -508,7 +636,7 @@ impl TrainConfig {
                 ));
             }
         }
-        if let Some(c) = &self.consistency {
+        if let Objective::Consistency(c) = &self.objective {
             if c.teacher.as_os_str().is_empty() {
                 return err("consistency.teacher must name the teacher checkpoint".into());
             }
@@ -589,6 +717,44 @@ mod tests {
         assert!((c.lr_at(100) - 1e-4).abs() < 1e-12);
         assert!((c.lr_at(550) - 0.5e-4).abs() < 1e-9);
         assert!(c.lr_at(1000).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_shipped_train_config_parses_and_picks_its_kind() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shipped");
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !(name.starts_with("train-") && name.ends_with(".toml")) {
+                continue;
+            }
+            let c = TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want = if name.contains("consistency") {
+                PolicyKind::Consistency
+            } else if name.contains("truncated") {
+                PolicyKind::Truncated
+            } else if name.contains("mode") {
+                PolicyKind::Mode
+            } else {
+                PolicyKind::Diffusion
+            };
+            assert_eq!(c.objective.kind(), want, "{name}");
+            assert_eq!(TrainConfig::from_toml_str(&c.to_toml_string()).unwrap(), c, "{name}");
+            seen.push(name);
+        }
+        assert!(seen.len() >= 8, "found only {seen:?} in {}", dir.display());
+    }
+
+    #[test]
+    fn two_objectives_are_one_error() {
+        for text in ["[mode]\n[truncated]\n", "[consistency]\nteacher = \"t\"\n[truncated]\n"] {
+            let e = TrainConfig::from_toml_str(text).unwrap_err().to_string();
+            assert!(e.contains("cannot be combined: pick one policy kind"), "{e}");
+        }
+        let c = TrainConfig::from_toml_str("[truncated]\nn_anchors = 4\n").unwrap();
+        assert_eq!(c.truncated().map(|t| t.n_anchors), Some(4));
+        assert_eq!(c.objective.kind(), PolicyKind::Truncated);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::Path;
 pub use checkpoint::{lerobot_config_json, lerobot_state_dict, RunMeta};
 pub use config::{
     ConsistencyTrainConfig, DataConfig, DiffusionTrainConfig, EmaConfig, LrSchedule, ModeTrainSection, ModelConfig,
-    NormChoice, NormalizationConfig, OptimConfig, TrainConfig, TruncatedTrainSection,
+    NormChoice, NormalizationConfig, Objective, OptimConfig, TrainConfig, TruncatedTrainSection,
 };
 pub use data::{samples_from_episode, Episode, FeatureStats, Sample, TrainingSet, WindowSpec};
 pub use trainer::{Control, EvalHook, Hooks, StepStats, TrainEvent, TrainSummary, Trainer};
@@ -57,18 +57,20 @@ pub fn train_with(
     resume_steps: bool,
     hooks: &mut Hooks,
 ) -> Result<TrainSummary, PolicyError> {
-    if cfg.mode.is_some() && cfg.init_from.is_some() {
-        return Err(PolicyError::Config(
-            "init_from: MoDE runs cannot start from another checkpoint yet".into(),
-        ));
+    let kind = cfg.objective.kind();
+    if !cfg.data.relative_actions.is_empty() && !kind.supports(crate::spec::Capability::RelativeActions) {
+        return Err(PolicyError::Config(format!(
+            "data.relative_actions: {kind} runs train absolute actions only; remove the key or train one of: {}",
+            crate::spec::PolicyKind::supporting(crate::spec::Capability::RelativeActions)
+        )));
     }
-    if cfg.mode.is_some() && !cfg.data.relative_actions.is_empty() {
-        return Err(PolicyError::Config(
-            "data.relative_actions: MoDE runs train absolute actions only; remove the key or train a diffusion policy"
-                .into(),
-        ));
-    }
-    if let Some(m) = cfg.mode.clone() {
+    if let Objective::Mode(m) = &cfg.objective {
+        if cfg.init_from.is_some() {
+            return Err(PolicyError::Config(
+                "init_from: MoDE runs cannot start from another checkpoint yet".into(),
+            ));
+        }
+        let m = m.clone();
         return train_mode_run(cfg, m, data, meta, device, out_dir, resume_from);
     }
     match device {

@@ -25,13 +25,14 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use serde_json::{json, Value};
 
 use super::checkpoint::{write_pretrained, RunMeta};
-use super::config::{ConsistencyTrainConfig, NormChoice, TrainConfig};
+use super::config::{ConsistencyTrainConfig, NormChoice, Objective, TrainConfig};
 use super::data::{FeatureStats, TrainingSet, WindowSpec};
 use crate::error::PolicyError;
 use crate::lerobot::{ConsistencySampling, DiffusionConfig, DiffusionModel, DiffusionPolicy};
 use crate::normalize::FeatureNorm;
 use crate::policy::{FeatureKind, Policy};
 use crate::schedule::{alphas_cumprod, consistency_scalings, NoiseSchedule, PredictionType, ScheduleConfig};
+use crate::spec::PolicyKind;
 
 type Optim<B> = OptimizerAdaptor<AdamW, DiffusionModel<B>, B>;
 type Rec = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -413,6 +414,42 @@ fn norm_choice(m: crate::normalize::NormMode) -> NormChoice {
     }
 }
 
+/// Windows split by episode into validation and training sets, seeded: (validation episodes,
+/// validation windows, training windows). No training window is an error naming the data's size.
+fn split_windows(
+    cfg: &TrainConfig,
+    data: &TrainingSet,
+    spec: &WindowSpec,
+) -> Result<(Vec<usize>, Vec<(usize, usize)>, Vec<(usize, usize)>), PolicyError> {
+    // Episode-level split, seeded.
+    let n_eps = data.episodes().len();
+    let mut order: Vec<usize> = (0..n_eps).collect();
+    order.shuffle(&mut stream_rng(cfg.seed, STREAM_SPLIT, 0));
+    let n_val = if cfg.data.val_fraction > 0.0 {
+        if n_eps < 2 {
+            return Err(PolicyError::Config(
+                "train config: data.val_fraction > 0 needs at least 2 episodes".into(),
+            ));
+        }
+        ((cfg.data.val_fraction * n_eps as f64).round() as usize).clamp(1, n_eps - 1)
+    } else {
+        0
+    };
+    let mut val_episodes: Vec<usize> = order[..n_val].to_vec();
+    val_episodes.sort_unstable();
+    let all = data.windows(spec);
+    let (val_windows, train_windows): (Vec<_>, Vec<_>) = all.into_iter().partition(|(e, _)| val_episodes.contains(e));
+    if train_windows.is_empty() {
+        return Err(PolicyError::Input(format!(
+            "training set: no training windows ({} episodes, {} frames; drop_n_last_frames = {})",
+            n_eps,
+            data.num_frames(),
+            spec.drop_n_last_frames
+        )));
+    }
+    Ok((val_episodes, val_windows, train_windows))
+}
+
 /// A student predicts in its teacher's action space: a teacher trained on relative actions makes the
 /// student's `data.relative_actions` its pairs (the config may repeat them, not contradict them).
 fn adopt_teacher_relative_actions(pairs: &mut Vec<[usize; 2]>, teacher: &std::path::Path) -> Result<(), PolicyError> {
@@ -590,21 +627,26 @@ impl<B: AutodiffBackend> Trainer<B> {
         device: B::Device,
     ) -> Result<Self, PolicyError> {
         cfg.validate()?;
-        if let Some(c) = &cfg.consistency {
+        if let Objective::Mode(_) = cfg.objective {
+            return Err(PolicyError::Config(
+                "[mode]: the U-Net trainer does not train MoDE policies; run `riptide_policies::train`".into(),
+            ));
+        }
+        if let Objective::Consistency(c) = &cfg.objective {
             adopt_teacher_relative_actions(&mut cfg.data.relative_actions, &c.teacher)?;
         }
         data.set_relative_actions(&cfg.data.relative_actions)?;
-        let teacher = match cfg.consistency.clone() {
-            Some(c) => {
+        let teacher = match cfg.objective.clone() {
+            Objective::Consistency(c) => {
                 let files = crate::lerobot::CheckpointFiles::locate(&c.teacher)
                     .map_err(|e| PolicyError::Config(format!("consistency.teacher: {e}")))?;
                 let tc = crate::lerobot::read_config(&files)?;
                 let student_ts = adopt_teacher(&mut cfg, &tc, &c, &data)?;
                 Some((c, student_ts))
             }
-            None => None,
+            _ => None,
         };
-        if let Some(t) = &cfg.truncated {
+        if let Objective::Truncated(t) = &cfg.objective {
             // The U-Net predicts the clean chunk from a noised anchor; two DDIM steps at inference.
             cfg.diffusion.prediction_type = PredictionType::Sample;
             cfg.diffusion.noise_scheduler_type = "DDIM".into();
@@ -616,33 +658,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             horizon: cfg.model.horizon,
             drop_n_last_frames: cfg.drop_n_last_frames(),
         };
-        // Episode-level split, seeded.
-        let n_eps = data.episodes().len();
-        let mut order: Vec<usize> = (0..n_eps).collect();
-        order.shuffle(&mut stream_rng(cfg.seed, STREAM_SPLIT, 0));
-        let n_val = if cfg.data.val_fraction > 0.0 {
-            if n_eps < 2 {
-                return Err(PolicyError::Config(
-                    "train config: data.val_fraction > 0 needs at least 2 episodes".into(),
-                ));
-            }
-            ((cfg.data.val_fraction * n_eps as f64).round() as usize).clamp(1, n_eps - 1)
-        } else {
-            0
-        };
-        let mut val_episodes: Vec<usize> = order[..n_val].to_vec();
-        val_episodes.sort_unstable();
-        let all = data.windows(&spec);
-        let (val_windows, train_windows): (Vec<_>, Vec<_>) =
-            all.into_iter().partition(|(e, _)| val_episodes.contains(e));
-        if train_windows.is_empty() {
-            return Err(PolicyError::Input(format!(
-                "training set: no training windows ({} episodes, {} frames; drop_n_last_frames = {})",
-                n_eps,
-                data.num_frames(),
-                spec.drop_n_last_frames
-            )));
-        }
+        let (val_episodes, val_windows, train_windows) = split_windows(&cfg, &data, &spec)?;
         let mut stats = data.stats_for(&spec)?;
         if cfg.data.stats_from_init {
             match &cfg.init_from {
@@ -675,7 +691,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             None => model,
         };
         if let Some(dir) = &cfg.init_from {
-            if teacher.is_some() || cfg.truncated.is_some() {
+            if cfg.objective.kind() != PolicyKind::Diffusion {
                 return Err(PolicyError::Config(
                     "init_from: only plain diffusion runs start from another checkpoint".into(),
                 ));
@@ -693,7 +709,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             .with_weight_decay(o.weight_decay as f32)
             .init::<B, DiffusionModel<B>>();
         let backend_name = format!("train ({})", std::any::type_name::<B::InnerBackend>());
-        let trunc = match &cfg.truncated {
+        let trunc = match cfg.truncated() {
             Some(tc) => {
                 // Anchors from every training window's normalised action chunk.
                 let per = config.horizon * config.action_dim;
@@ -1222,7 +1238,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let finite = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
         let mut v = json!({
             "format": 1,
-            "kind": if self.distill.is_some() { "consistency" } else if self.trunc.is_some() { "truncated" } else { "diffusion" },
+            "kind": self.cfg.objective.kind(),
             "fps": self.meta.fps,
             "env": self.meta.env,
             "training": {
@@ -1252,7 +1268,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             // What inference must add back (see `DiffusionPolicy::with_relative_actions`).
             v["relative_actions"] = json!(self.cfg.data.relative_actions);
         }
-        if let (Some(d), Some(c)) = (&self.distill, &self.cfg.consistency) {
+        if let (Some(d), Objective::Consistency(c)) = (&self.distill, &self.cfg.objective) {
             v["consistency"] = serde_json::to_value(&d.sampling).expect("sampling serialises");
             v["teacher"] = json!(c.teacher.display().to_string());
         }

@@ -285,10 +285,11 @@ impl DaemonConfig {
                      with [rti] warm starts or [eadp] guidance (remove one of them)"
                 );
             }
-            if k > 1 && matches!(spec.kind.as_str(), "truncated" | "mode") {
+            if k > 1 && !spec.kind.capabilities().candidates {
                 bail!(
-                    "candidates = {k}: consensus sampling applies to diffusion and consistency policies; this \
-                     checkpoint is kind {:?} (remove `candidates`)",
+                    "candidates = {k}: consensus sampling applies to {} policies; this checkpoint is kind \"{}\" \
+                     (remove `candidates`)",
+                    riptide_policies::PolicyKind::supporting(riptide_policies::Capability::Candidates),
                     spec.kind
                 );
             }
@@ -411,7 +412,8 @@ mod tests {
 
     fn spec() -> PolicySpec {
         PolicySpec {
-            kind: "diffusion (DDIM)".into(),
+            kind: riptide_policies::PolicyKind::Diffusion,
+            scheduler: Some("DDIM".into()),
             inputs: vec![riptide_policies::InputFeature {
                 name: "observation.state".into(),
                 kind: FeatureKind::State,
@@ -461,7 +463,7 @@ mod tests {
         let e = warm.resolve(&spec()).unwrap_err().to_string();
         assert!(e.contains("candidates") && e.contains("[rti]"), "{e}");
         let truncated = PolicySpec {
-            kind: "truncated".into(),
+            kind: riptide_policies::PolicyKind::Truncated,
             ..spec()
         };
         let e = cfg.resolve(&truncated).unwrap_err().to_string();

@@ -134,7 +134,7 @@ mod tests {
             exec_start: 1,
             n_exec: 4,
             meta: ChunkMeta {
-                kind: "t".into(),
+                kind: riptide_policies::PolicyKind::Diffusion,
                 nfe: 1,
                 seed: 0,
                 warm_started: false,

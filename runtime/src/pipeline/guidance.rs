@@ -188,7 +188,8 @@ mod tests {
 
     fn spec() -> PolicySpec {
         PolicySpec {
-            kind: "diffusion".into(),
+            kind: riptide_policies::PolicyKind::Diffusion,
+            scheduler: None,
             inputs: vec![InputFeature {
                 name: "observation.state".into(),
                 kind: FeatureKind::State,

@@ -73,7 +73,7 @@ mod tests {
             exec_start: 1,
             n_exec: 8,
             meta: riptide_policies::ChunkMeta {
-                kind: "diffusion".into(),
+                kind: riptide_policies::PolicyKind::Diffusion,
                 nfe: 10,
                 seed: 0,
                 warm_started: false,

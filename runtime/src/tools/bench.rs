@@ -76,7 +76,7 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
     Ok(BenchReport {
         checkpoint: checkpoint.display().to_string(),
         backend: policy.spec().backend.clone(),
-        kind: policy.spec().kind.clone(),
+        kind: policy.spec().label(),
         batch,
         nfe,
         candidates: policy.spec().candidates_for(candidates, true)?,

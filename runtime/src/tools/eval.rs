@@ -350,7 +350,7 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
     Ok(EvalSummary {
         env: args.env.clone(),
         checkpoint: args.checkpoint.display().to_string(),
-        policy_kind: cl.spec().kind.to_string(),
+        policy_kind: cl.spec().label(),
         seeds: [args.seed, args.seed + args.episodes.saturating_sub(1) as u64],
         episodes: per_episode.len(),
         successes: per_episode.iter().filter(|e| e.success).count(),

@@ -16,7 +16,7 @@ pub fn inspect(dir: &Path, device: DeviceSpec) -> Result<()> {
     let policy = load_policy(dir, device)?;
     let spec = policy.spec();
     println!("checkpoint   {}", files.dir.display());
-    println!("policy       {} on {}", spec.kind, spec.backend);
+    println!("policy       {} on {}", spec.label(), spec.backend);
     println!(
         "parameters   {} ({:.1} M)",
         spec.num_parameters,

@@ -5,6 +5,8 @@
 
 // serde_json::json! for the LeRobot config.json the trainer writes nests deeper than the default limit.
 #![recursion_limit = "256"]
+// `!(x > 0.0)` is how this crate rejects NaN together with out-of-range values.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 pub mod backend;
 pub mod consensus;

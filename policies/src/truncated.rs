@@ -207,17 +207,17 @@ pub fn kmeans(data: &[f32], d: usize, k: usize, iters: usize, seed: u64) -> Resu
         }
         centres.extend_from_slice(row(pick));
         let c = centres.len() / d - 1;
-        for i in 0..n {
-            best[i] = best[i].min(dist(row(i), &centres[c * d..(c + 1) * d]));
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(dist(row(i), &centres[c * d..(c + 1) * d]));
         }
     }
     let mut assign = vec![0usize; n];
     for _ in 0..iters {
         let mut changed = false;
-        for i in 0..n {
+        for (i, slot) in assign.iter_mut().enumerate() {
             let a = nearest(row(i), &centres, d);
-            changed |= a != assign[i];
-            assign[i] = a;
+            changed |= a != *slot;
+            *slot = a;
         }
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0usize; k];

@@ -231,8 +231,7 @@ fn distillation_config_errors_name_the_problem() {
     assert!(e.contains("consistency.teacher"), "{e}");
     let e = TrainConfig::from_toml_str("[consistency]\nteacher = \"x\"\nsigma_data = -1.0\n")
         .and_then(|c| c.validate())
-        .err()
-        .expect("negative sigma_data must fail")
+        .expect_err("negative sigma_data must fail")
         .to_string();
     assert!(e.contains("sigma_data"), "{e}");
 }

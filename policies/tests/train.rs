@@ -96,12 +96,12 @@ fn eval_windows(n: usize) -> (ObservationWindow, HostTensor) {
     let (mut st, mut env, mut act) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let (obs, actions) = reach_episode(&mut rng);
-        for k in t + 1 - to..=t {
-            st.extend(&obs[0][k]);
-            env.extend(&obs[1][k]);
+        for (s, e) in obs[0][t + 1 - to..=t].iter().zip(&obs[1][t + 1 - to..=t]) {
+            st.extend(s);
+            env.extend(e);
         }
-        for k in t + 1 - to..t + 1 - to + h {
-            act.extend(&actions[k]);
+        for a in &actions[t + 1 - to..t + 1 - to + h] {
+            act.extend(a);
         }
     }
     let mut w = ObservationWindow::default();

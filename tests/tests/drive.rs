@@ -57,6 +57,8 @@ fn line(t0: f64, dt: f64, n: usize, from: [f64; 2], to: [f64; 2]) -> JointTrajec
     jt
 }
 
+/// Received vectors with their arrival times.
+type Stamped = Arc<Mutex<Vec<(f64, Vec<f64>)>>>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
     let ns = format!("dr{}", std::process::id());
@@ -64,7 +66,7 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
     let s = client(17_481).await;
     wait_alive(&s, &format!("{ns}/alive/driver")).await;
 
-    let commands: Arc<Mutex<Vec<(f64, Vec<f64>)>>> = Arc::default();
+    let commands: Stamped = Arc::default();
     let c2 = commands.clone();
     let hw = s.declare_subscriber(format!("{ns}/hw/command")).await.unwrap();
     tokio::spawn(async move {
@@ -106,8 +108,10 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
     assert!(commands.lock().await.is_empty(), "commands before engage");
 
     // The device reports where it is; engage; a chunk that asks for a far, out-of-limits target fast.
-    let mut js = JointState::default();
-    js.position = vec![0.0, 0.0];
+    let js = JointState {
+        position: vec![0.0, 0.0],
+        ..Default::default()
+    };
     hw_state.put(encode(&js)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     engage.put(vec![]).await.unwrap();
@@ -175,8 +179,10 @@ async fn driver_node_follows_chunks_safely_holds_and_latches_the_estop() {
     assert!(after.iter().all(|p| p == &held), "moved while e-stopped");
     assert!(status.lock().await.iter().any(|s| s == "EStopped"));
     reset.put(vec![]).await.unwrap();
-    let mut js = JointState::default();
-    js.position = held.clone();
+    let js = JointState {
+        position: held.clone(),
+        ..Default::default()
+    };
     hw_state.put(encode(&js)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     engage.put(vec![]).await.unwrap();
@@ -261,7 +267,7 @@ async fn sim_backend_steps_the_sim_arm_with_the_commands() {
     let s = client(17_483).await;
     wait_alive(&s, &format!("{ns}/alive/driver")).await;
 
-    let states: Arc<Mutex<Vec<(f64, Vec<f64>)>>> = Arc::default();
+    let states: Stamped = Arc::default();
     let st = states.clone();
     let sub = s.declare_subscriber(format!("{ns}/observation/state")).await.unwrap();
     tokio::spawn(async move {

@@ -38,6 +38,9 @@ pub struct DiffusionConfig {
     pub notes: Vec<String>,
 }
 
+/// Input features, the state dimension and each feature's normalisation mode.
+type Features = (Vec<InputFeature>, usize, BTreeMap<String, NormMode>);
+
 impl DiffusionConfig {
     pub fn cameras(&self) -> Vec<&InputFeature> {
         self.inputs.iter().filter(|f| f.kind == FeatureKind::Visual).collect()
@@ -186,7 +189,7 @@ impl DiffusionConfig {
             return err("n_obs_steps, horizon and n_action_steps must be > 0".into());
         }
         let div = 1usize << self.down_dims.len();
-        if self.horizon % div != 0 {
+        if !self.horizon.is_multiple_of(div) {
             return err(format!(
                 "horizon = {} must be a multiple of 2^len(down_dims) = {div}",
                 self.horizon
@@ -199,7 +202,7 @@ impl DiffusionConfig {
                 self.horizon - self.n_obs_steps + 1
             ));
         }
-        if self.diffusion_step_embed_dim < 4 || self.diffusion_step_embed_dim % 2 != 0 {
+        if self.diffusion_step_embed_dim < 4 || !self.diffusion_step_embed_dim.is_multiple_of(2) {
             return err("diffusion_step_embed_dim must be even and ≥ 4".into());
         }
         for &d in self.down_dims.iter().chain([self.down_dims[0]].iter()) {
@@ -294,7 +297,7 @@ impl<'a> Reader<'a> {
     /// Input features, action dim and per-feature normalisation, from either the current layout
     /// (`input_features` + `normalization_mapping`) or the pre-2025 one (`input_shapes` +
     /// `input_normalization_modes`).
-    fn features(&mut self) -> Result<(Vec<InputFeature>, usize, BTreeMap<String, NormMode>), PolicyError> {
+    fn features(&mut self) -> Result<Features, PolicyError> {
         let mut inputs = Vec::new();
         let mut modes = BTreeMap::new();
         if let Some(feats) = self.obj.get("input_features") {

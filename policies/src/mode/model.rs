@@ -79,7 +79,7 @@ impl MoDEConfig {
                 return err(format!("{name} must be > 0"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return err(format!(
                 "d_model = {} must be divisible by n_heads = {}",
                 self.d_model, self.n_heads

@@ -709,8 +709,10 @@ mod tests {
 
     #[test]
     fn cosine_with_warmup_matches_diffusers() {
-        let mut c = TrainConfig::default();
-        c.steps = 1000;
+        let mut c = TrainConfig {
+            steps: 1000,
+            ..Default::default()
+        };
         c.optim.warmup_steps = 100;
         assert_eq!(c.lr_at(0), 0.0);
         assert!((c.lr_at(50) - 0.5e-4).abs() < 1e-12);

@@ -23,7 +23,7 @@ pub fn weights_for(dir: &Path, new: &DiffusionConfig) -> Result<BTreeMap<String,
     let old = read_config(&files)?;
     let ctx = |what: String| PolicyError::Config(format!("init_from {}: {what}", dir.display()));
     let width = |c: &DiffusionConfig, k| c.feature(k).map(|f| f.shape.iter().product()).unwrap_or(0usize);
-    let (env_old, env_new) = (width(&old, FeatureKind::Env), width(&new, FeatureKind::Env));
+    let (env_old, env_new) = (width(&old, FeatureKind::Env), width(new, FeatureKind::Env));
     if width(&old, FeatureKind::State) != width(new, FeatureKind::State)
         || old.cameras().len() != new.cameras().len()
         || old.n_obs_steps != new.n_obs_steps

@@ -101,9 +101,15 @@ pub enum Control {
 /// a simulator); returns named metrics.
 pub type EvalHook<'a> = Box<dyn FnMut(usize, &mut dyn Policy) -> Result<BTreeMap<String, f64>, PolicyError> + 'a>;
 
+/// Called with every training event; its answer can stop the run.
+pub type EventHook<'a> = Box<dyn FnMut(&TrainEvent) -> Control + 'a>;
+
+/// Episode indices for training, and (episode, start) windows for training and validation.
+type Split = (Vec<usize>, Vec<(usize, usize)>, Vec<(usize, usize)>);
+
 #[derive(Default)]
 pub struct Hooks<'a> {
-    pub on_event: Option<Box<dyn FnMut(&TrainEvent) -> Control + 'a>>,
+    pub on_event: Option<EventHook<'a>>,
     pub eval: Option<EvalHook<'a>>,
 }
 
@@ -416,11 +422,7 @@ fn norm_choice(m: crate::normalize::NormMode) -> NormChoice {
 
 /// Windows split by episode into validation and training sets, seeded: (validation episodes,
 /// validation windows, training windows). No training window is an error naming the data's size.
-fn split_windows(
-    cfg: &TrainConfig,
-    data: &TrainingSet,
-    spec: &WindowSpec,
-) -> Result<(Vec<usize>, Vec<(usize, usize)>, Vec<(usize, usize)>), PolicyError> {
+fn split_windows(cfg: &TrainConfig, data: &TrainingSet, spec: &WindowSpec) -> Result<Split, PolicyError> {
     // Episode-level split, seeded.
     let n_eps = data.episodes().len();
     let mut order: Vec<usize> = (0..n_eps).collect();
@@ -1339,7 +1341,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             let s = self.train_step()?;
             let mut control = emit(hooks, TrainEvent::Step(&s));
             let k = self.step;
-            let every = |n: usize| n > 0 && k % n == 0;
+            let every = |n: usize| n > 0 && k.is_multiple_of(n);
             if every(self.cfg.val_every) {
                 if let Some(loss) = self.validation_loss()? {
                     control = max_control(control, emit(hooks, TrainEvent::Validation { step: k, loss }));
@@ -1496,8 +1498,8 @@ fn batch_loss<Bk: Backend>(
     for i in 0..b {
         let ac = alphas_cumprod[draw.timesteps[i]];
         let (sa, sb) = (ac.sqrt(), (1.0 - ac).sqrt());
-        for j in i * per..(i + 1) * per {
-            noisy[j] = sa * batch.action[j] + sb * draw.eps[j];
+        for (j, v) in noisy.iter_mut().enumerate().take((i + 1) * per).skip(i * per) {
+            *v = sa * batch.action[j] + sb * draw.eps[j];
         }
     }
     let noisy = Tensor::<Bk, 3>::from_data(TensorData::new(noisy, [b, h, a]), device);

@@ -666,7 +666,7 @@ impl ControlLoop {
             );
         }
         let c = self.driver.counters();
-        *self.counters.lock().expect("counters lock") = c.clone();
+        *self.counters.lock().expect("counters lock") = c;
         tracing::info!("driver stopped after {} steps: {c:?}", c.steps);
         Ok(())
     }

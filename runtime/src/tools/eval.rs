@@ -495,7 +495,7 @@ pub struct EvalCmd {
 }
 
 impl EvalCmd {
-    pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let Self {
             checkpoint,
             env,

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use riptide_policies::DeviceSpec;
 
+/// Records the episode of one seed into a file.
+type RecordOne = Box<dyn FnMut(u64, &std::path::Path) -> Result<riptide_sim::record::EpisodeSummary>>;
+
 /// `riptide record`: its arguments and entry point.
 #[derive(clap::Args, Debug)]
 pub struct RecordCmd {
@@ -76,41 +79,39 @@ impl RecordCmd {
 
         match env {
             Some(env_name) => {
-                use riptide_sim::record::EpisodeSummary;
                 // One episode per seed into `path`: expert-driven (clean or DART-perturbed), or driven by
                 // --policy and labelled by the expert (DAgger).
-                let (mut record_one, kind): (Box<dyn FnMut(u64, &std::path::Path) -> Result<EpisodeSummary>>, _) =
-                    match &policy {
-                        Some(ckpt) => {
-                            let mut cl = crate::tools::eval::ClosedLoop::new(ckpt, device, &env_name, 0.0)?;
-                            crate::tools::eval::dagger_labels_valid(cl.env.as_ref())?;
-                            let label = ckpt.display().to_string();
-                            let f = move |s, path: &std::path::Path| {
-                                crate::tools::eval::record_dagger_episode(&mut cl, s, path, render, &label)
-                            };
-                            (Box::new(f), "policy-driven (expert-labelled)")
-                        }
-                        None => {
-                            anyhow::ensure!(
-                                hold_s.is_finite() && hold_s >= 0.0,
-                                "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
-                            );
-                            let mut env = riptide_sim::make_env(&env_name)?;
-                            let hold_steps = (hold_s * env.spec().fps).round() as usize;
-                            let perturbation = perturbation_for(env.spec(), &perturb, perturb_hold_s, perturb_prob)?;
-                            let f = move |s, path: &std::path::Path| {
-                                Ok(riptide_sim::record::record_expert_episode_perturbed(
-                                    env.as_mut(),
-                                    s,
-                                    path,
-                                    render,
-                                    hold_steps,
-                                    perturbation.as_ref(),
-                                )?)
-                            };
-                            (Box::new(f), "expert")
-                        }
-                    };
+                let (mut record_one, kind): (RecordOne, _) = match &policy {
+                    Some(ckpt) => {
+                        let mut cl = crate::tools::eval::ClosedLoop::new(ckpt, device, &env_name, 0.0)?;
+                        crate::tools::eval::dagger_labels_valid(cl.env.as_ref())?;
+                        let label = ckpt.display().to_string();
+                        let f = move |s, path: &std::path::Path| {
+                            crate::tools::eval::record_dagger_episode(&mut cl, s, path, render, &label)
+                        };
+                        (Box::new(f), "policy-driven (expert-labelled)")
+                    }
+                    None => {
+                        anyhow::ensure!(
+                            hold_s.is_finite() && hold_s >= 0.0,
+                            "--hold-s must be a finite number of seconds >= 0 (got {hold_s})"
+                        );
+                        let mut env = riptide_sim::make_env(&env_name)?;
+                        let hold_steps = (hold_s * env.spec().fps).round() as usize;
+                        let perturbation = perturbation_for(env.spec(), &perturb, perturb_hold_s, perturb_prob)?;
+                        let f = move |s, path: &std::path::Path| {
+                            Ok(riptide_sim::record::record_expert_episode_perturbed(
+                                env.as_mut(),
+                                s,
+                                path,
+                                render,
+                                hold_steps,
+                                perturbation.as_ref(),
+                            )?)
+                        };
+                        (Box::new(f), "expert")
+                    }
+                };
                 std::fs::create_dir_all(&out)?;
                 let mut ok = 0;
                 for i in 0..episodes {

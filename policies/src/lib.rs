@@ -16,6 +16,7 @@ pub mod mode;
 pub mod normalize;
 pub mod pipeline;
 pub mod policy;
+pub mod request;
 pub mod rti;
 pub mod sampler;
 pub mod schedule;

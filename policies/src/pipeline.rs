@@ -14,7 +14,7 @@ use burn::prelude::*;
 
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
-use crate::policy::{SampleRequest, StepHook};
+use crate::request::{SampleRequest, StepHook};
 use crate::rti::{self, WarmStart};
 use crate::sampler::{self, to_host, Denoiser, NoiseSource};
 use crate::schedule::NoiseSchedule;

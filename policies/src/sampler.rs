@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::PolicyError;
-use crate::policy::{StepHook, StepInfo};
+use crate::request::{StepHook, StepInfo};
 use crate::schedule::NoiseSchedule;
 use crate::tensor::HostTensor;
 

@@ -220,7 +220,7 @@ impl PerturbationSampler {
     pub fn next_offset(&mut self) -> &[f64] {
         use rand::Rng;
         use rand_distr::{Distribution, StandardNormal};
-        if self.k % self.p.hold_steps.max(1) == 0 {
+        if self.k.is_multiple_of(self.p.hold_steps.max(1)) {
             let on = self.rng.random_bool(self.p.probability.clamp(0.0, 1.0));
             for (o, s) in self.offset.iter_mut().zip(&self.p.sigma) {
                 let n: f64 = StandardNormal.sample(&mut self.rng);

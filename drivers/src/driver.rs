@@ -25,10 +25,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::{Chunk, Command};
 use crate::executor::{ChunkExecutor, ChunkRejected, ExecutorConfig, ExecutorCounters, PushReport};
 use crate::safety::{SafetyConfig, SafetyEnvelope, ViolationCounters, ViolationMode, Violations};
 use crate::supervisor::{EngageError, RampLimits, Supervisor, SupervisorConfig, SupervisorCounters, SupervisorState};
-use crate::{Chunk, Command, ConfigError};
+use crate::validate::ConfigError;
 
 /// Whole driver configuration (e.g. a `[driver]` table of a TOML file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -474,7 +475,7 @@ mod tests {
         c.supervisor.land_after_ms = Some(1000);
         assert_eq!(Driver::new(c).unwrap_err().key, "supervisor.land_after_ms");
         let mut c: DriverConfig = toml::from_str(ARM).unwrap();
-        c.executor.switching = crate::Switching::Crossfade { window_s: -1.0 };
+        c.executor.switching = crate::executor::Switching::Crossfade { window_s: -1.0 };
         assert_eq!(Driver::new(c).unwrap_err().key, "executor.switching.window_s");
         let err = toml::from_str::<DriverConfig>(&ARM.replace("[supervisor]", "[supervisor]\nwatchdog_ms = 3"));
         assert!(err.unwrap_err().to_string().contains("watchdog_ms"));

@@ -14,7 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Chunk, ConfigError};
+use crate::chunk::Chunk;
+use crate::validate::ConfigError;
 
 /// Points of the merged queue closer together than this (seconds) are merged into one.
 pub const MIN_SPACING_S: f64 = 1e-9;
@@ -86,7 +87,7 @@ impl ExecutorConfig {
         match self.switching {
             Switching::Replace {} => Ok(()),
             Switching::Crossfade { window_s } => {
-                crate::require_finite("switching.window_s", window_s)?;
+                crate::validate::require_finite("switching.window_s", window_s)?;
                 if window_s < 0.0 {
                     return Err(ConfigError::new(
                         "switching.window_s",
@@ -95,7 +96,7 @@ impl ExecutorConfig {
                 }
                 Ok(())
             }
-            Switching::TemporalEnsemble { decay } => crate::require_finite("switching.decay", decay),
+            Switching::TemporalEnsemble { decay } => crate::validate::require_finite("switching.decay", decay),
         }
     }
 }
@@ -634,7 +635,7 @@ mod tests {
             points: times
                 .iter()
                 .zip(values)
-                .map(|(&t, &v)| crate::ChunkPoint {
+                .map(|(&t, &v)| crate::chunk::ChunkPoint {
                     time_from_start_s: t,
                     position: vec![v],
                 })
@@ -664,7 +665,7 @@ mod tests {
                 t0_s: 10.0,
                 points: times
                     .iter()
-                    .map(|&t| crate::ChunkPoint {
+                    .map(|&t| crate::chunk::ChunkPoint {
                         time_from_start_s: t,
                         position: f(t).to_vec(),
                     })
@@ -767,7 +768,7 @@ mod tests {
         );
         let wrong = Chunk {
             t0_s: 0.0,
-            points: vec![crate::ChunkPoint {
+            points: vec![crate::chunk::ChunkPoint {
                 time_from_start_s: 0.0,
                 position: vec![],
             }],

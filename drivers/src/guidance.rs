@@ -63,7 +63,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{require_finite, require_positive, ConfigError};
+use crate::validate::{require_finite, require_positive, ConfigError};
 
 /// Standard gravity, m/s².
 pub const GRAVITY_M_S2: f64 = 9.81;

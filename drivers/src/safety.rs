@@ -29,7 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::supervisor::EngageError;
-use crate::{require_finite, require_positive, ConfigError};
+use crate::validate::{require_finite, require_positive, ConfigError};
 
 /// Standard gravity, m/s², for the tilt proxy.
 pub const GRAVITY: f64 = 9.80665;

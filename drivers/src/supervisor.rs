@@ -25,7 +25,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{require_finite, require_positive, Command, ConfigError};
+use crate::chunk::Command;
+use crate::validate::{require_finite, require_positive, ConfigError};
 
 /// Tolerance on watchdog deadlines, seconds.
 const DEADLINE_TOL_S: f64 = 1e-9;

@@ -19,8 +19,8 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
 
+use crate::env::{rng_for, sanitize_action, Env, EnvSpec, Observation};
 use crate::render::{RgbImage, View};
-use crate::{rng_for, sanitize_action, Env, EnvSpec, Observation};
 
 /// Link lengths from the base outwards.
 pub const LINK_LENGTHS_M: [f64; 3] = [0.40, 0.30, 0.20];
@@ -70,8 +70,8 @@ fn ik_all(p: [f64; 2], phi_anchor: f64) -> Vec<[f64; 3]> {
         }
         for elbow in [1.0, -1.0] {
             let q1 = elbow * c2.acos();
-            let q0 = crate::wrap_angle(w[1].atan2(w[0]) - (l2 * q1.sin()).atan2(l1 + l2 * q1.cos()));
-            let q2 = crate::wrap_angle(phi - q0 - q1);
+            let q0 = crate::env::wrap_angle(w[1].atan2(w[0]) - (l2 * q1.sin()).atan2(l1 + l2 * q1.cos()));
+            let q2 = crate::env::wrap_angle(phi - q0 - q1);
             let q = [q0, q1, q2];
             if (0..3).all(|i| q[i] >= JOINT_LOW_RAD[i] && q[i] <= JOINT_HIGH_RAD[i]) {
                 out.push(q);

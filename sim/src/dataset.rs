@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use riptide_msgs::mcap::{McapEpisode, McapError};
 use riptide_msgs::ros::{Image, JointState};
 
-use crate::RgbImage;
+use crate::render::RgbImage;
 use riptide_msgs::topics::default_ns as topics;
 
 #[derive(Debug, thiserror::Error)]

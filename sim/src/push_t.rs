@@ -26,8 +26,8 @@ use rand_distr::{Distribution, StandardNormal};
 use rapier2d::prelude::*;
 use serde_json::json;
 
+use crate::env::{rng_for, sanitize_action, wrap_angle, Env, EnvSpec, Observation};
 use crate::render::{RgbImage, View};
-use crate::{rng_for, sanitize_action, wrap_angle, Env, EnvSpec, Observation};
 
 pub const FPS: f64 = 10.0;
 pub const SIM_HZ: f64 = 100.0;

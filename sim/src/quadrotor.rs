@@ -23,8 +23,8 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde_json::json;
 
+use crate::env::{rng_for, sanitize_action, wrap_angle, Env, EnvSpec, Observation};
 use crate::render::{RgbImage, View};
-use crate::{rng_for, sanitize_action, wrap_angle, Env, EnvSpec, Observation};
 
 pub const FPS: f64 = 10.0;
 /// Physics and inner-loop rate.

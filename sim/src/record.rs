@@ -17,7 +17,8 @@ use riptide_msgs::mcap::{McapError, McapRecorder};
 use riptide_msgs::ros::{Clock, Header, Image, JointState, Time};
 use riptide_msgs::topics::default_ns as topics;
 
-use crate::{Env, Observation, RgbImage};
+use crate::env::{Env, Observation};
+use crate::render::RgbImage;
 
 /// `sensor_msgs/JointState` carrying a vector in `position`, stamped `stamp_s`.
 pub fn joint_state_msg(stamp_s: f64, values: impl IntoIterator<Item = f64>) -> JointState {
@@ -207,7 +208,7 @@ impl Perturbation {
     pub fn sampler(&self, seed: u64) -> PerturbationSampler {
         PerturbationSampler {
             p: self.clone(),
-            rng: crate::rng_for(seed, 0xDA27),
+            rng: crate::env::rng_for(seed, 0xDA27),
             offset: vec![0.0; self.sigma.len()],
             k: 0,
         }

@@ -132,8 +132,8 @@ fn perturbed_recordings_keep_the_experts_commands_and_execute_the_offsets() {
             obs
         };
         let with = rollout(true);
-        for k in 0..ep.state.len() {
-            for (a, b) in ep.state[k].iter().zip(&with[k]) {
+        for (k, recorded) in ep.state.iter().enumerate() {
+            for (a, b) in recorded.iter().zip(&with[k]) {
                 assert!((a - b).abs() < 1e-4, "{name} step {k}: recorded {a}, replayed {b}");
             }
         }

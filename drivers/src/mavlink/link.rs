@@ -15,11 +15,11 @@ use ::mavlink::error::MessageReadError;
 use ::mavlink::{Connectable, Connection, MavConnection, MavHeader, Message, UdpConfig, UdpMode};
 use serde::Serialize;
 
-use super::{
-    enu_to_ned, heartbeat_armed, heartbeat_offboard, ned_to_enu_vec, offboard_mode_params, wrap_pi, HeartbeatType,
-    MavlinkConfig, MavlinkError,
-};
-use crate::Command;
+use crate::chunk::Command;
+use crate::mavlink::config::{HeartbeatType, MavlinkConfig};
+use crate::mavlink::error::MavlinkError;
+use crate::mavlink::frames::{enu_to_ned, ned_to_enu_vec, wrap_pi};
+use crate::mavlink::modes::{heartbeat_armed, heartbeat_offboard, offboard_mode_params};
 
 /// How long a blocking read waits before the receiver checks for shutdown.
 const READ_TIMEOUT: Duration = Duration::from_millis(50);

@@ -16,7 +16,8 @@ use mcap::read::{parse_record, ChannelAccumulator, ChunkReader};
 use mcap::records::{op, ChunkHeader, MessageHeader, Record};
 use mcap::sans_io::{LinearReadEvent, LinearReader, LinearReaderOptions};
 
-use super::{same_type, McapError, Truncation};
+use crate::mcap::error::{McapError, Truncation};
+use crate::mcap::types::same_type;
 use crate::RosMessage;
 
 /// A channel of a recording.

@@ -6,7 +6,8 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{canonical_type_name, McapError};
+use crate::mcap::error::McapError;
+use crate::mcap::types::canonical_type_name;
 use crate::{RosMessage, MESSAGE_ENCODING, SCHEMA_ENCODING};
 
 /// How [`McapRecorder`] cuts chunks and makes them durable.

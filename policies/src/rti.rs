@@ -1,5 +1,5 @@
-//! RTI warm starts (Real-Time Iteration for Diffusion Policy, Duan, Yin & Kragic 2025; see
-//! `design/algorithms.md` §6 and §8): instead of denoising every chunk from pure noise, the previous
+//! RTI warm starts (Real-Time Iteration for Diffusion Policy, Duan, Yin & Kragic 2025; user guide:
+//! docs/policies.md, "RTI warm starts"): instead of denoising every chunk from pure noise, the previous
 //! chunk, shifted into the new chunk's time frame, enters the reverse process late and only the last
 //! few denoising steps run.
 //!

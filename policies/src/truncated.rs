@@ -1,5 +1,5 @@
-//! Truncated diffusion with anchors (DiffusionDrive, `design/algorithms.md` §5), on the diffusion
-//! policy's U-Net: k-means over the training action chunks gives `K` anchors (stored with the
+//! Truncated diffusion with anchors (DiffusionDrive, Liao et al. 2025; user guide: docs/policies.md,
+//! "Kinds"), on the diffusion policy's U-Net: k-means over the training action chunks gives `K` anchors (stored with the
 //! checkpoint); training noises the anchor nearest to the demonstration only up to a small timestep
 //! and asks the U-Net for the demonstration itself (prediction type "sample"); a score head on the
 //! observation conditioning learns which anchor's mode applies. Inference noises every anchor to the

@@ -48,7 +48,7 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
         warm.runs,
         warm.last_s * 1e3
     );
-    let session = crate::node::session::open(&cfg.zenoh).await?;
+    let session = crate::node::network::open(&cfg.zenoh).await?;
     let clock = if cfg.use_sim_time {
         Clock::sim(&session, &cfg.topic(topics::CLOCK)).await?
     } else {

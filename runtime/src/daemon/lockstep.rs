@@ -312,7 +312,7 @@ pub async fn run_lockstep(
     let (pipeline, resolved) = load_pipeline(&cfg).await?;
     let spec = pipeline.spec().clone();
     let lockstep = lockstep_for(&cfg, &section, &resolved, pipeline, metrics.clone())?;
-    let session = crate::node::session::open(&cfg.zenoh).await?;
+    let session = crate::node::network::open(&cfg.zenoh).await?;
     let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
     let mut subs = Vec::new();
     for (i, input) in resolved.inputs.iter().enumerate() {

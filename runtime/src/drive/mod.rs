@@ -410,7 +410,7 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
     cfg.validate()?;
     let dim = cfg.driver.safety.dim();
     let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
-    let session = crate::node::session::open(&cfg.zenoh).await?;
+    let session = crate::node::network::open(&cfg.zenoh).await?;
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = mpsc::channel::<Event>();
     let mut subs = subscribe_control(&session, &cfg, dim, &tx, &metrics).await?;
@@ -834,5 +834,5 @@ impl ControlLoop {
 }
 
 fn default_zenoh() -> ZenohConfig {
-    crate::node::session::node_zenoh(vec![])
+    crate::node::network::node_zenoh(vec![])
 }

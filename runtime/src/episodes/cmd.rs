@@ -23,9 +23,9 @@ impl PlayCmd {
             connect,
         } = self;
 
-        let z = crate::node::session::node_zenoh(connect);
+        let z = crate::node::network::node_zenoh(connect);
         rt.block_on(async {
-            let session = zenoh::open(crate::node::session::zenoh_config_from(&z)?)
+            let session = zenoh::open(crate::node::network::zenoh_config_from(&z)?)
                 .await
                 .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
             let stop = crate::node::Shutdown::on_signal();

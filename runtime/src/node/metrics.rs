@@ -253,7 +253,7 @@ impl Metrics {
         }
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &stages);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
-        out
+        without_empty_label_sets(&out)
     }
 
     /// One line: counters and p50/p99 per stage.
@@ -291,6 +291,23 @@ impl Metrics {
         }
         s
     }
+}
+
+/// `name{} 3` → `name 3`: a series without labels is written without braces, as Prometheus' own
+/// clients write it (both forms parse; only the first `{` of a sample line can open its label set).
+fn without_empty_label_sets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        match (line.find('{'), line.find("{} ")) {
+            (Some(a), Some(b)) if a == b && !line.starts_with('#') => {
+                out.push_str(&line[..a]);
+                out.push_str(&line[a + 2..]);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Serve [`Metrics::prometheus`] over HTTP/1.1 on `listener` (loopback by default) until dropped.
@@ -333,6 +350,8 @@ mod tests {
         assert!(s.contains("riptide_inference_seconds_bucket{le=\"+Inf\"} 100"), "{s}");
         assert!(s.contains("riptide_inference_seconds_count 100"), "{s}");
         assert!(s.contains("# TYPE riptide_inference_seconds histogram"), "{s}");
+        m.inc("chunks_total", &[]);
+        assert!(m.prometheus().contains("\nriptide_chunks_total 1\n"));
     }
 
     #[test]

@@ -4,11 +4,11 @@
 pub mod clock;
 pub mod log;
 pub mod metrics;
-pub mod session;
+pub mod network;
 pub mod shutdown;
 
 pub use clock::{now_s, Clock};
 pub use log::RateLimitedLog;
 pub use metrics::Metrics;
-pub use session::{wait_alive, ZenohConfig, ZenohMode, DEFAULT_ENDPOINT};
+pub use network::{wait_alive, ZenohConfig, ZenohMode, DEFAULT_ENDPOINT};
 pub use shutdown::Shutdown;

@@ -45,7 +45,7 @@ impl SimCmd {
             env_state_width,
         } = self;
 
-        let z = crate::node::session::node_zenoh(connect);
+        let z = crate::node::network::node_zenoh(connect);
         let env_name = env.clone();
         let cfg = crate::simnode::SimNodeConfig {
             env,
@@ -60,7 +60,7 @@ impl SimCmd {
             env_state_width: env_state_width.or_else(|| crate::checkpoints::default_env_state_width(&env_name)),
         };
         rt.block_on(async {
-            let session = zenoh::open(crate::node::session::zenoh_config_from(&cfg.zenoh)?)
+            let session = zenoh::open(crate::node::network::zenoh_config_from(&cfg.zenoh)?)
                 .await
                 .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
             let stop = crate::node::Shutdown::on_signal();

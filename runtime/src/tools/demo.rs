@@ -154,7 +154,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         record_dir: args.record.clone(),
         env_state_width: env_state_width(&checkpoint)?,
     };
-    let session = zenoh::open(crate::node::session::zenoh_config_from(&sim_cfg.zenoh)?)
+    let session = zenoh::open(crate::node::network::zenoh_config_from(&sim_cfg.zenoh)?)
         .await
         .map_err(|e| anyhow!("sim session: {e}"))?;
     // Wait until the daemon (its subscribers are declared before its token) is visible.

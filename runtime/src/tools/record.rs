@@ -136,9 +136,9 @@ impl RecordCmd {
                         .map(|t| crate::episodes::parse_topic(t))
                         .collect::<Result<_>>()?
                 };
-                let z = crate::node::session::node_zenoh(connect);
+                let z = crate::node::network::node_zenoh(connect);
                 rt.block_on(async {
-                    let session = zenoh::open(crate::node::session::zenoh_config_from(&z)?)
+                    let session = zenoh::open(crate::node::network::zenoh_config_from(&z)?)
                         .await
                         .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
                     let stop = async {

@@ -1,4 +1,4 @@
-//! A node's zenoh session: the `[zenoh]` table every riptide node takes, the zenoh config built from
+//! A node's zenoh network: the `[zenoh]` table every riptide node takes, the zenoh config built from
 //! it (loopback-only peer by default, no multicast scouting), and waiting for peers by liveliness.
 
 use std::path::PathBuf;

@@ -64,6 +64,11 @@ topic_keys! {
     CLOCK = "clock";
     /// Episode start/end announcements (`std_msgs/String` holding an [`EpisodeEvent`] as JSON).
     SIM_EPISODE = "sim/episode";
+    /// Remote inference, a zenoh queryable on the daemon (not a topic): the query's payload is a safetensors
+    /// file of observations laid out as `riptide infer --inputs` takes it, the reply a safetensors file with
+    /// `action`, `action.executed` and the chunk metadata as JSON under `__metadata__["chunk_meta"]`; a bad
+    /// query gets an error reply whose payload is a UTF-8 message.
+    INFER = "infer";
     /// Liveliness token of the policy daemon (no messages: present while it runs).
     ALIVE_DAEMON = "alive/daemon";
     /// Liveliness token of the driver node.

@@ -27,7 +27,7 @@ pub mod truncated;
 
 pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
 pub use error::PolicyError;
-pub use policy::{Policy, SampleRequest, StepHook, StepInfo};
+pub use policy::{Policy, SampleRequest, StepHook, StepInfo, WaveRow};
 pub use spec::{
     ActionChunk, Capabilities, Capability, ChunkMeta, FeatureKind, InputFeature, ObservationWindow, PolicyKind,
     PolicySpec, StageTimings,

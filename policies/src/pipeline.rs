@@ -14,7 +14,7 @@ use burn::prelude::*;
 
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
-use crate::request::{SampleRequest, StepHook};
+use crate::request::{SampleRequest, StepHook, WaveRow};
 use crate::rti::{self, WarmStart};
 use crate::sampler::{self, to_host, Denoiser, NoiseSource};
 use crate::schedule::NoiseSchedule;
@@ -35,6 +35,12 @@ pub trait KindModel<B: Backend> {
 
     /// Resolve the request's schedule and prepare caches for it; errors name the bad setting.
     fn plan(&mut self, req: &SampleRequest) -> Result<Self::Plan, PolicyError>;
+
+    /// Whether rows of several streams may share a batch ([`predict_wave`]): every draw of the kind's
+    /// sampling is one row per batch row, so each row's noise can come from its own seed.
+    fn batches_rows(&self) -> bool {
+        true
+    }
 
     /// Whether a cold start begins from `SampleRequest::initial_noise` (or the stream's first draw) of
     /// shape [batch·candidates, horizon, action_dim]; false when the kind draws its own start.
@@ -125,11 +131,9 @@ pub fn predict<B: Backend, M: KindModel<B>>(
     hook: Option<&mut dyn StepHook>,
 ) -> Result<ActionChunk, PolicyError> {
     let t0 = Instant::now();
-    let batch = obs.validate(model.spec())?;
-    let k = candidates(model.spec(), req, hook.is_some())?;
-    let reference = model.spec().relative_reference(obs)?;
+    let row = check_row(model.spec(), obs, req, hook.is_some())?;
     let rereferenced = match &req.warm_start {
-        Some(w) if !reference.is_empty() => Some(rereference(model.spec(), model.action_norm(), w, &reference)),
+        Some(w) if !row.reference.is_empty() => Some(rereference(model.spec(), model.action_norm(), w, &row.reference)),
         _ => None,
     };
     let plan = model.plan(req)?;
@@ -137,55 +141,230 @@ pub fn predict<B: Backend, M: KindModel<B>>(
     let spec = model.spec();
     let seed = req.seed.unwrap_or_else(rand::random);
     let mut noise = NoiseSource::new(seed);
-    let shape = [batch * k, spec.horizon, spec.action_dim];
+    let shape = [row.batch * row.k, spec.horizon, spec.action_dim];
     let start = match req.warm_start {
         None if model.draws_start_noise() => Some(noise.take(req.initial_noise.as_ref(), shape, "initial noise")?),
         _ => None,
     };
-    let mut timings = StageTimings {
-        preprocess_s: t0.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-
-    let t1 = Instant::now();
-    let cond = model.encode(obs, batch, k)?;
-    timings.encode_s = t1.elapsed().as_secs_f64();
-
-    let t2 = Instant::now();
     let job = SampleJob {
         obs,
         req,
         warm_start: rereferenced.as_ref().or(req.warm_start.as_ref()),
-        batch,
+        batch: row.batch,
         shape,
         started: t0,
         noise: &mut noise,
         start,
     };
-    let out = model.sample(&plan, &cond, job, hook)?;
+    let ran = run(model, &plan, obs, row.k, job, hook)?;
+    Ok(finish(
+        spec,
+        model.action_norm(),
+        req,
+        ran.normalized,
+        &row.reference,
+        seed,
+        ran.how,
+    ))
+}
+
+/// A row's checks: its batch, candidates per observation and relative-action references.
+struct RowCheck {
+    batch: usize,
+    k: usize,
+    reference: Vec<Vec<f32>>,
+}
+
+fn check_row(
+    spec: &PolicySpec,
+    obs: &ObservationWindow,
+    req: &SampleRequest,
+    hooked: bool,
+) -> Result<RowCheck, PolicyError> {
+    let batch = obs.validate(spec)?;
+    let k = candidates(spec, req, hooked)?;
+    let reference = spec.relative_reference(obs)?;
+    Ok(RowCheck { batch, k, reference })
+}
+
+/// What [`run`] gives: the normalised chunk [batch, horizon, action_dim] and how it was sampled.
+struct Ran {
+    normalized: HostTensor,
+    how: How,
+}
+
+/// How a batch was sampled (shared by its rows).
+#[derive(Clone, Copy)]
+struct How {
+    nfe: usize,
+    warm_started: bool,
+    timings: StageTimings,
+}
+
+/// Encode, sample and keep each observation's medoid.
+fn run<B: Backend, M: KindModel<B>>(
+    model: &M,
+    plan: &M::Plan,
+    obs: &ObservationWindow,
+    k: usize,
+    job: SampleJob<'_>,
+    hook: Option<&mut dyn StepHook>,
+) -> Result<Ran, PolicyError> {
+    let spec = model.spec();
+    let mut timings = StageTimings {
+        preprocess_s: job.started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let t1 = Instant::now();
+    let cond = model.encode(obs, job.batch, k)?;
+    timings.encode_s = t1.elapsed().as_secs_f64();
+
+    let t2 = Instant::now();
+    let out = model.sample(plan, &cond, job, hook)?;
     let mut normalized = to_host(out.x);
     if k > 1 {
         let exec = spec.exec_start..spec.exec_start + spec.n_action_steps;
         normalized = crate::consensus::select_medoids(&normalized, k, exec).0;
     }
     timings.denoise_s = t2.elapsed().as_secs_f64();
+    Ok(Ran {
+        normalized,
+        how: How {
+            nfe: out.nfe,
+            warm_started: out.warm_started,
+            timings,
+        },
+    })
+}
 
+/// The [`ActionChunk`] of one row (`normalized`, its part of the batch): unnormalised, with its metadata.
+fn finish(
+    spec: &PolicySpec,
+    norm: &FeatureNorm,
+    req: &SampleRequest,
+    normalized: HostTensor,
+    reference: &[Vec<f32>],
+    seed: u64,
+    how: How,
+) -> ActionChunk {
+    let mut timings = how.timings;
     let t3 = Instant::now();
-    let actions = unnormalize(spec, model.action_norm(), req, &normalized, &reference);
+    let actions = unnormalize(spec, norm, req, &normalized, reference);
     timings.postprocess_s = t3.elapsed().as_secs_f64();
-    Ok(ActionChunk {
+    ActionChunk {
         actions,
         actions_normalized: normalized,
         exec_start: spec.exec_start,
         n_exec: spec.n_action_steps,
         meta: ChunkMeta {
             kind: spec.kind,
-            nfe: out.nfe,
+            nfe: how.nfe,
             seed,
-            warm_started: out.warm_started,
+            warm_started: how.warm_started,
             timings,
         },
-    })
+    }
+}
+
+/// Whether a request can share a batch with other rows: a cold start whose noise all comes from its
+/// seed (supplied noise and warm starts run alone).
+fn batchable(req: &SampleRequest) -> bool {
+    req.warm_start.is_none() && req.initial_noise.is_none() && req.step_noise.is_empty()
+}
+
+/// Every row of a wave, each the chunk [`predict`] gives for it alone. Rows with the same schedule and
+/// candidates whose noise comes from their seeds run as one batch (one denoiser pass per step over all
+/// rows, each row's noise from its own seed); the rest, and every row of a batch that fails, run alone,
+/// so a bad row only loses itself.
+pub fn predict_wave<B: Backend, M: KindModel<B>>(
+    model: &mut M,
+    rows: &[WaveRow<'_>],
+) -> Vec<Result<ActionChunk, PolicyError>> {
+    let mut out: Vec<Option<Result<ActionChunk, PolicyError>>> = (0..rows.len()).map(|_| None).collect();
+    let mut groups: Vec<((Option<usize>, usize), Vec<(usize, RowCheck)>)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        if !model.batches_rows() || !batchable(r.req) {
+            continue;
+        }
+        match check_row(model.spec(), r.obs, r.req, false) {
+            Err(e) => out[i] = Some(Err(e)),
+            Ok(c) => {
+                let key = (r.req.num_inference_steps, c.k);
+                match groups.iter_mut().find(|g| g.0 == key) {
+                    Some(g) => g.1.push((i, c)),
+                    None => groups.push((key, vec![(i, c)])),
+                }
+            }
+        }
+    }
+    for (_, members) in groups {
+        if members.len() < 2 {
+            continue;
+        }
+        if let Ok(chunks) = predict_batched(model, rows, &members) {
+            for ((i, _), c) in members.iter().zip(chunks) {
+                out[*i] = Some(Ok(c));
+            }
+        }
+    }
+    out.iter_mut()
+        .zip(rows)
+        .map(|(o, r)| o.take().unwrap_or_else(|| predict(model, r.obs, r.req, None)))
+        .collect()
+}
+
+/// The rows `members` of a wave (checked, same schedule and candidates) as one batch.
+fn predict_batched<B: Backend, M: KindModel<B>>(
+    model: &mut M,
+    rows: &[WaveRow<'_>],
+    members: &[(usize, RowCheck)],
+) -> Result<Vec<ActionChunk>, PolicyError> {
+    let t0 = Instant::now();
+    let first = rows[members[0].0].req;
+    let k = members[0].1.k;
+    let plan = model.plan(first)?;
+    let model = &*model;
+    let spec = model.spec();
+    let seeds: Vec<u64> = members
+        .iter()
+        .map(|(i, _)| rows[*i].req.seed.unwrap_or_else(rand::random))
+        .collect();
+    let streams: Vec<(u64, usize)> = seeds.iter().zip(members).map(|(s, (_, c))| (*s, c.batch * k)).collect();
+    let mut noise = NoiseSource::per_row(&streams);
+    let batch: usize = members.iter().map(|(_, c)| c.batch).sum();
+    let shape = [batch * k, spec.horizon, spec.action_dim];
+    let start = model.draws_start_noise().then(|| noise.draw(shape));
+    let names: Vec<&str> = spec.inputs.iter().map(|f| f.name.as_str()).collect();
+    let obs = ObservationWindow::concat(members.iter().map(|(i, _)| rows[*i].obs), &names)?;
+    let job = SampleJob {
+        obs: &obs,
+        req: first,
+        warm_start: None,
+        batch,
+        shape,
+        started: t0,
+        noise: &mut noise,
+        start,
+    };
+    let ran = run(model, &plan, &obs, k, job, None)?;
+    let mut offset = 0;
+    Ok(members
+        .iter()
+        .zip(seeds)
+        .map(|((i, c), seed)| {
+            let part = ran.normalized.narrow(0, offset, c.batch);
+            offset += c.batch;
+            finish(
+                spec,
+                model.action_norm(),
+                rows[*i].req,
+                part,
+                &c.reference,
+                seed,
+                ran.how,
+            )
+        })
+        .collect())
 }
 
 /// Robot-unit actions from the normalised chunk: discrete dimensions of a warm-start request at ±1

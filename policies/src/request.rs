@@ -31,6 +31,13 @@ pub struct SampleRequest {
     pub candidates: Option<usize>,
 }
 
+/// One row of a wave ([`crate::Policy::predict_wave`]): one stream's observations and request
+/// (a robot of a fleet, a remote query).
+pub struct WaveRow<'a> {
+    pub obs: &'a crate::spec::ObservationWindow,
+    pub req: &'a SampleRequest,
+}
+
 /// Passed to a [`StepHook`] after every denoising step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepInfo {

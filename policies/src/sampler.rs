@@ -19,9 +19,14 @@ pub trait Denoiser<B: Backend> {
 }
 
 /// Source of Gaussian noise: caller-supplied tensors first, then a seeded RNG in stream order.
+///
+/// A wave of rows from several streams ([`NoiseSource::per_row`]) gives each row its own seeded stream,
+/// so a row's noise is the same whether it is sampled alone or in a batch with others.
 pub struct NoiseSource {
     rng: StdRng,
     pub seed: u64,
+    /// A wave's rows: each stream with the number of leading rows it draws for. Empty = one stream.
+    rows: Vec<(StdRng, usize)>,
 }
 
 impl NoiseSource {
@@ -29,12 +34,35 @@ impl NoiseSource {
         Self {
             rng: StdRng::seed_from_u64(seed),
             seed,
+            rows: Vec::new(),
+        }
+    }
+
+    /// One stream per group of rows: `(seed, rows)` in batch order. A draw whose leading dimension is
+    /// the total of the rows takes each group's rows from that group's stream; any other draw comes
+    /// from the first seed's stream.
+    pub fn per_row(streams: &[(u64, usize)]) -> Self {
+        let seed = streams.first().map_or(0, |s| s.0);
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            seed,
+            rows: streams.iter().map(|&(s, n)| (StdRng::seed_from_u64(s), n)).collect(),
         }
     }
 
     pub fn draw(&mut self, shape: [usize; 3]) -> HostTensor {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect();
+        let n: usize = shape.iter().product();
+        let total: usize = self.rows.iter().map(|r| r.1).sum();
+        let data = if !self.rows.is_empty() && shape[0] == total {
+            let per = n / total.max(1);
+            let mut data = Vec::with_capacity(n);
+            for (rng, rows) in &mut self.rows {
+                data.extend((0..*rows * per).map(|_| -> f32 { StandardNormal.sample(rng) }));
+            }
+            data
+        } else {
+            (0..n).map(|_| StandardNormal.sample(&mut self.rng)).collect()
+        };
         HostTensor {
             shape: shape.to_vec(),
             data,

@@ -273,6 +273,39 @@ pub struct ObservationWindow {
 }
 
 impl ObservationWindow {
+    /// The features `names` of `windows` with their rows stacked in order (a wave's batch). Frame shapes
+    /// must agree (windows checked against one policy do).
+    pub fn concat<'a>(
+        windows: impl IntoIterator<Item = &'a ObservationWindow>,
+        names: &[&str],
+    ) -> Result<ObservationWindow, PolicyError> {
+        let mut out = ObservationWindow::default();
+        for w in windows {
+            for name in names {
+                let t = w
+                    .features
+                    .get(*name)
+                    .ok_or_else(|| PolicyError::Input(format!("cannot batch windows: one lacks {name:?}")))?;
+                match out.features.get_mut(*name) {
+                    None => {
+                        out.features.insert(name.to_string(), t.clone());
+                    }
+                    Some(acc) if acc.shape.len() == t.shape.len() && acc.shape[1..] == t.shape[1..] => {
+                        acc.shape[0] += t.shape[0];
+                        acc.data.extend_from_slice(&t.data);
+                    }
+                    Some(acc) => {
+                        return Err(PolicyError::Input(format!(
+                            "cannot batch windows: {name:?} has shapes {:?} and {:?}",
+                            acc.shape, t.shape
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Check names, shapes, batch agreement and finiteness against the policy's inputs; returns the batch size.
     pub fn validate(&self, spec: &PolicySpec) -> Result<usize, PolicyError> {
         let mut batch = None;

@@ -210,6 +210,14 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, HostTensor>) ->
 
 /// f32 tensors as the bytes of a safetensors file.
 pub fn safetensors_bytes(tensors: &BTreeMap<String, HostTensor>) -> Result<Vec<u8>, String> {
+    safetensors_bytes_with(tensors, None)
+}
+
+/// [`safetensors_bytes`] with string metadata (the header's `__metadata__`).
+pub fn safetensors_bytes_with(
+    tensors: &BTreeMap<String, HostTensor>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, t)| {
@@ -228,7 +236,7 @@ pub fn safetensors_bytes(tensors: &BTreeMap<String, HostTensor>) -> Result<Vec<u
                 .map_err(|e| format!("{k}: {e}"))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    safetensors::serialize(views, None).map_err(|e| e.to_string())
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
 }
 
 /// Read only the tensors whose names satisfy `keep` (the file is memory-mapped, so large weight files

@@ -125,6 +125,16 @@ fn check_config_validates_against_the_checkpoint_and_names_bad_keys() {
         "{s}"
     );
 
+    // A fleet: every robot checked, its topics under its name.
+    let fleet = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet.toml");
+    let o = riptide(&["check-config", fleet.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        s.contains("arm1/action/chunk") && s.contains("arm2/observation/state"),
+        "{s}"
+    );
+
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(&example).unwrap();
     let ckpt = fixture("state_env_ddim_eps");

@@ -204,7 +204,7 @@ fn eadp_guidance_lowers_tracking_cost_and_error_in_the_quadrotor_sim() {
         };
         let mut cl = ClosedLoop::with_sampling(&ckpt, DeviceSpec::Cpu, "quadrotor", 0.0, 0.0, sampling).unwrap();
         let eps: Vec<_> = (0..3).map(|i| cl.episode(SEEDS + i).unwrap()).collect();
-        let costs = &cl.lockstep.stats.eadp_costs;
+        let costs = &cl.lockstep.stats().eadp_costs;
         let j = costs.iter().sum::<f64>() / costs.len() as f64;
         let track = eps.iter().map(|e| e.tracking_error).sum::<f64>() / eps.len() as f64;
         (j, track)

@@ -12,7 +12,7 @@ use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig, Film};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
 use crate::pipeline::{self, KindModel, SampleJob, Sampled};
-use crate::policy::{Policy, SampleRequest, StepHook};
+use crate::policy::{Policy, SampleRequest, StepHook, WaveRow};
 use crate::rti;
 use crate::sampler::{self, to_device, to_host, Denoiser};
 use crate::schedule::NoiseSchedule;
@@ -522,6 +522,10 @@ impl<B: Backend> Policy for DiffusionPolicy<B> {
     ) -> Result<ActionChunk, PolicyError> {
         pipeline::predict::<B, _>(self, obs, req, hook)
     }
+
+    fn predict_wave(&mut self, rows: &[WaveRow<'_>]) -> Vec<Result<ActionChunk, PolicyError>> {
+        pipeline::predict_wave::<B, _>(self, rows)
+    }
 }
 
 impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
@@ -564,6 +568,11 @@ impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
             cold_schedule,
             warm_schedule,
         })
+    }
+
+    /// A truncated policy picks each observation's anchor with one random stream for the whole batch.
+    fn batches_rows(&self) -> bool {
+        self.spec.kind != PolicyKind::Truncated
     }
 
     /// A truncated policy starts from its anchors, not from noise of the chunk's shape.

@@ -12,7 +12,7 @@ use super::model::{edm_scalings, exponential_sigmas, top_k, MoDE, MoDEConfig};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
 use crate::pipeline::{self, KindModel, SampleJob, Sampled};
-use crate::policy::{Policy, SampleRequest, StepHook};
+use crate::policy::{Policy, SampleRequest, StepHook, WaveRow};
 use crate::sampler::{to_device, to_host, Denoiser};
 use crate::schedule::{NoiseSchedule, SigmaStep};
 use crate::spec::{ActionChunk, FeatureKind, InputFeature, ObservationWindow, PolicyKind, PolicySpec};
@@ -435,6 +435,10 @@ impl<B: Backend> Policy for MoDEPolicy<B> {
         hook: Option<&mut dyn StepHook>,
     ) -> Result<ActionChunk, PolicyError> {
         pipeline::predict::<B, _>(self, obs, req, hook)
+    }
+
+    fn predict_wave(&mut self, rows: &[WaveRow<'_>]) -> Vec<Result<ActionChunk, PolicyError>> {
+        pipeline::predict_wave::<B, _>(self, rows)
     }
 }
 

@@ -97,31 +97,35 @@ impl CheckConfigCmd {
     pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let Self { file } = self;
 
-        let cfg = DaemonConfig::from_file(&file)?;
-        let policy = riptide_policies::load_policy(&cfg.checkpoint, cfg.device()?)?;
-        let r = cfg.resolve(policy.spec())?;
-        println!(
-            "{}: OK ({} on {})",
-            file.display(),
-            policy.spec().kind,
-            policy.spec().backend
-        );
-        for i in &r.inputs {
+        let top = DaemonConfig::from_file(&file)?;
+        let _ = top.batch_window()?;
+        for cfg in top.robot_configs()? {
+            let policy = riptide_policies::load_policy(&cfg.checkpoint, cfg.device()?)?;
+            let r = cfg.resolve(policy.spec())?;
             println!(
-                "  {:<34} ← {} ({:?}, max age {:.0} ms)",
-                i.feature,
-                i.topic,
-                i.msg_type,
-                i.max_age_s * 1e3
+                "{} [{}]: OK ({} on {})",
+                file.display(),
+                cfg.namespace,
+                policy.spec().kind,
+                policy.spec().backend
+            );
+            for i in &r.inputs {
+                println!(
+                    "  {:<34} ← {} ({:?}, max age {:.0} ms)",
+                    i.feature,
+                    i.topic,
+                    i.msg_type,
+                    i.max_age_s * 1e3
+                );
+            }
+            println!(
+                "  chunks → {} every {:.3} s ({} actions at {} fps)",
+                r.chunk_topic,
+                1.0 / r.rate_hz,
+                policy.spec().n_action_steps,
+                r.fps
             );
         }
-        println!(
-            "  chunks → {} every {:.3} s ({} actions at {} fps)",
-            r.chunk_topic,
-            1.0 / r.rate_hz,
-            policy.spec().n_action_steps,
-            r.fps
-        );
         Ok(())
     }
 }

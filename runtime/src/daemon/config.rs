@@ -63,6 +63,53 @@ pub struct DaemonConfig {
     /// the daemon hosts the driver in-process (lockstep). Absent = no guidance.
     #[serde(default)]
     pub eadp: Option<riptide_drivers::EadpConfig>,
+    /// Answer remote inference queries on `<namespace>/infer` (live mode; `crate::daemon::remote`).
+    #[serde(default = "default_true")]
+    pub remote_inference: bool,
+    /// How long a window waits for the other robots' windows to share its batched inference (a wave),
+    /// milliseconds; never past its own deadline. 0 = run what is due at once.
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: f64,
+    /// Several robots served by one daemon (`[[robot]]` tables); none = one robot from the top level.
+    #[serde(default, rename = "robot")]
+    pub robots: Vec<RobotSection>,
+}
+
+/// One robot of a fleet (`[[robot]]`): its `name` is its namespace; keys not given fall back to the
+/// top level's (`checkpoint`, `device`, `fps`, sampling) or to their defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobotSection {
+    pub name: String,
+    pub checkpoint: Option<PathBuf>,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputConfig>,
+    pub output: Option<OutputConfig>,
+    pub trigger: Option<TriggerConfig>,
+    pub exec_latency_ms: Option<f64>,
+    pub rti: Option<riptide_policies::rti::RtiConfig>,
+    pub candidates: Option<usize>,
+    pub lockstep: Option<LockstepSection>,
+}
+
+/// Top-level keys that belong to one robot: with `[[robot]]` tables they go in each table.
+pub const PER_ROBOT_KEYS: &[&str] = &[
+    "namespace",
+    "inputs",
+    "output",
+    "trigger",
+    "exec_latency_ms",
+    "rti",
+    "candidates",
+    "lockstep",
+];
+
+fn default_batch_window_ms() -> f64 {
+    2.0
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_device() -> String {
@@ -170,14 +217,81 @@ pub struct LockstepSection {
 impl DaemonConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut cfg: Self =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        if cfg.checkpoint.is_relative() {
-            if let Some(dir) = path.parent() {
-                cfg.checkpoint = dir.join(&cfg.checkpoint);
+        let mut cfg = Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let checkpoints =
+            std::iter::once(&mut cfg.checkpoint).chain(cfg.robots.iter_mut().filter_map(|r| r.checkpoint.as_mut()));
+        for c in checkpoints {
+            if c.is_relative() {
+                *c = dir.join(&*c);
             }
         }
         Ok(cfg)
+    }
+
+    /// Parse a config's text: unknown keys, and per-robot keys at the top level beside `[[robot]]`
+    /// tables, are errors that name the key.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        if table.contains_key("robot") {
+            if let Some(key) = PER_ROBOT_KEYS.iter().find(|k| table.contains_key(**k)) {
+                bail!(
+                    "`{key}` is set at the top level and the config has [[robot]] tables: it belongs to one robot, so \
+                     set it in each [[robot]] table (a robot's `name` is its namespace)"
+                );
+            }
+        }
+        let cfg: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        cfg.robot_configs()?;
+        Ok(cfg)
+    }
+
+    /// One config per robot: the top level itself without `[[robot]]` tables, else the top level with
+    /// each table's keys (its `name` as the namespace). Names must be distinct and valid namespaces.
+    pub fn robot_configs(&self) -> Result<Vec<DaemonConfig>> {
+        if self.robots.is_empty() {
+            return Ok(vec![self.clone()]);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for r in &self.robots {
+            topics::validate_namespace(&r.name).map_err(|e| anyhow::anyhow!("[[robot]] name: {e}"))?;
+            if !seen.insert(r.name.trim_end_matches('/')) {
+                bail!(
+                    "[[robot]] name = {:?} is given twice: every robot needs its own name",
+                    r.name
+                );
+            }
+            let mut c = self.clone();
+            c.robots.clear();
+            c.namespace = r.name.clone();
+            if let Some(cp) = &r.checkpoint {
+                c.checkpoint = cp.clone();
+            }
+            c.inputs = r.inputs.clone();
+            c.output = r.output.clone().unwrap_or_default();
+            c.trigger = r.trigger.clone().unwrap_or_default();
+            c.exec_latency_ms = r.exec_latency_ms.unwrap_or_default();
+            c.rti = r.rti.clone();
+            c.candidates = r.candidates;
+            c.lockstep = r.lockstep.clone();
+            out.push(c);
+        }
+        if out.iter().any(|c| c.lockstep.is_some()) {
+            bail!(
+                "[[robot]] with [lockstep]: one daemon runs one lockstep robot today; run one daemon per simulated \
+                 robot, or `riptide eval` for several"
+            );
+        }
+        Ok(out)
+    }
+
+    /// The batch window ([`Self::batch_window_ms`]) checked.
+    pub fn batch_window(&self) -> Result<std::time::Duration> {
+        match self.batch_window_ms {
+            ms if ms >= 0.0 && ms.is_finite() && ms <= 1000.0 => Ok(std::time::Duration::from_secs_f64(ms / 1e3)),
+            ms => bail!("batch_window_ms = {ms} must be between 0 and 1000"),
+        }
     }
 
     /// A config with every default, for `riptide run --checkpoint DIR`.
@@ -468,5 +582,74 @@ mod tests {
         };
         let e = cfg.resolve(&truncated).unwrap_err().to_string();
         assert!(e.contains("candidates = 8") && e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn robot_tables_give_one_config_per_robot_under_its_name() {
+        let text = r#"
+checkpoint = "shared"
+fps = 10
+batch_window_ms = 3
+
+[[robot]]
+name = "arm1"
+exec_latency_ms = 20
+candidates = 4
+[robot.inputs."observation.state"]
+max_age_ms = 300
+
+[[robot]]
+name = "arm2"
+checkpoint = "other"
+[robot.trigger]
+rate_hz = 5
+"#;
+        let cfg = DaemonConfig::from_toml(text).unwrap();
+        assert_eq!(cfg.batch_window().unwrap(), std::time::Duration::from_millis(3));
+        let robots = cfg.robot_configs().unwrap();
+        assert_eq!(robots.len(), 2);
+        assert_eq!(robots[0].namespace, "arm1");
+        assert_eq!(robots[0].topic(topics::OBSERVATION_STATE), "arm1/observation/state");
+        assert_eq!(robots[0].checkpoint, PathBuf::from("shared"));
+        assert_eq!((robots[0].exec_latency_ms, robots[0].candidates), (20.0, Some(4)));
+        assert!(robots[0].inputs.contains_key("observation.state"));
+        assert_eq!(robots[1].checkpoint, PathBuf::from("other"));
+        assert_eq!(robots[1].trigger.rate_hz, Some(5.0));
+        assert_eq!((robots[1].exec_latency_ms, robots[1].candidates), (0.0, None));
+        assert!(robots.iter().all(|r| r.robots.is_empty() && r.fps == Some(10.0)));
+        // No tables: the top level is the one robot.
+        let one = DaemonConfig::for_checkpoint("x".into()).robot_configs().unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].namespace, "riptide");
+    }
+
+    #[test]
+    fn robot_tables_refuse_top_level_robot_keys_duplicates_and_bad_names() {
+        let with = |top: &str, tables: &str| DaemonConfig::from_toml(&format!("checkpoint = \"x\"\n{top}\n{tables}"));
+        let two = "[[robot]]\nname = \"a\"\n[[robot]]\nname = \"b\"\n";
+        for (top, key) in [
+            ("namespace = \"n\"", "namespace"),
+            ("exec_latency_ms = 5", "exec_latency_ms"),
+            ("candidates = 2", "candidates"),
+            ("[inputs.\"observation.state\"]\nmax_age_ms = 100", "inputs"),
+            ("[trigger]\nrate_hz = 2", "trigger"),
+        ] {
+            let e = format!("{:#}", with(top, two).unwrap_err());
+            assert!(e.contains(&format!("`{key}`")) && e.contains("[[robot]]"), "{key}: {e}");
+        }
+        let e = format!(
+            "{:#}",
+            with("", "[[robot]]\nname = \"a\"\n[[robot]]\nname = \"a\"\n").unwrap_err()
+        );
+        assert!(e.contains("\"a\" is given twice"), "{e}");
+        let e = format!("{:#}", with("", "[[robot]]\nname = \"arm 1\"\n").unwrap_err());
+        assert!(e.contains("[[robot]] name") && e.contains("whitespace"), "{e}");
+        let e = format!("{:#}", with("", "[[robot]]\nname = \"a\"\nspeed = 3\n").unwrap_err());
+        assert!(e.contains("speed"), "{e}");
+        let e = format!(
+            "{:#}",
+            with("batch_window_ms = -1", two).unwrap().batch_window().unwrap_err()
+        );
+        assert!(e.contains("batch_window_ms"), "{e}");
     }
 }

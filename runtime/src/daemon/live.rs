@@ -1,7 +1,8 @@
-//! The daemon in wall time: one zenoh subscriber per input feature → decode → observation window on
-//! the time grid; a trigger (rate, driver queue report, or new camera frame) hands the window to the
-//! inference thread, which runs the pipeline; the chunk is timed against the clock and published
-//! with its metadata.
+//! The daemon in wall time, for one robot or a fleet (`[[robot]]`): per robot, one zenoh subscriber per
+//! input feature → decode → observation window on the time grid; a trigger (rate, driver queue report,
+//! or new camera frame) hands the window to the inference thread of the robot's checkpoint, which runs
+//! the windows due together as one wave; each chunk is timed against the clock and published under the
+//! robot's namespace with its metadata. Robots with the same checkpoint and device share one worker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,138 +17,230 @@ use tokio::task::JoinSet;
 
 use crate::daemon::config::{DaemonConfig, OutputType, Resolved, TriggerMode};
 use crate::daemon::setup::{sampling_of, warmup_window, Running};
-use crate::node::{now_s, Clock, Metrics, RateLimitedLog, Shutdown};
+use crate::node::{now_s, Clock, Metrics, RateLimitedLog, RobotMetrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
 use crate::pipeline::window::{Frame, WindowBuilder, WindowError};
-use crate::pipeline::worker::{Job, Outcome, Worker};
-use crate::pipeline::{chunk_meta, MetaTimings, Pipeline};
+use crate::pipeline::worker::{Job, Outcome, WavePolicy, Worker};
+use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, StreamId};
 
-/// What the input, trigger and publishing tasks share.
+/// What one robot's input, trigger and publishing tasks share.
 struct Shared {
-    metrics: Arc<Metrics>,
+    metrics: RobotMetrics,
     log: Arc<RateLimitedLog>,
     clock: Clock,
     builder: Arc<Mutex<WindowBuilder>>,
     in_flight: Arc<AtomicBool>,
 }
 
+/// One robot served by the daemon.
+struct Robot {
+    cfg: DaemonConfig,
+    resolved: Arc<Resolved>,
+    shared: Shared,
+    /// Its worker (index into the daemon's workers) and stream on that worker.
+    worker: usize,
+    stream: StreamId,
+    /// When the first executable action of a window's chunk is due minus the execution latency,
+    /// seconds after the window's observation time.
+    deadline_after_obs_s: f64,
+    dt_s: f64,
+    next_id: u64,
+}
+
 /// Serve in wall time (or `use_sim_time`) until `shutdown`.
 pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOnce(&Running)) -> Result<Arc<Metrics>> {
     let t_load = Instant::now();
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
-    let (mut worker, warm) = start_worker(&cfg, results_tx).await?;
-    let spec = worker.spec.clone();
-    let resolved = Arc::new(cfg.resolve(&spec)?);
-    tracing::info!(
-        "{} on {} loaded in {:.1} s; {} warm-up inferences, last {:.1} ms",
-        spec.kind,
-        spec.backend,
-        t_load.elapsed().as_secs_f64(),
-        warm.runs,
-        warm.last_s * 1e3
-    );
+    let configs = cfg.robot_configs()?;
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let (mut workers, placement) = start_workers(&cfg, &configs, &results_tx).await?;
     let session = crate::node::network::open(&cfg.zenoh).await?;
     let clock = if cfg.use_sim_time {
-        Clock::sim(&session, &cfg.topic(topics::CLOCK)).await?
+        Clock::sim(&session, &configs[0].topic(topics::CLOCK)).await?
     } else {
         Clock::Wall
     };
-    let shared = Shared {
-        metrics: Arc::new(Metrics::default()),
-        log: Arc::new(RateLimitedLog::default()),
-        clock,
-        builder: Arc::new(Mutex::new(WindowBuilder::new(
-            spec.n_obs_steps,
-            resolved.dt_s,
-            resolved
-                .inputs
-                .iter()
-                .map(|i| (i.feature.clone(), i.shape.clone(), i.max_age_s)),
-        ))),
-        in_flight: Arc::new(AtomicBool::new(false)),
-    };
+    let metrics = Arc::new(Metrics::default());
+    let log = Arc::new(RateLimitedLog::default());
     let mut tasks = JoinSet::new();
-    let (trigger_tx, mut trigger_rx) = mpsc::channel::<()>(1);
-    subscribe_inputs(&session, &cfg, &resolved, &shared, &trigger_tx, &mut tasks).await?;
-    spawn_trigger(&session, &cfg, &resolved, &shared, trigger_tx, &mut tasks).await?;
-    let publisher = ChunkPublisher::declare(&session, &cfg, &resolved, spec.clone()).await?;
-    let _alive = session
-        .liveliness()
-        .declare_token(resolved.alive_topic.clone())
-        .await
-        .map_err(|e| anyhow!("liveliness token {}: {e}", resolved.alive_topic))?;
-    spawn_metrics(&cfg, &shared.metrics, &mut tasks).await?;
+    let (trigger_tx, mut trigger_rx) = mpsc::channel::<usize>(configs.len().max(1) * 2);
+    let mut robots = Vec::new();
+    let mut publishers = Vec::new();
+    let mut tokens = Vec::new();
+    for (r, (rcfg, (w, stream))) in configs.into_iter().zip(placement).enumerate() {
+        let spec = workers[w].spec.clone();
+        let resolved = Arc::new(rcfg.resolve(&spec)?);
+        let shared = Shared {
+            metrics: RobotMetrics::new(metrics.clone(), rcfg.namespace.trim_end_matches('/')),
+            log: log.clone(),
+            clock: clock.clone(),
+            builder: Arc::new(Mutex::new(WindowBuilder::new(
+                spec.n_obs_steps,
+                resolved.dt_s,
+                resolved
+                    .inputs
+                    .iter()
+                    .map(|i| (i.feature.clone(), i.shape.clone(), i.max_age_s)),
+            ))),
+            in_flight: Arc::new(AtomicBool::new(false)),
+        };
+        subscribe_inputs(&session, &rcfg, &resolved, &shared, (r, &trigger_tx), &mut tasks).await?;
+        spawn_trigger(&session, &rcfg, &resolved, &shared, (r, trigger_tx.clone()), &mut tasks).await?;
+        publishers.push(ChunkPublisher::declare(&session, &rcfg, &resolved, spec.clone()).await?);
+        // Declared before the liveliness token: a peer that sees the daemon alive can query it.
+        if rcfg.remote_inference {
+            let key = rcfg.topic(topics::INFER);
+            let (m, l) = (shared.metrics.clone(), log.clone());
+            let worker = (workers[w].queries(), stream);
+            crate::daemon::remote::serve(&session, key, worker, spec.clone(), m, l, &mut tasks).await?;
+        }
+        tokens.push(
+            session
+                .liveliness()
+                .declare_token(resolved.alive_topic.clone())
+                .await
+                .map_err(|e| anyhow!("liveliness token {}: {e}", resolved.alive_topic))?,
+        );
+        let first_due = (spec.exec_start as f64 + 1.0 - spec.n_obs_steps as f64) * resolved.dt_s;
+        robots.push(Robot {
+            deadline_after_obs_s: first_due - rcfg.exec_latency_ms / 1e3,
+            dt_s: resolved.dt_s,
+            cfg: rcfg,
+            resolved,
+            shared,
+            worker: w,
+            stream,
+            next_id: 0,
+        });
+    }
+    tracing::info!(
+        "{} robot(s) on {} worker(s) ready in {:.1} s",
+        robots.len(),
+        workers.len(),
+        t_load.elapsed().as_secs_f64()
+    );
+    spawn_metrics(&cfg, &metrics, &mut tasks).await?;
     on_ready(&Running {
-        metrics: shared.metrics.clone(),
-        spec: spec.clone(),
+        metrics: metrics.clone(),
+        spec: workers[0].spec.clone(),
     });
-    let mut next_id = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            Some(()) = trigger_rx.recv() => submit(&shared, &worker, &mut next_id),
-            Some(out) = results_rx.recv() => {
-                shared.in_flight.store(false, Ordering::Release);
-                shared.metrics.set("inference_in_flight", &[], 0.0);
-                publisher.publish(&out, &shared).await;
+            Some(r) = trigger_rx.recv() => submit(&mut robots[r], &workers),
+            Some((r, out)) = results_rx.recv() => {
+                let robot = &robots[r];
+                robot.shared.in_flight.store(false, Ordering::Release);
+                robot.shared.metrics.set("inference_in_flight", &[], 0.0);
+                publishers[r].publish(&out, &robot.shared).await;
             }
         }
     }
     tracing::info!("shutting down");
     tasks.abort_all();
-    worker.shutdown();
-    drop(_alive);
+    workers.iter_mut().for_each(Worker::shutdown);
+    drop(tokens);
     session
         .close()
         .await
         .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
-    Ok(shared.metrics)
+    Ok(metrics)
 }
 
-/// The inference thread: it loads the policy (a GPU context lives there) and runs the pipeline.
-async fn start_worker(
-    cfg: &DaemonConfig,
-    results: mpsc::UnboundedSender<Outcome>,
-) -> Result<(Worker, crate::pipeline::WarmUp)> {
-    let device = cfg.device()?;
-    let checkpoint = cfg.checkpoint.clone();
-    let sampling = sampling_of(cfg);
-    let fps = cfg.fps;
-    Worker::start(
-        move || {
-            let policy = riptide_policies::load_policy(&checkpoint, device)?;
-            // Warm starts shift by control periods; without fps the config check below says so.
-            let dt_s = fps.map_or(1.0, |f| 1.0 / f);
-            Pipeline::new(policy, sampling, dt_s)
-        },
-        cfg.warmup,
-        warmup_window,
-        results,
-    )
-    .await
-    .with_context(|| format!("loading {}", cfg.checkpoint.display()))
+/// One inference thread per distinct (checkpoint, device): it loads the policy (a GPU context lives
+/// there) with one stream per robot. Returns the workers and each robot's (worker, stream).
+async fn start_workers(
+    top: &DaemonConfig,
+    configs: &[DaemonConfig],
+    results: &mpsc::UnboundedSender<(usize, Outcome)>,
+) -> Result<(Vec<Worker>, Vec<(usize, StreamId)>)> {
+    let waves = WavePolicy {
+        batch_window: top.batch_window()?,
+    };
+    let mut groups: Vec<(std::path::PathBuf, String, Vec<usize>)> = Vec::new();
+    for (r, c) in configs.iter().enumerate() {
+        match groups.iter_mut().find(|g| g.0 == c.checkpoint && g.1 == c.device) {
+            Some(g) => g.2.push(r),
+            None => groups.push((c.checkpoint.clone(), c.device.clone(), vec![r])),
+        }
+    }
+    let mut placement = vec![(0, 0); configs.len()];
+    let mut workers = Vec::new();
+    for (w, (checkpoint, _, members)) in groups.into_iter().enumerate() {
+        let device = configs[members[0]].device()?;
+        let streams: Vec<_> = members
+            .iter()
+            .map(|&r| (sampling_of(&configs[r]), configs[r].fps.map_or(1.0, |f| 1.0 / f)))
+            .collect();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+        let cp = checkpoint.clone();
+        let (worker, warm) = Worker::start(
+            move || {
+                let policy = riptide_policies::load_policy(&cp, device)?;
+                let mut streams = streams.into_iter();
+                // Warm starts shift by control periods; without fps the config check says so.
+                let (sampling, dt_s) = streams.next().expect("a worker serves at least one robot");
+                let mut pipeline = Pipeline::new(policy, sampling, dt_s)?;
+                for (sampling, dt_s) in streams {
+                    pipeline.add_stream(sampling, dt_s)?;
+                }
+                Ok(pipeline)
+            },
+            configs[members[0]].warmup,
+            warmup_window,
+            waves,
+            tx,
+        )
+        .await
+        .with_context(|| format!("loading {}", checkpoint.display()))?;
+        tracing::info!(
+            "{} on {} for {} robot(s); {} warm-up inferences, last {:.1} ms",
+            worker.spec.kind,
+            worker.spec.backend,
+            members.len(),
+            warm.runs,
+            warm.last_s * 1e3
+        );
+        // Route each outcome to its robot.
+        let (results, members2) = (results.clone(), members.clone());
+        tokio::spawn(async move {
+            while let Some(out) = rx.recv().await {
+                if results.send((members2[out.stream], out)).is_err() {
+                    break;
+                }
+            }
+        });
+        for (stream, &r) in members.iter().enumerate() {
+            placement[r] = (w, stream);
+        }
+        workers.push(worker);
+    }
+    Ok((workers, placement))
 }
 
-/// Build the window for now and hand it to the inference thread.
-fn submit(shared: &Shared, worker: &Worker, next_id: &mut u64) {
+/// Build the robot's window for now and hand it to its inference thread.
+fn submit(robot: &mut Robot, workers: &[Worker]) {
+    let shared = &robot.shared;
     let t = Instant::now();
-    let built = shared.builder.lock().expect("window lock").build(shared.clock.now_s());
+    let now = shared.clock.now_s();
+    let built = shared.builder.lock().expect("window lock").build(now);
     match built {
         Ok(window) => {
             let window_s = t.elapsed().as_secs_f64();
-            shared.metrics.window.record(window_s);
+            shared.metrics.all.window.record(window_s);
             shared.in_flight.store(true, Ordering::Release);
             shared.metrics.set("inference_in_flight", &[], 1.0);
             let job = Job {
-                id: *next_id,
-                window,
+                id: robot.next_id,
+                stream: robot.stream,
                 submitted: Instant::now(),
+                deadline: Some(Instant::now() + until_next_due(window.t_obs_s, robot, now)),
+                window,
                 window_s,
             };
-            *next_id += 1;
-            if worker.submit(job) {
+            robot.next_id += 1;
+            if workers[robot.worker].submit(job) {
                 shared.metrics.inc("superseded_total", &[]);
             }
         }
@@ -159,9 +252,20 @@ fn submit(shared: &Shared, worker: &Worker, next_id: &mut u64) {
             shared.metrics.inc("blocked_total", &[("reason", reason)]);
             shared
                 .log
-                .warn(&format!("window:{reason}"), || format!("no inference: {e}"));
+                .warn(&format!("{}:window:{reason}", shared.metrics.robot()), || {
+                    format!("{}: no inference: {e}", shared.metrics.robot())
+                });
         }
     }
+}
+
+/// How long until the chunk's next action (on the window's time grid) is due, less the execution
+/// latency: a wave never waits past it, as waiting longer would drop that action.
+fn until_next_due(t_obs_s: f64, robot: &Robot, now: f64) -> Duration {
+    let first = t_obs_s + robot.deadline_after_obs_s;
+    let missed = ((now - first) / robot.dt_s).ceil().max(0.0);
+    let until = first + missed * robot.dt_s - now;
+    Duration::try_from_secs_f64(until).unwrap_or_default()
 }
 
 /// One subscriber per input feature: decode, push into the window, and trigger on new camera frames.
@@ -170,7 +274,7 @@ async fn subscribe_inputs(
     cfg: &DaemonConfig,
     resolved: &Resolved,
     shared: &Shared,
-    trigger: &mpsc::Sender<()>,
+    (robot, trigger): (usize, &mpsc::Sender<usize>),
     tasks: &mut JoinSet<()>,
 ) -> Result<()> {
     let on_frame = cfg.trigger.mode == TriggerMode::OnFrame;
@@ -193,7 +297,7 @@ async fn subscribe_inputs(
                 let fresh = on_input(&input, &sample.payload().to_bytes(), &clock, &builder, &metrics, &log);
                 if let Some((tx, in_flight)) = &frame_trigger {
                     if fresh && !in_flight.load(Ordering::Acquire) {
-                        let _ = tx.try_send(());
+                        let _ = tx.try_send(robot);
                     }
                 }
             }
@@ -208,7 +312,7 @@ fn on_input(
     bytes: &[u8],
     clock: &Clock,
     builder: &Mutex<WindowBuilder>,
-    metrics: &Metrics,
+    metrics: &RobotMetrics,
     log: &RateLimitedLog,
 ) -> bool {
     let received_s = clock.now_s();
@@ -224,7 +328,7 @@ fn on_input(
             if !fresh {
                 metrics.inc("rejected_total", &[("reason", "out_of_order")]);
             }
-            metrics.decode.record(t.elapsed().as_secs_f64());
+            metrics.all.decode.record(t.elapsed().as_secs_f64());
             fresh
         }
         Err((reason, detail)) => {
@@ -243,7 +347,7 @@ async fn spawn_trigger(
     cfg: &DaemonConfig,
     resolved: &Resolved,
     shared: &Shared,
-    tx: mpsc::Sender<()>,
+    (robot, tx): (usize, mpsc::Sender<usize>),
     tasks: &mut JoinSet<()>,
 ) -> Result<()> {
     match cfg.trigger.mode {
@@ -257,7 +361,7 @@ async fn spawn_trigger(
                 iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
                     iv.tick().await;
-                    let _ = tx.try_send(());
+                    let _ = tx.try_send(robot);
                 }
             });
             tracing::info!("triggering at {:.2} Hz", resolved.rate_hz);
@@ -274,7 +378,7 @@ async fn spawn_trigger(
                     match riptide_msgs::decode::<Float32MultiArray>(&sample.payload().to_bytes()) {
                         Ok(m) if m.data.first().is_some_and(|q| q.is_finite()) => {
                             if (m.data[0] as f64) < threshold && !in_flight.load(Ordering::Acquire) {
-                                let _ = tx.try_send(());
+                                let _ = tx.try_send(robot);
                             }
                         }
                         _ => metrics.inc("rejected_total", &[("reason", "queue_report")]),
@@ -357,23 +461,28 @@ impl ChunkPublisher {
             Ok(inf) => inf,
             Err(e) => {
                 metrics.inc("inference_errors_total", &[]);
-                log.warn("inference", || format!("inference {} failed: {e}", out.id));
+                log.warn(&format!("{}:inference", metrics.robot()), || {
+                    format!("{}: inference {} failed: {e}", metrics.robot(), out.id)
+                });
                 return;
             }
         };
         let inference_s = inf.inference_s();
-        metrics.inference.record(inference_s);
+        metrics.all.inference.record(inference_s);
         let t = Instant::now();
         let now = shared.clock.now_s();
         let r = &self.resolved;
         let deadline = now + self.exec_latency_s;
         let Some(timed) = time_chunk(&inf.chunk, self.spec.n_obs_steps, out.t_obs_s, r.dt_s, deadline) else {
             metrics.inc("over_budget_total", &[]);
-            log.warn("over_budget", || {
+            log.warn(&format!("{}:over_budget", metrics.robot()), || {
                 format!(
-                    "inference {} took {:.1} ms: every action of the chunk was already due; nothing published",
+                    "{}: inference {} took {:.1} ms (wave of {}): every action of the chunk was already due; \
+                     nothing published",
+                    metrics.robot(),
                     out.id,
-                    inference_s * 1e3
+                    inference_s * 1e3,
+                    out.wave
                 )
             });
             return;
@@ -397,19 +506,19 @@ impl ChunkPublisher {
             return;
         }
         let publish_s = t.elapsed().as_secs_f64();
-        metrics.publish.record(publish_s);
+        metrics.all.publish.record(publish_s);
         // End to end in wall time; under a simulated clock, from the window's assembly instead.
         let total_s = if shared.clock.is_sim() {
             out.window_s + out.submitted.elapsed().as_secs_f64()
         } else {
             now_s() - out.t_obs_s
         };
-        metrics.end_to_end.record(total_s);
+        metrics.all.end_to_end.record(total_s);
         metrics.inc("chunks_total", &[]);
         let meta = chunk_meta(
             inf,
             MetaTimings {
-                decode_s: metrics.decode.percentile(50.0).unwrap_or(0.0),
+                decode_s: metrics.all.decode.percentile(50.0).unwrap_or(0.0),
                 window_s: out.window_s,
                 publish_s,
                 total_s,

@@ -26,8 +26,8 @@ use crate::node::{Metrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
-use crate::pipeline::window::{Frame, WindowBuilder};
-use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, SeedRule};
+use crate::pipeline::window::{Frame, TimedWindow, WindowBuilder};
+use crate::pipeline::{chunk_meta, Inference, MetaTimings, Pipeline, SeedRule, StreamId};
 use crate::simnode::{joint_state, EpisodeEvent};
 
 /// Lockstep settings.
@@ -79,19 +79,33 @@ pub enum Handled {
     Step(Step),
 }
 
-/// The pipeline, the observation window and the hosted driver in simulated time.
-pub struct Lockstep {
-    pipeline: Pipeline,
-    inputs: Vec<ResolvedInput>,
-    cfg: LockstepConfig,
+/// One simulated robot of a lockstep run: its observation window, hosted driver and statistics.
+struct Robot {
     builder: WindowBuilder,
     driver: Driver,
     /// Newest stamp per input, and the last step taken.
     newest: Vec<f64>,
     last_stepped: f64,
     active: bool,
+    stats: LockstepStats,
+}
+
+/// The pipeline, and per robot the observation window and the hosted driver, in simulated time.
+/// Robot 0 is the one the single-robot calls ([`Lockstep::frame`], ...) address; [`Lockstep::add_robot`]
+/// adds more (one pipeline stream each), stepped together by [`Lockstep::step_robots`].
+pub struct Lockstep {
+    pipeline: Pipeline,
+    inputs: Vec<ResolvedInput>,
+    cfg: LockstepConfig,
+    robots: Vec<Robot>,
     metrics: Arc<Metrics>,
-    pub stats: LockstepStats,
+}
+
+/// Robot `r`'s step: its simulated time and its frames of that step, encoded (one per input).
+pub struct RobotStep<'a> {
+    pub robot: usize,
+    pub t_s: f64,
+    pub frames: &'a [Vec<u8>],
 }
 
 impl Lockstep {
@@ -102,8 +116,20 @@ impl Lockstep {
         cfg: LockstepConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
-        let spec = pipeline.spec();
+        let mut l = Self {
+            pipeline,
+            inputs,
+            cfg,
+            robots: Vec::new(),
+            metrics,
+        };
+        l.push_robot()?;
+        Ok(l)
+    }
+
+    fn push_robot(&mut self) -> Result<()> {
+        let driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        let spec = self.pipeline.spec();
         if driver.dim() != spec.action_dim {
             anyhow::bail!(
                 "lockstep.driver.safety has {} dimensions but the policy's actions have {}",
@@ -111,18 +137,24 @@ impl Lockstep {
                 spec.action_dim
             );
         }
-        Ok(Self {
-            builder: Self::builder(spec, cfg.dt_s),
-            newest: vec![f64::NEG_INFINITY; inputs.len()],
-            pipeline,
-            inputs,
-            cfg,
+        self.robots.push(Robot {
+            builder: Self::builder(spec, self.cfg.dt_s),
+            newest: vec![f64::NEG_INFINITY; self.inputs.len()],
             driver,
             last_stepped: f64::NEG_INFINITY,
             active: false,
-            metrics,
             stats: LockstepStats::default(),
-        })
+        });
+        Ok(())
+    }
+
+    /// Another simulated robot on the same policy, sampling as the first (its own stream: seeds,
+    /// warm starts). Returns its index.
+    pub fn add_robot(&mut self) -> Result<usize> {
+        let sampling = self.pipeline.sampling().clone();
+        self.pipeline.add_stream(sampling, self.cfg.dt_s)?;
+        self.push_robot()?;
+        Ok(self.robots.len() - 1)
     }
 
     fn builder(spec: &PolicySpec, dt_s: f64) -> WindowBuilder {
@@ -147,31 +179,59 @@ impl Lockstep {
     }
 
     pub fn driver(&self) -> &Driver {
-        &self.driver
+        &self.robots[0].driver
+    }
+
+    /// Simulated robots (1 unless [`Lockstep::add_robot`] added more).
+    pub fn robots(&self) -> usize {
+        self.robots.len()
+    }
+
+    /// What robot 0's runs accumulated.
+    pub fn stats(&self) -> &LockstepStats {
+        &self.robots[0].stats
+    }
+
+    /// What robot `r`'s runs accumulated.
+    pub fn stats_of(&self, r: usize) -> &LockstepStats {
+        &self.robots[r].stats
     }
 
     /// An episode starts: clear the window, engage the driver at the device's `position` at t = 0,
     /// and restart the seed rule and warm starts from `seed`.
     pub fn start_episode(&mut self, seed: u64, position: &[f64]) -> Result<()> {
-        self.builder = Self::builder(self.pipeline.spec(), self.cfg.dt_s);
-        self.driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
-        self.driver
+        self.start_episode_of(0, seed, position)
+    }
+
+    /// [`Lockstep::start_episode`] of robot `r`.
+    pub fn start_episode_of(&mut self, r: usize, seed: u64, position: &[f64]) -> Result<()> {
+        let builder = Self::builder(self.pipeline.spec(), self.cfg.dt_s);
+        let mut driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        driver
             .engage(position, 0.0)
             .map_err(|e| anyhow!("cannot engage at {position:?}: {e}"))?;
-        self.pipeline.reset(SeedRule::Episode(seed));
-        self.newest.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
-        self.last_stepped = f64::NEG_INFINITY;
-        self.active = true;
+        self.pipeline.reset_stream(r, SeedRule::Episode(seed));
+        let robot = &mut self.robots[r];
+        robot.builder = builder;
+        robot.driver = driver;
+        robot.newest.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
+        robot.last_stepped = f64::NEG_INFINITY;
+        robot.active = true;
         Ok(())
     }
 
     /// The episode ended: frames are ignored until the next start.
     pub fn end_episode(&mut self) {
-        self.active = false;
+        self.end_episode_of(0);
     }
 
-    /// One encoded frame of input `index` (its position in [`Lockstep::inputs`]), as received.
-    pub fn frame(&mut self, index: usize, bytes: &[u8]) -> Result<Handled> {
+    /// [`Lockstep::end_episode`] of robot `r`.
+    pub fn end_episode_of(&mut self, r: usize) {
+        self.robots[r].active = false;
+    }
+
+    /// Decode robot `r`'s frame of input `index` and put it in its window; the frame's stamp.
+    fn store(&mut self, r: usize, index: usize, bytes: &[u8]) -> Result<std::result::Result<Option<f64>, Handled>> {
         let input = self
             .inputs
             .get(index)
@@ -182,63 +242,128 @@ impl Lockstep {
             Ok(d) => d,
             Err((reason, detail)) => {
                 self.metrics.inc("rejected_total", &[("reason", reason.label())]);
-                return Ok(Handled::Rejected {
+                return Ok(Err(Handled::Rejected {
                     reason: reason.label(),
                     detail: format!("{}: {detail}", input.topic),
-                });
+                }));
             }
         };
         self.metrics.decode.record(t.elapsed().as_secs_f64());
-        if !self.active {
-            return Ok(Handled::Stored);
+        let robot = &mut self.robots[r];
+        if !robot.active {
+            return Ok(Ok(None));
         }
         // Sim stamps start at 0, which a header reports as "no stamp".
         let stamp = d.stamp_s.unwrap_or(0.0);
-        let feature = input.feature.clone();
-        self.builder.push(
-            &feature,
+        robot.builder.push(
+            &input.feature,
             Frame {
                 stamp_s: stamp,
                 data: Arc::new(d.values),
             },
         );
-        self.newest[index] = self.newest[index].max(stamp);
-        let common = self.newest.iter().cloned().fold(f64::INFINITY, f64::min);
-        if common.is_finite() && common > self.last_stepped + 1e-9 {
-            self.last_stepped = common;
-            return Ok(Handled::Step(self.step(common)?));
+        robot.newest[index] = robot.newest[index].max(stamp);
+        Ok(Ok(Some(stamp)))
+    }
+
+    /// One encoded frame of input `index` (its position in [`Lockstep::inputs`]) of robot 0, as received.
+    pub fn frame(&mut self, index: usize, bytes: &[u8]) -> Result<Handled> {
+        match self.store(0, index, bytes)? {
+            Err(rejected) => return Ok(rejected),
+            Ok(None) => return Ok(Handled::Stored),
+            Ok(Some(_)) => {}
+        }
+        let robot = &mut self.robots[0];
+        let common = robot.newest.iter().cloned().fold(f64::INFINITY, f64::min);
+        if common.is_finite() && common > robot.last_stepped + 1e-9 {
+            robot.last_stepped = common;
+            let mut steps = self.step_due(&[(0, common)])?;
+            return Ok(Handled::Step(steps.remove(0)));
         }
         Ok(Handled::Stored)
     }
 
-    /// The command for time `t_s` (after the frames stamped `t_s` were pushed); infers when the
-    /// driver's queue runs low.
-    fn step(&mut self, t_s: f64) -> Result<Step> {
-        let mut meta = None;
-        if self.driver.queued_s(t_s) <= self.cfg.queue_threshold_s + 1e-9 {
-            meta = Some(self.infer(t_s)?);
+    /// One control step of several robots at once: each robot's frames of its step in, its command out
+    /// (in order). The robots whose driver needs a new chunk at this step infer together, as one wave.
+    pub fn step_robots(&mut self, robots: &[RobotStep<'_>]) -> Result<Vec<Step>> {
+        for r in robots {
+            for (i, bytes) in r.frames.iter().enumerate() {
+                if let Err(Handled::Rejected { reason, detail }) = self.store(r.robot, i, bytes)? {
+                    anyhow::bail!("robot {}: {reason}: {detail}", r.robot);
+                }
+            }
+            self.robots[r.robot].last_stepped = r.t_s;
         }
-        let cmd = self.driver.step(t_s);
-        let p = cmd
-            .position()
-            .ok_or_else(|| anyhow!("the driver has no command at t = {t_s:.3} ({:?})", self.driver.state()))?;
-        Ok(Step {
-            t_s,
-            command: p.to_vec(),
-            chunk: meta,
-        })
+        let due: Vec<(usize, f64)> = robots.iter().map(|r| (r.robot, r.t_s)).collect();
+        self.step_due(&due)
     }
 
-    fn infer(&mut self, t_s: f64) -> Result<ChunkMeta> {
+    /// The commands of robots `due` at their times (after their frames were pushed); the robots whose
+    /// driver's queue ran low infer first, in one wave.
+    fn step_due(&mut self, due: &[(usize, f64)]) -> Result<Vec<Step>> {
+        let threshold = self.cfg.queue_threshold_s + 1e-9;
+        let need: Vec<(usize, f64)> = due
+            .iter()
+            .copied()
+            .filter(|&(r, t)| self.robots[r].driver.queued_s(t) <= threshold)
+            .collect();
+        let mut metas = self.infer(&need)?.into_iter();
+        due.iter()
+            .map(|&(r, t_s)| {
+                let chunk = need.iter().any(|n| n.0 == r).then(|| metas.next()).flatten();
+                let cmd = self.robots[r].driver.step(t_s);
+                let p = cmd.position().ok_or_else(|| {
+                    anyhow!(
+                        "the driver has no command at t = {t_s:.3} ({:?})",
+                        self.robots[r].driver.state()
+                    )
+                })?;
+                Ok(Step {
+                    t_s,
+                    command: p.to_vec(),
+                    chunk,
+                })
+            })
+            .collect()
+    }
+
+    /// One wave: the windows of robots `need` at their times, inferred together; each chunk goes to
+    /// its robot's driver.
+    fn infer(&mut self, need: &[(usize, f64)]) -> Result<Vec<ChunkMeta>> {
+        if need.is_empty() {
+            return Ok(Vec::new());
+        }
         let t = Instant::now();
-        let tw = self
-            .builder
-            .build(t_s)
-            .map_err(|e| anyhow!("window at t = {t_s:.3}: {e}"))?;
-        let window_s = t.elapsed().as_secs_f64();
-        let inf = self.pipeline.infer(&tw)?;
+        let windows = need
+            .iter()
+            .map(|&(r, t_s)| {
+                let tw = self.robots[r]
+                    .builder
+                    .build(t_s)
+                    .map_err(|e| anyhow!("window at t = {t_s:.3}: {e}"))?;
+                Ok((self.stream_of(r), tw))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let window_s = t.elapsed().as_secs_f64() / need.len() as f64;
+        let refs: Vec<(StreamId, &TimedWindow)> = windows.iter().map(|(s, w)| (*s, w)).collect();
+        let results = self.pipeline.infer_wave(&refs);
+        let mut metas = Vec::with_capacity(need.len());
+        for ((&(r, t_s), (_, tw)), inf) in need.iter().zip(&windows).zip(results) {
+            metas.push(self.deliver(r, t_s, tw, &inf?, window_s));
+        }
+        Ok(metas)
+    }
+
+    /// Robot `r`'s pipeline stream (robots are added with one stream each, in order).
+    fn stream_of(&self, r: usize) -> StreamId {
+        r
+    }
+
+    /// Record robot `r`'s chunk and hand it to its driver (after the simulated delay).
+    fn deliver(&mut self, r: usize, t_s: f64, tw: &TimedWindow, inf: &Inference, window_s: f64) -> ChunkMeta {
         let chunk = &inf.chunk;
-        let s = &mut self.stats;
+        let robot = &mut self.robots[r];
+        let s = &mut robot.stats;
         s.inference_s.push(inf.inference_s());
         s.nfe_total += chunk.meta.nfe as u64;
         s.warm_starts += chunk.meta.warm_started as u64;
@@ -256,20 +381,20 @@ impl Lockstep {
         let spec = self.pipeline.spec();
         let deadline = tw.t_obs_s + self.cfg.delay_s - 1e-9;
         if let Some(timed) = time_chunk(chunk, spec.n_obs_steps, tw.t_obs_s, self.cfg.dt_s, deadline) {
-            if let Err(e) = self.driver.on_chunk(&timed.driver_chunk(), t_s) {
+            if let Err(e) = robot.driver.on_chunk(&timed.driver_chunk(), t_s) {
                 tracing::debug!("chunk rejected by the driver: {e}");
             }
         }
         let decode_s = self.metrics.decode.percentile(50.0).unwrap_or(0.0);
-        Ok(chunk_meta(
-            &inf,
+        chunk_meta(
+            inf,
             MetaTimings {
                 decode_s,
                 window_s,
                 publish_s: 0.0,
                 total_s: window_s + inf.inference_s(),
             },
-        ))
+        )
     }
 }
 

@@ -9,7 +9,7 @@ pub mod cmd;
 pub mod config;
 pub mod live;
 pub mod lockstep;
-
+pub mod remote;
 pub mod setup;
 
 use std::sync::Arc;

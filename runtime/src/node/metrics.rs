@@ -54,6 +54,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("inference_in_flight", "1 while an inference is running"),
     (
+        "remote_queries",
+        "Remote inference queries, by result (ok, malformed, busy, inference, stopped)",
+    ),
+    (
         "commands",
         "Commands the driver sent, by kind (position, hold, land, idle)",
     ),
@@ -100,6 +104,55 @@ fn key(name: &str, l: &[(&str, &str)]) -> String {
     }
     let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     format!("{name}{{{}}}", inner.join(","))
+}
+
+/// `name{k="v",...}` → name and label pairs (values as written; riptide's never hold `",`).
+fn parse_key(key: &str) -> (&str, Vec<(String, String)>) {
+    let Some((name, rest)) = key.split_once('{') else {
+        return (key, Vec::new());
+    };
+    let inner = rest.strip_suffix('}').unwrap_or(rest);
+    let pairs = inner
+        .split("\",")
+        .filter_map(|kv| kv.split_once("=\""))
+        .map(|(k, v)| (k.trim().to_string(), v.trim_end_matches('"').to_string()))
+        .collect();
+    (name, pairs)
+}
+
+/// A node's metrics as one robot sees them: every counter and gauge it sets carries its `robot` label
+/// (histograms are the node's).
+#[derive(Clone)]
+pub struct RobotMetrics {
+    pub all: std::sync::Arc<Metrics>,
+    robot: std::sync::Arc<str>,
+}
+
+impl RobotMetrics {
+    pub fn new(all: std::sync::Arc<Metrics>, robot: &str) -> Self {
+        Self {
+            all,
+            robot: robot.into(),
+        }
+    }
+
+    pub fn robot(&self) -> &str {
+        &self.robot
+    }
+
+    /// [`Metrics::inc`] with the robot label first.
+    pub fn inc(&self, name: &str, l: &[(&str, &str)]) {
+        let mut with = vec![("robot", &*self.robot)];
+        with.extend_from_slice(l);
+        self.all.inc(name, &with);
+    }
+
+    /// [`Metrics::set`] with the robot label first.
+    pub fn set(&self, name: &str, l: &[(&str, &str)], value: f64) {
+        let mut with = vec![("robot", &*self.robot)];
+        with.extend_from_slice(l);
+        self.all.set(name, &with, value);
+    }
 }
 
 /// Log-spaced bucket upper bounds, seconds (50 µs … ~13 s).
@@ -159,8 +212,8 @@ struct Families {
     registry: Registry,
     counters: BTreeMap<String, Family<Labels, Counter>>,
     gauges: BTreeMap<String, Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>>,
-    /// Plain values by [`key`], for [`Metrics::get`] and the summary line.
-    values: BTreeMap<String, u64>,
+    /// Plain values by [`key`], for [`Metrics::get`] and the summary line: name, labels, count.
+    values: BTreeMap<String, (String, Vec<(String, String)>, u64)>,
 }
 
 /// Every counter, gauge and histogram of a node.
@@ -204,7 +257,11 @@ impl Metrics {
             f.counters.insert(base.clone(), family);
         }
         f.counters[&base].get_or_create(&labels(l)).inc();
-        *f.values.entry(key(name, l)).or_default() += 1;
+        let pairs = || l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        f.values
+            .entry(key(name, l))
+            .or_insert_with(|| (name.to_string(), pairs(), 0))
+            .2 += 1;
     }
 
     /// Set gauge `name` with these labels.
@@ -218,13 +275,20 @@ impl Metrics {
         f.gauges[name].get_or_create(&labels(l)).set(value);
     }
 
-    /// A counter's value by `name{k="v",...}` (labels in the order they were given), 0 if never counted.
+    /// A counter's value by `name` or `name{k="v",...}`: the sum of every series of `name` that has
+    /// those labels (and maybe others: `chunks_total` counts every robot's), 0 if never counted.
     pub fn get(&self, key: &str) -> u64 {
-        self.families().values.get(key).copied().unwrap_or(0)
+        let (name, want) = parse_key(key);
+        self.families()
+            .values
+            .values()
+            .filter(|(n, l, _)| *n == name && want.iter().all(|w| l.contains(w)))
+            .map(|(_, _, v)| v)
+            .sum()
     }
 
     pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.families().values.clone()
+        self.families().values.iter().map(|(k, v)| (k.clone(), v.2)).collect()
     }
 
     fn stages(&self) -> [(&'static str, &Histogram, &'static str); 5] {

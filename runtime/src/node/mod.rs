@@ -9,6 +9,6 @@ pub mod shutdown;
 
 pub use clock::{now_s, Clock};
 pub use log::RateLimitedLog;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, RobotMetrics};
 pub use network::{wait_alive, ZenohConfig, ZenohMode, DEFAULT_ENDPOINT};
 pub use shutdown::Shutdown;

@@ -20,7 +20,7 @@ use riptide_drivers::{EadpConfig, EadpGuidance};
 use riptide_msgs::ros::{ChunkMeta, Time};
 use riptide_policies::normalize::FeatureNorm;
 use riptide_policies::rti::RtiConfig;
-use riptide_policies::{ActionChunk, ObservationWindow, Policy, PolicyError, PolicySpec, SampleRequest};
+use riptide_policies::{ActionChunk, ObservationWindow, Policy, PolicyError, PolicySpec, SampleRequest, WaveRow};
 
 use crate::pipeline::guidance::{chunk_cost, EadpHook};
 use crate::pipeline::warm::WarmStarter;
@@ -103,75 +103,21 @@ pub struct WarmUp {
     pub last_s: f64,
 }
 
-/// The policy and everything one stream of inferences keeps between chunks: the sampling settings,
-/// the seed rule, RTI's previous chunk and the EADP guidance model. Owned by the thread that runs the
-/// policy (a GPU context lives there).
-pub struct Pipeline {
-    policy: Box<dyn Policy>,
-    spec: PolicySpec,
+/// What one stream of inferences (a robot) keeps between chunks: its sampling settings, seed rule,
+/// RTI's previous chunk and the EADP guidance model.
+struct Stream {
     sampling: Sampling,
     dt_s: f64,
     warm: Option<WarmStarter>,
     eadp: Option<(EadpGuidance, FeatureNorm)>,
     seeds: SeedRule,
-    /// Inferences since the last [`Pipeline::reset`] (the seed rule's k).
+    /// Inferences since the last reset (the seed rule's k).
     episode_inferences: u64,
     next_id: u64,
 }
 
-impl Pipeline {
-    /// Check `sampling` against the policy (RTI against its schedule, EADP against its action space)
-    /// for a stream with control period `dt_s`.
-    pub fn new(policy: Box<dyn Policy>, sampling: Sampling, dt_s: f64) -> anyhow::Result<Self> {
-        let spec = policy.spec().clone();
-        if let Some(rti) = &sampling.rti {
-            rti.validate(&spec, sampling.inference_steps.unwrap_or(spec.default_nfe))?;
-        }
-        let eadp = match &sampling.eadp {
-            Some(e) => {
-                let norm = EadpHook::check(&spec, policy.action_norm()).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
-                let guidance = EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
-                Some((guidance, norm.clone()))
-            }
-            None => None,
-        };
-        Ok(Self {
-            warm: sampling.rti.clone().map(|r| WarmStarter::new(r, dt_s)),
-            policy,
-            spec,
-            sampling,
-            dt_s,
-            eadp,
-            seeds: SeedRule::Fresh,
-            episode_inferences: 0,
-            next_id: 0,
-        })
-    }
-
-    pub fn spec(&self) -> &PolicySpec {
-        &self.spec
-    }
-
-    pub fn sampling(&self) -> &Sampling {
-        &self.sampling
-    }
-
-    /// Chunks each inference samples (consensus sampling), as the policy will decide it.
-    pub fn candidates(&self) -> usize {
-        let plain = self.sampling.rti.is_none() && self.sampling.eadp.is_none();
-        self.spec.candidates_for(self.sampling.candidates, plain).unwrap_or(1)
-    }
-
-    /// Start a new stream (episode, re-engage): forget the previous chunk, restart the seed rule.
-    pub fn reset(&mut self, seeds: SeedRule) {
-        self.seeds = seeds;
-        self.episode_inferences = 0;
-        if let Some(w) = &mut self.warm {
-            w.reset();
-        }
-    }
-
-    /// The request for the next inference on a window observed at `t_obs_s`.
+impl Stream {
+    /// The request for the stream's next inference on a window observed at `t_obs_s`.
     fn request(&self, t_obs_s: f64) -> SampleRequest {
         let seed = match self.seeds {
             SeedRule::Fresh => None,
@@ -191,17 +137,103 @@ impl Pipeline {
             None => req,
         }
     }
+}
 
-    /// `runs` inferences shaped like the served ones (steps, candidates) on `window`, so JIT and
+/// The policy and the streams of inferences it serves (one per robot; remote queries keep none).
+/// Owned by the thread that runs the policy (a GPU context lives there).
+pub struct Pipeline {
+    policy: Box<dyn Policy>,
+    spec: PolicySpec,
+    streams: Vec<Stream>,
+}
+
+/// Which stream a window belongs to ([`Pipeline::add_stream`]; the first is 0).
+pub type StreamId = usize;
+
+impl Pipeline {
+    /// The policy with its first stream: `sampling` checked against the policy (RTI against its
+    /// schedule, EADP against its action space) for a control period of `dt_s`.
+    pub fn new(policy: Box<dyn Policy>, sampling: Sampling, dt_s: f64) -> anyhow::Result<Self> {
+        let spec = policy.spec().clone();
+        let mut p = Self {
+            policy,
+            spec,
+            streams: Vec::new(),
+        };
+        p.add_stream(sampling, dt_s)?;
+        Ok(p)
+    }
+
+    /// Another stream (robot) on the same policy, with its own settings and state.
+    pub fn add_stream(&mut self, sampling: Sampling, dt_s: f64) -> anyhow::Result<StreamId> {
+        let spec = &self.spec;
+        if let Some(rti) = &sampling.rti {
+            rti.validate(spec, sampling.inference_steps.unwrap_or(spec.default_nfe))?;
+        }
+        let eadp = match &sampling.eadp {
+            Some(e) => {
+                let norm =
+                    EadpHook::check(spec, self.policy.action_norm()).map_err(|e| anyhow::anyhow!("eadp: {e}"))?;
+                let guidance = EadpGuidance::new(e.clone()).map_err(|e| anyhow::anyhow!("eadp.{e}"))?;
+                Some((guidance, norm.clone()))
+            }
+            None => None,
+        };
+        self.streams.push(Stream {
+            warm: sampling.rti.clone().map(|r| WarmStarter::new(r, dt_s)),
+            sampling,
+            dt_s,
+            eadp,
+            seeds: SeedRule::Fresh,
+            episode_inferences: 0,
+            next_id: 0,
+        });
+        Ok(self.streams.len() - 1)
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    /// The first stream's sampling settings.
+    pub fn sampling(&self) -> &Sampling {
+        &self.streams[0].sampling
+    }
+
+    /// Chunks each inference of the first stream samples (consensus sampling), as the policy will decide it.
+    pub fn candidates(&self) -> usize {
+        let s = &self.streams[0].sampling;
+        let plain = s.rti.is_none() && s.eadp.is_none();
+        self.spec.candidates_for(s.candidates, plain).unwrap_or(1)
+    }
+
+    /// Start a new stream of the first stream's robot (episode, re-engage): forget the previous chunk,
+    /// restart the seed rule.
+    pub fn reset(&mut self, seeds: SeedRule) {
+        self.reset_stream(0, seeds);
+    }
+
+    /// [`Pipeline::reset`] of stream `id`.
+    pub fn reset_stream(&mut self, id: StreamId, seeds: SeedRule) {
+        let s = &mut self.streams[id];
+        s.seeds = seeds;
+        s.episode_inferences = 0;
+        if let Some(w) = &mut s.warm {
+            w.reset();
+        }
+    }
+
+    /// `runs` inferences shaped like the first stream's (steps, candidates) on `window`, so JIT and
     /// autotune costs are paid before the first real chunk and a request the policy refuses fails
     /// start-up. Touches no stream state.
     pub fn warm_up(&mut self, window: &ObservationWindow, runs: usize) -> Result<WarmUp, PolicyError> {
         let mut last_s = 0.0;
+        let s = &self.streams[0].sampling;
         for i in 0..runs {
             let req = SampleRequest {
                 seed: Some(i as u64),
-                num_inference_steps: self.sampling.inference_steps,
-                candidates: self.sampling.candidates,
+                num_inference_steps: s.inference_steps,
+                candidates: s.candidates,
                 ..Default::default()
             };
             let t = Instant::now();
@@ -211,35 +243,110 @@ impl Pipeline {
         Ok(WarmUp { runs, last_s })
     }
 
-    /// Run the policy on `window`: the request (seed rule, warm start), guidance, predict, and what the
-    /// next warm start needs.
+    /// Run the policy on the first stream's `window` (see [`Pipeline::infer_wave`]).
     pub fn infer(&mut self, window: &TimedWindow) -> Result<Inference, PolicyError> {
-        let req = self.request(window.t_obs_s);
-        self.episode_inferences += 1;
-        let id = self.next_id;
-        self.next_id += 1;
-        let started = Instant::now();
-        let (chunk, eadp_cost) = match &self.eadp {
-            Some((g, norm)) => {
-                let mut hook = EadpHook::new(g, &self.spec, norm, &window.window, self.dt_s)
-                    .map_err(|e| PolicyError::Input(format!("eadp: {e}")))?;
-                let chunk = self.policy.predict(&window.window, &req, Some(&mut hook))?;
-                let cost = chunk_cost(g, &self.spec, &window.window, &chunk.actions, self.dt_s);
-                (chunk, cost)
+        self.infer_wave(&[(0, window)]).pop().expect("one result per window")
+    }
+
+    /// Run the policy on windows of several streams due together (a wave); see [`Pipeline::run_wave`].
+    pub fn infer_wave(&mut self, windows: &[(StreamId, &TimedWindow)]) -> Vec<Result<Inference, PolicyError>> {
+        self.run_wave(windows, Vec::new()).0
+    }
+
+    /// Streams this pipeline serves.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// One wave: windows of several streams and remote queries due together. Each stream's request (seed
+    /// rule, warm start), the queries as cold starts with their stream's settings, one batched
+    /// `predict_wave` over every row that can share a batch (guided rows run alone with their stream's
+    /// hook), and what each stream's next warm start needs. Results in order.
+    pub fn run_wave(
+        &mut self,
+        windows: &[(StreamId, &TimedWindow)],
+        queries: Vec<(StreamId, &ObservationWindow, SampleRequest)>,
+    ) -> (
+        Vec<Result<Inference, PolicyError>>,
+        Vec<Result<ActionChunk, PolicyError>>,
+    ) {
+        let (reqs, ids): (Vec<SampleRequest>, Vec<u64>) = windows
+            .iter()
+            .map(|(id, w)| {
+                let s = &mut self.streams[*id];
+                let req = s.request(w.t_obs_s);
+                s.episode_inferences += 1;
+                s.next_id += 1;
+                (req, s.next_id - 1)
+            })
+            .unzip();
+        let mut out: Vec<Option<Result<(ActionChunk, Option<f64>, Instant), PolicyError>>> =
+            (0..windows.len()).map(|_| None).collect();
+        // Guided rows: each with its stream's hook.
+        for (i, (id, w)) in windows.iter().enumerate() {
+            if let Some((g, norm)) = &self.streams[*id].eadp {
+                let t = Instant::now();
+                let dt_s = self.streams[*id].dt_s;
+                let r = EadpHook::new(g, &self.spec, norm, &w.window, dt_s)
+                    .map_err(|e| PolicyError::Input(format!("eadp: {e}")))
+                    .and_then(|mut hook| self.policy.predict(&w.window, &reqs[i], Some(&mut hook)))
+                    .map(|chunk| {
+                        let cost = chunk_cost(g, &self.spec, &w.window, &chunk.actions, dt_s);
+                        (chunk, cost, t)
+                    });
+                out[i] = Some(r);
             }
-            None => (self.policy.predict(&window.window, &req, None)?, None),
-        };
-        let finished = Instant::now();
-        if let Some(w) = &mut self.warm {
-            w.record(&chunk, &window.window, window.t_obs_s);
         }
-        Ok(Inference {
-            id,
-            t_obs_s: window.t_obs_s,
-            chunk,
-            started,
-            finished,
-            eadp_cost,
-        })
+        let asks: Vec<SampleRequest> = queries
+            .iter()
+            .map(|(id, _, r)| {
+                let s = &self.streams[(*id).min(self.streams.len() - 1)].sampling;
+                SampleRequest {
+                    num_inference_steps: s.inference_steps,
+                    candidates: s.candidates,
+                    ..r.clone()
+                }
+            })
+            .collect();
+        let plain: Vec<usize> = (0..windows.len()).filter(|i| out[*i].is_none()).collect();
+        let rows: Vec<WaveRow<'_>> = plain
+            .iter()
+            .map(|&i| WaveRow {
+                obs: &windows[i].1.window,
+                req: &reqs[i],
+            })
+            .chain(queries.iter().zip(&asks).map(|((_, obs, _), req)| WaveRow { obs, req }))
+            .collect();
+        let started = Instant::now();
+        let mut results = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.policy.predict_wave(&rows)
+        };
+        let answers = results.split_off(plain.len());
+        for (i, r) in plain.into_iter().zip(results) {
+            out[i] = Some(r.map(|c| (c, None, started)));
+        }
+        let finished = Instant::now();
+        let inferences = windows
+            .iter()
+            .zip(out)
+            .zip(ids)
+            .map(|(((stream, w), r), id)| {
+                let (chunk, eadp_cost, started) = r.expect("every row answered")?;
+                if let Some(warm) = &mut self.streams[*stream].warm {
+                    warm.record(&chunk, &w.window, w.t_obs_s);
+                }
+                Ok(Inference {
+                    id,
+                    t_obs_s: w.t_obs_s,
+                    chunk,
+                    started,
+                    finished,
+                    eadp_cost,
+                })
+            })
+            .collect();
+        (inferences, answers)
     }
 }

@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use riptide_policies::{load_policy_with, DeviceSpec, LoadOptions, SampleRequest};
 
-use crate::pipeline::tensors::random_window;
+use crate::pipeline::tensors::{random_window, random_window_for};
+use crate::pipeline::window::TimedWindow;
+use crate::pipeline::{Pipeline, Sampling};
 
 #[derive(Debug, serde::Serialize)]
 pub struct BenchReport {
@@ -37,6 +39,7 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
         steps,
         candidates,
         no_cpu_fusion,
+        robots: _,
     } = c;
     let (device, batch, iters, warmup, steps, candidates) = (*device, *batch, *iters, *warmup, *steps, *candidates);
     let opts = LoadOptions {
@@ -111,12 +114,129 @@ pub struct BenchCmd {
     /// Disable the fused host epilogue on CPU backends (for before/after measurements).
     #[arg(long)]
     pub no_cpu_fusion: bool,
+    /// Fleet: N robots' windows due at the same instant on one worker, batched (one wave per round)
+    /// against sequential (waves of one); a list (`1,2,4,8`) prints one JSON line per N.
+    #[arg(long, value_delimiter = ',')]
+    pub robots: Vec<usize>,
 }
 
 impl BenchCmd {
     pub fn run(self, _rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+        if !self.robots.is_empty() {
+            return fleet(&self, |line| {
+                println!("{}", serde_json::to_string(line).unwrap_or_default())
+            });
+        }
         let r = bench(&self)?;
         println!("{}", serde_json::to_string_pretty(&r)?);
         Ok(())
     }
+}
+
+/// One line of `riptide bench --robots`.
+#[derive(Debug, serde::Serialize)]
+pub struct FleetReport {
+    pub robots: usize,
+    pub checkpoint: String,
+    pub backend: String,
+    pub kind: String,
+    pub nfe: usize,
+    pub candidates: usize,
+    /// Rounds timed (each: every robot's window due at once).
+    pub iters: usize,
+    pub batched_chunks_per_s: f64,
+    pub sequential_chunks_per_s: f64,
+    /// batched / sequential throughput.
+    pub ratio: f64,
+    /// A robot's latency from the round's start to its chunk.
+    pub batched_p50_ms: f64,
+    pub batched_p99_ms: f64,
+    pub sequential_p50_ms: f64,
+    pub sequential_p99_ms: f64,
+    /// One robot alone on the worker, same run.
+    pub single_p99_ms: f64,
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Per robot latencies (ms) and the rounds' total seconds, `waves` robots at a time per wave.
+fn rounds(pipeline: &mut Pipeline, windows: &[TimedWindow], rounds: usize, wave: usize) -> Result<(Vec<f64>, f64)> {
+    let mut lat = Vec::with_capacity(rounds * windows.len());
+    let t_all = Instant::now();
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for (start, part) in windows.chunks(wave).enumerate() {
+            let jobs: Vec<(usize, &TimedWindow)> =
+                part.iter().enumerate().map(|(i, w)| (start * wave + i, w)).collect();
+            for r in pipeline.infer_wave(&jobs) {
+                r?;
+            }
+            let done = t0.elapsed().as_secs_f64() * 1e3;
+            lat.extend(std::iter::repeat_n(done, part.len()));
+        }
+    }
+    Ok((lat, t_all.elapsed().as_secs_f64()))
+}
+
+/// `riptide bench --robots`: batched against sequential waves for each N, one report per N.
+pub fn fleet(c: &BenchCmd, mut line: impl FnMut(&FleetReport)) -> Result<()> {
+    if c.iters == 0 || c.robots.contains(&0) {
+        bail!("--iters and every --robots value must be at least 1");
+    }
+    let opts = LoadOptions {
+        cpu_fusion: !c.no_cpu_fusion,
+    };
+    let policy = load_policy_with(&c.checkpoint, c.device, opts)?;
+    let spec = policy.spec().clone();
+    let sampling = Sampling {
+        inference_steps: c.steps,
+        candidates: c.candidates,
+        ..Default::default()
+    };
+    let mut pipeline = Pipeline::new(policy, sampling.clone(), 0.1)?;
+    let most = c.robots.iter().copied().max().unwrap_or(1);
+    for _ in 1..most {
+        pipeline.add_stream(sampling.clone(), 0.1)?;
+    }
+    let windows: Vec<TimedWindow> = (0..most)
+        .map(|i| TimedWindow {
+            window: random_window_for(&spec, c.batch, i as u64),
+            t_obs_s: 0.0,
+        })
+        .collect();
+    // Warm-up: every wave size this run uses.
+    for &n in &c.robots {
+        rounds(&mut pipeline, &windows[..n], c.warmup.max(1), n)?;
+    }
+    let probe = pipeline.infer(&windows[0])?;
+    let (mut single, _) = rounds(&mut pipeline, &windows[..1], c.iters, 1)?;
+    let single_p99_ms = percentile(&mut single, 0.99);
+    for &n in &c.robots {
+        let (mut b, b_s) = rounds(&mut pipeline, &windows[..n], c.iters, n)?;
+        let (mut s, s_s) = rounds(&mut pipeline, &windows[..n], c.iters, 1)?;
+        let chunks = (n * c.iters) as f64;
+        line(&FleetReport {
+            robots: n,
+            checkpoint: c.checkpoint.display().to_string(),
+            backend: spec.backend.clone(),
+            kind: spec.label(),
+            nfe: probe.chunk.meta.nfe,
+            candidates: pipeline.candidates(),
+            iters: c.iters,
+            batched_chunks_per_s: chunks / b_s,
+            sequential_chunks_per_s: chunks / s_s,
+            ratio: s_s / b_s,
+            batched_p50_ms: percentile(&mut b, 0.5),
+            batched_p99_ms: percentile(&mut b, 0.99),
+            sequential_p50_ms: percentile(&mut s, 0.5),
+            sequential_p99_ms: percentile(&mut s, 0.99),
+            single_p99_ms,
+        });
+    }
+    Ok(())
 }

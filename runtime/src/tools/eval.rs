@@ -14,7 +14,7 @@ use riptide_sim::{Env, EnvSpec, Observation};
 use serde::Serialize;
 
 use crate::daemon::config::{DaemonConfig, InputConfig, InputType, ResolvedInput};
-use crate::daemon::lockstep::{Handled, Lockstep, LockstepConfig};
+use crate::daemon::lockstep::{Handled, Lockstep, LockstepConfig, RobotStep};
 use crate::node::Metrics;
 use crate::pipeline::{Pipeline, Sampling};
 
@@ -109,6 +109,9 @@ pub fn frames_for(inputs: &[ResolvedInput], t_s: f64, obs: &Observation) -> Resu
 #[derive(Debug, Clone, Serialize)]
 pub struct ClosedLoopEpisode {
     pub seed: u64,
+    /// Which simulated robot ran it (`riptide eval --robots N`, N > 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robot: Option<usize>,
     pub success: bool,
     pub score: f64,
     pub steps: usize,
@@ -223,7 +226,7 @@ impl ClosedLoop {
         let first_env_state = obs.env_state.clone();
         self.lockstep.start_episode(seed, &self.env.position())?;
         let mut positions = vec![self.env.position()];
-        let st = &self.lockstep.stats;
+        let st = &self.lockstep.stats();
         let (n_inf0, nfe0, warm0) = (st.inference_s.len(), st.nfe_total, st.warm_starts);
         let mut commands = Vec::new();
         let mut track_sum = 0.0;
@@ -252,9 +255,10 @@ impl ClosedLoop {
         }
         observe(k, &obs, self.env.as_mut())?;
         self.lockstep.end_episode();
-        let st = &self.lockstep.stats;
+        let st = &self.lockstep.stats();
         Ok(ClosedLoopEpisode {
             seed,
+            robot: None,
             success: self.env.success(),
             score: self.env.score(),
             steps: self.env.steps(),
@@ -282,6 +286,18 @@ pub struct EvalArgs {
     pub delay_s: f64,
     pub queue_threshold_s: f64,
     pub sampling: Sampling,
+    /// Simulated robots run together through one batching pipeline (1 = one robot).
+    pub robots: usize,
+}
+
+/// One robot's share of a multi-robot evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerRobot {
+    pub robot: usize,
+    pub episodes: usize,
+    pub successes: usize,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p99: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -315,10 +331,16 @@ pub struct EvalSummary {
     pub mean_tracking_error: f64,
     /// With EADP: the controller model's mean tracking cost `J` of the chunks as sampled.
     pub eadp_model_cost: Option<f64>,
+    /// Simulated robots (`--robots N`, N > 1); absent for one robot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robots: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_robot: Vec<PerRobot>,
     pub per_episode: Vec<ClosedLoopEpisode>,
 }
 
 pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedLoopEpisode)) -> Result<EvalSummary> {
+    anyhow::ensure!(args.robots >= 1, "--robots must be at least 1");
     let mut cl = ClosedLoop::with_sampling(
         &args.checkpoint,
         args.device,
@@ -328,20 +350,46 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         args.sampling.clone(),
     )?;
     let mut expert_env = riptide_sim::make_env(&args.env)?;
-    let mut per_episode = Vec::with_capacity(args.episodes);
     let mut expert_successes = 0;
     for i in 0..args.episodes {
         let seed = args.seed + i as u64;
         expert_successes += riptide_sim::run_expert_episode(expert_env.as_mut(), seed, false).success as usize;
-        let r = cl.episode(seed)?;
-        progress(i + 1, args.episodes, &r);
-        per_episode.push(r);
     }
-    let mut lat: Vec<f64> = per_episode.iter().flat_map(|e| e.inference_s.iter().copied()).collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-            .map_or(0.0, |s| s * 1e3)
+    let mut per_episode = Vec::with_capacity(args.episodes);
+    if args.robots == 1 {
+        for i in 0..args.episodes {
+            let r = cl.episode(args.seed + i as u64)?;
+            progress(i + 1, args.episodes, &r);
+            per_episode.push(r);
+        }
+    } else {
+        per_episode = fleet_episodes(&mut cl, args, &mut progress)?;
+    }
+    let lat_ms = |eps: &mut dyn Iterator<Item = &ClosedLoopEpisode>| {
+        let mut lat: Vec<f64> = eps.flat_map(|e| e.inference_s.iter().copied()).collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        move |p: f64| {
+            lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
+                .map_or(0.0, |s| s * 1e3)
+        }
+    };
+    let pct = lat_ms(&mut per_episode.iter());
+    let per_robot: Vec<PerRobot> = if args.robots == 1 {
+        Vec::new()
+    } else {
+        (0..args.robots)
+            .map(|r| {
+                let mine = || per_episode.iter().filter(move |e| e.robot == Some(r));
+                let p = lat_ms(&mut mine());
+                PerRobot {
+                    robot: r,
+                    episodes: mine().count(),
+                    successes: mine().filter(|e| e.success).count(),
+                    latency_ms_p50: p(0.5),
+                    latency_ms_p99: p(0.99),
+                }
+            })
+            .collect()
     };
     let inferences: usize = per_episode.iter().map(|e| e.inferences).sum();
     let nfe: u64 = per_episode.iter().map(|e| e.nfe).sum();
@@ -373,11 +421,140 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
         latency_ms_p99: pct(0.99),
         mean_tracking_error: per_episode.iter().map(|e| e.tracking_error).sum::<f64>() / n,
         eadp_model_cost: args.sampling.eadp.as_ref().map(|_| {
-            let c = &cl.lockstep.stats.eadp_costs;
+            let c: Vec<f64> = (0..args.robots)
+                .flat_map(|r| cl.lockstep.stats_of(r).eadp_costs.iter().copied())
+                .collect();
             c.iter().sum::<f64>() / c.len().max(1) as f64
         }),
+        robots: (args.robots > 1).then_some(args.robots),
+        per_robot,
         per_episode,
     })
+}
+
+/// One robot's episode in progress ([`fleet_episodes`]).
+struct Ongoing {
+    seed: u64,
+    k: usize,
+    obs: Observation,
+    commands: Vec<Vec<f64>>,
+    positions: Vec<Vec<f64>>,
+    track_sum: f64,
+    first_env_state: Vec<f32>,
+    /// The robot's statistics when the episode started (inferences, NFE, warm starts).
+    stats0: (usize, u64, u64),
+}
+
+/// `args.robots` simulated robots in lockstep through `cl`'s one pipeline: every control step, the
+/// robots whose driver needs a chunk infer as one wave. Each robot takes the next unused seed when its
+/// episode ends; the episodes come back sorted by seed, each as [`ClosedLoop::episode`] gives it.
+fn fleet_episodes(
+    cl: &mut ClosedLoop,
+    args: &EvalArgs,
+    progress: &mut impl FnMut(usize, usize, &ClosedLoopEpisode),
+) -> Result<Vec<ClosedLoopEpisode>> {
+    let n = args.robots.min(args.episodes.max(1));
+    while cl.lockstep.robots() < n {
+        cl.lockstep.add_robot()?;
+    }
+    let spec = cl.spec().clone();
+    let mut envs: Vec<Box<dyn Env>> = (0..n)
+        .map(|_| env_for_policy(&args.env, &spec))
+        .collect::<Result<_>>()?;
+    let dt = 1.0 / envs[0].spec().fps;
+    let mut next = 0usize;
+    let mut slots: Vec<Option<Ongoing>> = (0..n).map(|_| None).collect();
+    let mut done = Vec::with_capacity(args.episodes);
+    loop {
+        for r in 0..n {
+            let finished = slots[r].as_ref().is_some_and(|_| envs[r].done());
+            if finished {
+                let ep = slots[r].take().expect("an episode in progress");
+                cl.lockstep.end_episode_of(r);
+                done.push(finish_episode(cl, r, envs[r].as_ref(), ep));
+                progress(done.len(), args.episodes, done.last().expect("just pushed"));
+            }
+            if slots[r].is_none() && next < args.episodes {
+                let seed = args.seed + next as u64;
+                next += 1;
+                let obs = envs[r].reset(seed);
+                cl.lockstep.start_episode_of(r, seed, &envs[r].position())?;
+                let st = cl.lockstep.stats_of(r);
+                slots[r] = Some(Ongoing {
+                    seed,
+                    k: 0,
+                    first_env_state: obs.env_state.clone(),
+                    obs,
+                    commands: Vec::new(),
+                    positions: vec![envs[r].position()],
+                    track_sum: 0.0,
+                    stats0: (st.inference_s.len(), st.nfe_total, st.warm_starts),
+                });
+            }
+        }
+        let active: Vec<usize> = (0..n).filter(|&r| slots[r].is_some()).collect();
+        if active.is_empty() {
+            break;
+        }
+        let mut frames = Vec::with_capacity(active.len());
+        for &r in &active {
+            let ep = slots[r].as_ref().expect("active");
+            // The time a message stamp carries (ns resolution), as the wire path sees it.
+            let t = riptide_msgs::ros::Time::from_secs_f64(ep.k as f64 * dt).as_secs_f64();
+            frames.push((r, t, encode_frames(cl.lockstep.inputs(), t, &ep.obs)?));
+        }
+        let steps: Vec<RobotStep<'_>> = frames
+            .iter()
+            .map(|(robot, t_s, f)| RobotStep {
+                robot: *robot,
+                t_s: *t_s,
+                frames: f,
+            })
+            .collect();
+        let commands = cl.lockstep.step_robots(&steps)?;
+        for (&r, step) in active.iter().zip(commands) {
+            let ep = slots[r].as_mut().expect("active");
+            let cmd = step.command;
+            ep.obs = if cl.render {
+                envs[r].step(&cmd)
+            } else {
+                envs[r].step_no_render(&cmd)
+            };
+            let pos = envs[r].position();
+            ep.track_sum += pos
+                .iter()
+                .zip(&cmd)
+                .take(3)
+                .map(|(p, c)| (p - c) * (p - c))
+                .sum::<f64>()
+                .sqrt();
+            ep.commands.push(cmd);
+            ep.positions.push(pos);
+            ep.k += 1;
+        }
+    }
+    done.sort_by_key(|e| e.seed);
+    Ok(done)
+}
+
+fn finish_episode(cl: &ClosedLoop, r: usize, env: &dyn Env, ep: Ongoing) -> ClosedLoopEpisode {
+    let st = cl.lockstep.stats_of(r);
+    let (n_inf0, nfe0, warm0) = ep.stats0;
+    ClosedLoopEpisode {
+        seed: ep.seed,
+        robot: Some(r),
+        success: env.success(),
+        score: env.score(),
+        steps: env.steps(),
+        inferences: st.inference_s.len() - n_inf0,
+        nfe: st.nfe_total - nfe0,
+        warm_starts: st.warm_starts - warm0,
+        tracking_error: ep.track_sum / ep.k.max(1) as f64,
+        commands: ep.commands,
+        positions: ep.positions,
+        first_env_state: ep.first_env_state,
+        inference_s: st.inference_s[n_inf0..].to_vec(),
+    }
 }
 
 /// Whether `env`'s scripted expert can label states some other controller reached ([`record_dagger_episode`]).
@@ -485,6 +662,10 @@ pub struct EvalCmd {
     /// Consensus sampling: draw this many chunks per inference (one batch) and execute their medoid.
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// Simulated robots run together through one batching pipeline (each takes the next unused seed
+    /// when its episode ends; `--episodes` is the total).
+    #[arg(long, default_value_t = 1)]
+    pub robots: usize,
     /// Write the full summary (per-episode results) here as well.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -512,6 +693,7 @@ impl EvalCmd {
             rti_jump_threshold,
             eadp_scale,
             candidates,
+            robots,
             out,
             trace,
         } = self;
@@ -547,6 +729,7 @@ impl EvalCmd {
                 }),
                 candidates,
             },
+            robots,
         };
         let mut ok = 0;
         let s = crate::tools::eval::evaluate(&args, |i, n, e| {

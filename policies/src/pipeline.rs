@@ -281,7 +281,9 @@ pub fn predict_wave<B: Backend, M: KindModel<B>>(
     rows: &[WaveRow<'_>],
 ) -> Vec<Result<ActionChunk, PolicyError>> {
     let mut out: Vec<Option<Result<ActionChunk, PolicyError>>> = (0..rows.len()).map(|_| None).collect();
-    let mut groups: Vec<((Option<usize>, usize), Vec<(usize, RowCheck)>)> = Vec::new();
+    // Rows that can share a batch, by (steps, candidates): their indices with their checks.
+    type Group = ((Option<usize>, usize), Vec<(usize, RowCheck)>);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         if !model.batches_rows() || !batchable(r.req) {
             continue;

@@ -183,11 +183,19 @@ async fn chunks_arrive_time_stamped_and_bad_payloads_are_counted() {
     .await
     .unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    // One robot's series carry its namespace as the `robot` label.
     assert!(
-        body.contains("riptide_chunks_total ") && body.contains("riptide_inference_seconds_bucket"),
+        body.contains(&format!("riptide_chunks_total{{robot=\"{}\"}} ", h.ns))
+            && body.contains("riptide_inference_seconds_bucket"),
         "{body}"
     );
-    assert!(body.contains("riptide_rejected_total{reason=\"malformed\"}"), "{body}");
+    assert!(
+        body.contains(&format!(
+            "riptide_rejected_total{{robot=\"{}\",reason=\"malformed\"}}",
+            h.ns
+        )),
+        "{body}"
+    );
     // An independent parser (Python prometheus_client) reads the endpoint: every family typed, with help.
     let text = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     if let Some(fams) = riptide_tests::parse_with_prometheus_client(text) {

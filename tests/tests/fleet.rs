@@ -257,7 +257,8 @@ async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
             command_timeout_s: 120.0,
             zenoh: as_client(),
             record_dir: None,
-            env_state_width: None,
+            // The environment_state layout the shipped policy was trained on.
+            env_state_width: riptide_runtime::checkpoints::env_state_width(&checkpoint).unwrap(),
         };
         let sim_stop = riptide_runtime::node::Shutdown::new();
         sims.push(tokio::task::spawn_blocking(move || {
@@ -265,21 +266,27 @@ async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
             (r, session)
         }));
     }
-    let mut results = Vec::new();
+    let mut outcomes = Vec::new();
     for s in sims {
         let (r, session) = s.await.unwrap();
-        results.push(r.expect("sim episodes through the router"));
+        outcomes.push(r);
         session.close().await.unwrap();
     }
     stop.trigger();
+    let mut summaries = Vec::new();
     for d in daemons {
-        tokio::time::timeout(Duration::from_secs(30), d)
+        let m = tokio::time::timeout(Duration::from_secs(30), d)
             .await
             .expect("clean shutdown")
             .unwrap()
             .unwrap();
+        summaries.push(m.summary());
     }
     router.close().await.unwrap();
+    let results: Vec<_> = outcomes
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("sim episodes through the router: {e:#}; daemons: {summaries:?}")))
+        .collect();
 
     let mut cl = ClosedLoop::new(&checkpoint, riptide_policies::DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
     for (seed, got) in seeds.iter().zip(&results) {
@@ -373,6 +380,8 @@ fn tls_client(dir: &std::path::Path, port: u16, name: &str) -> zenoh::Config {
         ("transport/link/tls/root_ca_certificate", p("ca.pem".into())),
         ("transport/link/tls/connect_private_key", p(format!("{name}.key"))),
         ("transport/link/tls/connect_certificate", p(format!("{name}.pem"))),
+        // Without it the client never presents its certificate.
+        ("transport/link/tls/enable_mtls", "true".into()),
     ] {
         c.insert_json5(k, &v).unwrap_or_else(|e| panic!("{k}: {e}"));
     }
@@ -415,7 +424,8 @@ async fn mtls_and_acl_keep_each_robot_to_its_own_topics() {
     std::fs::write(
         &daemon_zenoh,
         format!(
-            "{{ transport: {{ link: {{ tls: {{ root_ca_certificate: {}, connect_private_key: {}, connect_certificate: {} }} }} }} }}",
+            "{{ transport: {{ link: {{ tls: {{ root_ca_certificate: {}, connect_private_key: {}, connect_certificate: {}, \
+             enable_mtls: true }} }} }} }}",
             p("ca.pem"),
             p("daemon.key"),
             p("daemon.pem")

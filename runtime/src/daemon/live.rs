@@ -36,8 +36,6 @@ struct Shared {
 
 /// One robot served by the daemon.
 struct Robot {
-    cfg: DaemonConfig,
-    resolved: Arc<Resolved>,
     shared: Shared,
     /// Its worker (index into the daemon's workers) and stream on that worker.
     worker: usize,
@@ -106,8 +104,6 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
         robots.push(Robot {
             deadline_after_obs_s: first_due - rcfg.exec_latency_ms / 1e3,
             dt_s: resolved.dt_s,
-            cfg: rcfg,
-            resolved,
             shared,
             worker: w,
             stream,

@@ -194,12 +194,12 @@ impl Answerer {
             request,
             reply: tx,
         };
-        self.worker.submit(query).map_err(|_| {
-            (
+        if !self.worker.submit(query) {
+            return Err((
                 Refusal::Busy,
                 format!("the daemon has {MAX_QUEUED_QUERIES} queries waiting (or is stopping): try again later"),
-            )
-        })?;
+            ));
+        }
         let (chunk, inference_s) = match rx.await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => return Err((Refusal::Inference, e.to_string())),

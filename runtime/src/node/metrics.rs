@@ -207,13 +207,20 @@ impl Histogram {
     }
 }
 
+/// One counter series as [`Metrics::get`] matches it.
+struct Series {
+    name: String,
+    labels: Vec<(String, String)>,
+    count: u64,
+}
+
 #[derive(Default)]
 struct Families {
     registry: Registry,
     counters: BTreeMap<String, Family<Labels, Counter>>,
     gauges: BTreeMap<String, Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>>,
-    /// Plain values by [`key`], for [`Metrics::get`] and the summary line: name, labels, count.
-    values: BTreeMap<String, (String, Vec<(String, String)>, u64)>,
+    /// Plain values by [`key`], for [`Metrics::get`] and the summary line.
+    values: BTreeMap<String, Series>,
 }
 
 /// Every counter, gauge and histogram of a node.
@@ -257,11 +264,12 @@ impl Metrics {
             f.counters.insert(base.clone(), family);
         }
         f.counters[&base].get_or_create(&labels(l)).inc();
-        let pairs = || l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        f.values
-            .entry(key(name, l))
-            .or_insert_with(|| (name.to_string(), pairs(), 0))
-            .2 += 1;
+        let series = || Series {
+            name: name.to_string(),
+            labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            count: 0,
+        };
+        f.values.entry(key(name, l)).or_insert_with(series).count += 1;
     }
 
     /// Set gauge `name` with these labels.
@@ -282,13 +290,17 @@ impl Metrics {
         self.families()
             .values
             .values()
-            .filter(|(n, l, _)| *n == name && want.iter().all(|w| l.contains(w)))
-            .map(|(_, _, v)| v)
+            .filter(|s| s.name == name && want.iter().all(|w| s.labels.contains(w)))
+            .map(|s| s.count)
             .sum()
     }
 
     pub fn counters(&self) -> BTreeMap<String, u64> {
-        self.families().values.iter().map(|(k, v)| (k.clone(), v.2)).collect()
+        self.families()
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.count))
+            .collect()
     }
 
     fn stages(&self) -> [(&'static str, &Histogram, &'static str); 5] {

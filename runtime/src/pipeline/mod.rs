@@ -150,6 +150,15 @@ pub struct Pipeline {
 /// Which stream a window belongs to ([`Pipeline::add_stream`]; the first is 0).
 pub type StreamId = usize;
 
+/// A remote query of a wave: the stream whose settings it runs with, its observations and request.
+pub type WaveQuery<'a> = (StreamId, &'a ObservationWindow, SampleRequest);
+
+/// What a wave gives: one result per window, then one per query.
+pub type WaveResults = (
+    Vec<Result<Inference, PolicyError>>,
+    Vec<Result<ActionChunk, PolicyError>>,
+);
+
 impl Pipeline {
     /// The policy with its first stream: `sampling` checked against the policy (RTI against its
     /// schedule, EADP against its action space) for a control period of `dt_s`.
@@ -262,14 +271,7 @@ impl Pipeline {
     /// rule, warm start), the queries as cold starts with their stream's settings, one batched
     /// `predict_wave` over every row that can share a batch (guided rows run alone with their stream's
     /// hook), and what each stream's next warm start needs. Results in order.
-    pub fn run_wave(
-        &mut self,
-        windows: &[(StreamId, &TimedWindow)],
-        queries: Vec<(StreamId, &ObservationWindow, SampleRequest)>,
-    ) -> (
-        Vec<Result<Inference, PolicyError>>,
-        Vec<Result<ActionChunk, PolicyError>>,
-    ) {
+    pub fn run_wave(&mut self, windows: &[(StreamId, &TimedWindow)], queries: Vec<WaveQuery<'_>>) -> WaveResults {
         let (reqs, ids): (Vec<SampleRequest>, Vec<u64>) = windows
             .iter()
             .map(|(id, w)| {
@@ -280,8 +282,9 @@ impl Pipeline {
                 (req, s.next_id - 1)
             })
             .unzip();
-        let mut out: Vec<Option<Result<(ActionChunk, Option<f64>, Instant), PolicyError>>> =
-            (0..windows.len()).map(|_| None).collect();
+        // Per window: its chunk, EADP cost and when its inference started.
+        type Row = Result<(ActionChunk, Option<f64>, Instant), PolicyError>;
+        let mut out: Vec<Option<Row>> = (0..windows.len()).map(|_| None).collect();
         // Guided rows: each with its stream's hook.
         for (i, (id, w)) in windows.iter().enumerate() {
             if let Some((g, norm)) = &self.streams[*id].eadp {

@@ -14,7 +14,7 @@ use riptide_policies::{ActionChunk, ObservationWindow, PolicyError, PolicySpec, 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipeline::window::TimedWindow;
-use crate::pipeline::{Inference, Pipeline, StreamId, WarmUp};
+use crate::pipeline::{Inference, Pipeline, StreamId, WarmUp, WaveQuery};
 
 /// A window to run.
 pub struct Job {
@@ -81,15 +81,15 @@ pub struct QueryHandle {
 }
 
 impl QueryHandle {
-    /// Queue `query`; gives it back when the queue is full or the worker has stopped.
-    pub fn submit(&self, query: Query) -> Result<(), Query> {
+    /// Queue `query`; false (and the query dropped) when the queue is full or the worker has stopped.
+    pub fn submit(&self, query: Query) -> bool {
         let mut slot = lock(&self.shared);
         if slot.shutdown || slot.queries.len() >= MAX_QUEUED_QUERIES {
-            return Err(query);
+            return false;
         }
         slot.queries.push_back(query);
         self.shared.1.notify_one();
-        Ok(())
+        true
     }
 }
 
@@ -249,7 +249,7 @@ fn run(
     while let Some((jobs, queries)) = next_wave(shared, waves) {
         let wave = jobs.len() + queries.len();
         let windows: Vec<(StreamId, &TimedWindow)> = jobs.iter().map(|j| (j.stream, &j.window)).collect();
-        let asks: Vec<(StreamId, &ObservationWindow, SampleRequest)> = queries
+        let asks: Vec<WaveQuery<'_>> = queries
             .iter()
             .map(|q| (q.stream, &q.window, q.request.clone()))
             .collect();

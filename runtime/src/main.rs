@@ -61,7 +61,14 @@ fn main() -> Result<()> {
     // One tokio runtime for the process (zenoh needs the multi-threaded one).
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match command {
-        Command::Run(c) => c.run(&rt),
+        Command::Run(c) => c.run(&rt).map_err(|e| {
+            // A policy that keeps faulting: exit 3 for the supervisor that restarts the daemon.
+            if riptide_runtime::daemon::exit_code(&e) != 1 {
+                eprintln!("Error: {e:#}");
+                std::process::exit(riptide_runtime::daemon::exit_code(&e));
+            }
+            e
+        }),
         Command::CheckConfig(c) => c.run(&rt),
         Command::Drive(c) => c.run(&rt),
         Command::Sim(c) => c.run(&rt),

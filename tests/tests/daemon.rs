@@ -417,3 +417,191 @@ async fn camera_and_state_at_30_hz_give_chunks_on_the_observation_time_grid() {
     assert_eq!(m.get("inference_errors_total"), 0);
     h.stop().await;
 }
+
+/// A policy that fails where `fails(call)` says (calls counted from 0 across reloads): a panic, or the
+/// device error `oom` names.
+struct Faulty {
+    inner: Box<dyn riptide_policies::Policy>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    fails: fn(usize) -> Option<&'static str>,
+}
+
+impl riptide_policies::Policy for Faulty {
+    fn spec(&self) -> &riptide_policies::PolicySpec {
+        self.inner.spec()
+    }
+
+    fn predict(
+        &mut self,
+        obs: &riptide_policies::ObservationWindow,
+        req: &riptide_policies::SampleRequest,
+        hook: Option<&mut dyn riptide_policies::StepHook>,
+    ) -> Result<riptide_policies::ActionChunk, riptide_policies::PolicyError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match (self.fails)(n) {
+            Some("panic") => panic!("injected fault at call {n}"),
+            Some(msg) => Err(riptide_policies::PolicyError::Device(msg.into())),
+            None => self.inner.predict(obs, req, hook),
+        }
+    }
+
+    fn action_norm(&self) -> Option<&riptide_policies::normalize::FeatureNorm> {
+        self.inner.action_norm()
+    }
+}
+
+/// The daemon on `fails`' policy, fed at 30 Hz; its metrics handle, the chunk count and the run's result.
+async fn faulty_daemon(
+    tag: &str,
+    fails: fn(usize) -> Option<&'static str>,
+    watch: impl AsyncFnOnce(&Arc<Metrics>, &Arc<std::sync::atomic::AtomicUsize>),
+) -> anyhow::Result<Arc<Metrics>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ns = format!("rt{}{tag}", std::process::id());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let loader: riptide_runtime::daemon::PolicyLoader = Arc::new(move |dir, device| {
+        let inner = riptide_policies::load_policy(dir, device)?;
+        Ok(Box::new(Faulty {
+            inner,
+            calls: c2.clone(),
+            fails,
+        }) as Box<dyn riptide_policies::Policy>)
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let handle: Arc<std::sync::Mutex<Option<Arc<Metrics>>>> = Arc::default();
+    let h2 = handle.clone();
+    let daemon = tokio::spawn(riptide_runtime::daemon::run_with_loader(
+        config(port, &ns),
+        riptide_runtime::node::Shutdown::when(async move {
+            let _ = stop_rx.await;
+        }),
+        move |r| *h2.lock().unwrap() = Some(r.metrics.clone()),
+        loader,
+    ));
+    let session = client(port).await;
+    wait_alive(&session, &ns).await;
+    let chunks = Arc::new(AtomicUsize::new(0));
+    let sub = session.declare_subscriber(format!("{ns}/action/chunk")).await.unwrap();
+    let c3 = chunks.clone();
+    let counting = tokio::spawn(async move {
+        while sub.recv_async().await.is_ok() {
+            c3.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let (state, env) = (
+        session
+            .declare_publisher(format!("{ns}/observation/state"))
+            .await
+            .unwrap(),
+        session
+            .declare_publisher(format!("{ns}/observation/environment_state"))
+            .await
+            .unwrap(),
+    );
+    let feeding = tokio::spawn(async move {
+        for i in 0u32.. {
+            let x = (i as f32 * 0.1).sin();
+            state.put(vector(&[x, -x])).await.unwrap();
+            env.put(vector(&[x, 0.5, -0.5, 0.1, 0.2, x])).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+    });
+    let metrics = handle.lock().unwrap().clone().expect("daemon ready");
+    watch(&metrics, &chunks).await;
+    feeding.abort();
+    counting.abort();
+    let _ = stop_tx.send(());
+    let r = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("the daemon stops")
+        .unwrap();
+    session.close().await.unwrap();
+    r
+}
+
+/// Wait (up to 20 s) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A fault in `predict` (a wave that fails, then fails again alone) is counted, the policy is reloaded
+/// and chunks resume; one fault never stops the daemon. Calls 0 is the warm-up.
+async fn check_one_fault_is_survived(tag: &str, kind: &'static str, reason: &str) {
+    fn panics(n: usize) -> Option<&'static str> {
+        (8..10).contains(&n).then_some("panic")
+    }
+    fn oom(n: usize) -> Option<&'static str> {
+        (8..10)
+            .contains(&n)
+            .then_some("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
+    }
+    let key = format!("policy_faults_total{{reason=\"{reason}\"}}");
+    let fails = if kind == "panic" { panics } else { oom };
+    let m = faulty_daemon(tag, fails, async |m, chunks| {
+        until("the fault", || m.get(&key) == 1).await;
+        let at_fault = chunks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(at_fault >= 3, "chunks before the fault: {at_fault}");
+        until("chunks after the reload", || {
+            chunks.load(std::sync::atomic::Ordering::SeqCst) >= at_fault + 5
+        })
+        .await;
+    })
+    .await
+    .expect("one fault does not stop the daemon");
+    assert_eq!(m.get(&key), 1, "{}", m.summary());
+    assert_eq!(m.get("policy_faults_total"), 1, "{}", m.summary());
+    assert_eq!(m.get("policy_reloads_total"), 1, "{}", m.summary());
+    assert_eq!(
+        m.get("inference_errors_total"),
+        0,
+        "faults are not request errors: {}",
+        m.summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_predict_is_counted_the_policy_reloaded_and_chunks_resume() {
+    check_one_fault_is_survived("fp", "panic", "panic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_device_out_of_memory_is_counted_the_policy_reloaded_and_chunks_resume() {
+    check_one_fault_is_survived("fo", "oom", "oom").await;
+}
+
+/// A policy that faults on every call after the first chunks: the worker reloads it (its warm-up faults
+/// too) until `max_consecutive_faults` (3) in a row, then the daemon stops with the cause (exit status 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_in_a_row_stop_the_daemon_with_the_cause() {
+    fn always(n: usize) -> Option<&'static str> {
+        (n >= 6).then_some("panic")
+    }
+    let seen: Arc<std::sync::Mutex<Option<Arc<Metrics>>>> = Arc::default();
+    let s2 = seen.clone();
+    let err = faulty_daemon("fa", always, async move |m, _| {
+        *s2.lock().unwrap() = Some(m.clone());
+        until("three faults", || m.get("policy_faults_total") >= 3).await;
+        // The daemon stops on its own: give it a moment before asking it to.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await
+    .expect_err("the daemon gives up");
+    assert_eq!(riptide_runtime::daemon::exit_code(&err), 3, "{err:#}");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("3 policy faults in a row") && text.contains("injected fault"),
+        "{text}"
+    );
+    let m = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(m.get("policy_faults_total{reason=\"panic\"}"), 3, "{}", m.summary());
+}

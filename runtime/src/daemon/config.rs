@@ -70,9 +70,28 @@ pub struct DaemonConfig {
     /// milliseconds; never past its own deadline. 0 = run what is due at once.
     #[serde(default = "default_batch_window_ms")]
     pub batch_window_ms: f64,
+    #[serde(default)]
+    pub worker: WorkerSection,
     /// Several robots served by one daemon (`[[robot]]` tables); none = one robot from the top level.
     #[serde(default, rename = "robot")]
     pub robots: Vec<RobotSection>,
+}
+
+/// `[worker]`: how the inference thread handles policy faults (a panic in `predict`, a device error or
+/// out-of-memory): each is counted, logged and followed by a reload of the policy; after this many in a
+/// row (no served wave between them) the daemon exits with status 3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSection {
+    pub max_consecutive_faults: usize,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        Self {
+            max_consecutive_faults: 3,
+        }
+    }
 }
 
 /// One robot of a fleet (`[[robot]]`): its `name` is its namespace; keys not given fall back to the

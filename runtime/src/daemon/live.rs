@@ -17,12 +17,13 @@ use tokio::task::JoinSet;
 
 use crate::daemon::config::{DaemonConfig, OutputType, Resolved, TriggerMode};
 use crate::daemon::setup::{sampling_of, warmup_window, Running};
+use crate::daemon::{FatalFault, PolicyLoader};
 use crate::node::{now_s, Clock, Metrics, RateLimitedLog, RobotMetrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
 use crate::pipeline::window::{Frame, WindowBuilder, WindowError};
-use crate::pipeline::worker::{Job, Outcome, WavePolicy, Worker};
+use crate::pipeline::worker::{FaultEvent, FaultPolicy, Job, Loader, Outcome, WavePolicy, Worker};
 use crate::pipeline::{chunk_meta, MetaTimings, Pipeline, StreamId};
 
 /// What one robot's input, trigger and publishing tasks share.
@@ -47,12 +48,19 @@ struct Robot {
     next_id: u64,
 }
 
-/// Serve in wall time (or `use_sim_time`) until `shutdown`.
-pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOnce(&Running)) -> Result<Arc<Metrics>> {
+/// Serve in wall time (or `use_sim_time`) until `shutdown`, with policies from `loader`. Stops with
+/// [`FatalFault`] when a worker gives up on its policy.
+pub async fn run_live(
+    cfg: DaemonConfig,
+    shutdown: Shutdown,
+    on_ready: impl FnOnce(&Running),
+    loader: PolicyLoader,
+) -> Result<Arc<Metrics>> {
     let t_load = Instant::now();
     let configs = cfg.robot_configs()?;
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
-    let (mut workers, placement) = start_workers(&cfg, &configs, &results_tx).await?;
+    let (faults_tx, mut faults_rx) = mpsc::unbounded_channel::<FaultEvent>();
+    let (mut workers, placement) = start_workers((&cfg, &configs), &loader, &results_tx, &faults_tx).await?;
     let session = crate::node::network::open(&cfg.zenoh).await?;
     let clock = if cfg.use_sim_time {
         Clock::sim(&session, &configs[0].topic(topics::CLOCK)).await?
@@ -121,9 +129,19 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
         metrics: metrics.clone(),
         spec: workers[0].spec.clone(),
     });
+    let mut fatal = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
+            Some(ev) = faults_rx.recv() => match ev {
+                FaultEvent::Fault { reason, .. } => metrics.inc("policy_faults_total", &[("reason", reason.label())]),
+                FaultEvent::Recovered => metrics.inc("policy_reloads_total", &[]),
+                FaultEvent::Fatal(why) => {
+                    tracing::error!("stopping: {why}");
+                    fatal = Some(why);
+                    break;
+                }
+            },
             Some(r) = trigger_rx.recv() => submit(&mut robots[r], &workers),
             Some((r, out)) = results_rx.recv() => {
                 let robot = &robots[r];
@@ -141,15 +159,19 @@ pub async fn run_live(cfg: DaemonConfig, shutdown: Shutdown, on_ready: impl FnOn
         .close()
         .await
         .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
-    Ok(metrics)
+    match fatal {
+        Some(why) => Err(FatalFault(why).into()),
+        None => Ok(metrics),
+    }
 }
 
 /// One inference thread per distinct (checkpoint, device): it loads the policy (a GPU context lives
 /// there) with one stream per robot. Returns the workers and each robot's (worker, stream).
 async fn start_workers(
-    top: &DaemonConfig,
-    configs: &[DaemonConfig],
+    (top, configs): (&DaemonConfig, &[DaemonConfig]),
+    loader: &PolicyLoader,
     results: &mpsc::UnboundedSender<(usize, Outcome)>,
+    faults: &mpsc::UnboundedSender<FaultEvent>,
 ) -> Result<(Vec<Worker>, Vec<(usize, StreamId)>)> {
     let waves = WavePolicy {
         batch_window: top.batch_window()?,
@@ -170,26 +192,25 @@ async fn start_workers(
             .map(|&r| (sampling_of(&configs[r]), configs[r].fps.map_or(1.0, |f| 1.0 / f)))
             .collect();
         let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
-        let cp = checkpoint.clone();
-        let (worker, warm) = Worker::start(
-            move || {
-                let policy = riptide_policies::load_policy(&cp, device)?;
-                let mut streams = streams.into_iter();
-                // Warm starts shift by control periods; without fps the config check says so.
-                let (sampling, dt_s) = streams.next().expect("a worker serves at least one robot");
-                let mut pipeline = Pipeline::new(policy, sampling, dt_s)?;
-                for (sampling, dt_s) in streams {
-                    pipeline.add_stream(sampling, dt_s)?;
-                }
-                Ok(pipeline)
-            },
-            configs[members[0]].warmup,
-            warmup_window,
-            waves,
-            tx,
-        )
-        .await
-        .with_context(|| format!("loading {}", checkpoint.display()))?;
+        let (cp, loader) = (checkpoint.clone(), loader.clone());
+        let load: Loader = Arc::new(move || {
+            let policy = loader(&cp, device)?;
+            let mut streams = streams.iter().cloned();
+            // Warm starts shift by control periods; without fps the config check says so.
+            let (sampling, dt_s) = streams.next().expect("a worker serves at least one robot");
+            let mut pipeline = Pipeline::new(policy, sampling, dt_s)?;
+            for (sampling, dt_s) in streams {
+                pipeline.add_stream(sampling, dt_s)?;
+            }
+            Ok(pipeline)
+        });
+        let fault_policy = FaultPolicy {
+            max_consecutive: top.worker.max_consecutive_faults,
+            events: faults.clone(),
+        };
+        let (worker, warm) = Worker::start(load, configs[members[0]].warmup, warmup_window, waves, fault_policy, tx)
+            .await
+            .with_context(|| format!("loading {}", checkpoint.display()))?;
         tracing::info!(
             "{} on {} for {} robot(s); {} warm-up inferences, last {:.1} ms",
             worker.spec.kind,
@@ -455,6 +476,8 @@ impl ChunkPublisher {
         let (metrics, log) = (&shared.metrics, &shared.log);
         let inf = match &out.result {
             Ok(inf) => inf,
+            // Counted once per fault by the daemon; nothing is published (the driver's watchdog holds).
+            Err(_) if out.fault.is_some() => return,
             Err(e) => {
                 metrics.inc("inference_errors_total", &[]);
                 log.warn(&format!("{}:inference", metrics.robot()), || {

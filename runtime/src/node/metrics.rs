@@ -54,6 +54,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("inference_in_flight", "1 while an inference is running"),
     (
+        "policy_faults",
+        "Policy faults (a panic in predict, a device error, device out of memory), by reason; each reloads the policy",
+    ),
+    ("policy_reloads", "Policies reloaded after a fault"),
+    (
         "remote_queries",
         "Remote inference queries, by result (ok, malformed, busy, inference, stopped)",
     ),

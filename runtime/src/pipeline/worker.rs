@@ -14,7 +14,7 @@ use riptide_policies::{ActionChunk, ObservationWindow, PolicyError, PolicySpec, 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipeline::window::TimedWindow;
-use crate::pipeline::{Inference, Pipeline, StreamId, WarmUp, WaveQuery};
+use crate::pipeline::{Inference, Pipeline, StreamId, WarmUp, WaveQuery, WaveResults};
 
 /// A window to run.
 pub struct Job {
@@ -41,6 +41,8 @@ pub struct Outcome {
     pub window_s: f64,
     /// Rows in the wave the job ran in (streams and queries).
     pub wave: usize,
+    /// Set when the wave faulted (counted in `policy_faults_total`, not as an inference error).
+    pub fault: Option<FaultReason>,
     pub result: Result<Inference, PolicyError>,
 }
 
@@ -100,6 +102,67 @@ pub struct WavePolicy {
     pub batch_window: Duration,
 }
 
+/// Builds the pipeline on the inference thread; called again for a fresh one after a fault.
+pub type Loader = Arc<dyn Fn() -> anyhow::Result<Pipeline> + Send + Sync>;
+
+/// Why the policy faulted: the `reason` label of `riptide_policy_faults_total`. Request errors (a bad
+/// window, a refused setting) are not faults: they count in `inference_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultReason {
+    /// `predict` panicked.
+    Panic,
+    /// The device (or its thread) failed.
+    Device,
+    /// The device ran out of memory.
+    Oom,
+}
+
+impl FaultReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Panic => "panic",
+            Self::Device => "device",
+            Self::Oom => "oom",
+        }
+    }
+
+    /// A policy error that is a fault, and which.
+    fn of(e: &PolicyError) -> Option<Self> {
+        match e {
+            PolicyError::Device(m) => {
+                let m = m.to_ascii_lowercase();
+                Some(
+                    if m.contains("out of memory") || m.contains("outofmemory") || m.contains("oom") {
+                        Self::Oom
+                    } else {
+                        Self::Device
+                    },
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the worker tells the daemon about faults.
+#[derive(Debug, Clone)]
+pub enum FaultEvent {
+    /// Counted and logged; the policy is being reloaded.
+    Fault { reason: FaultReason, detail: String },
+    /// Serving resumed on a reloaded policy.
+    Recovered,
+    /// `max_consecutive` faults in a row, or a reload that failed: the worker stopped.
+    Fatal(String),
+}
+
+/// How the worker handles faults.
+#[derive(Debug, Clone)]
+pub struct FaultPolicy {
+    /// Faults in a row (without a served wave between them) before the worker gives up.
+    pub max_consecutive: usize,
+    pub events: mpsc::UnboundedSender<FaultEvent>,
+}
+
 /// Handle to the inference thread.
 pub struct Worker {
     shared: Shared,
@@ -110,42 +173,42 @@ pub struct Worker {
 impl Worker {
     /// Start the thread: `load` builds the pipeline (policy and every stream) on that thread, then
     /// `warmup` inferences shaped like the served ones run on `warmup_window`, so JIT/autotune costs
-    /// are paid before the first real chunk and a request the policy refuses fails start-up.
+    /// are paid before the first real chunk and a request the policy refuses fails start-up. After a
+    /// fault (a panic, a device error) the thread loads a fresh pipeline the same way and serves on.
     pub async fn start(
-        load: impl FnOnce() -> anyhow::Result<Pipeline> + Send + 'static,
+        load: Loader,
         warmup: usize,
-        warmup_window: impl FnOnce(&PolicySpec) -> TimedWindow + Send + 'static,
+        warmup_window: fn(&PolicySpec) -> TimedWindow,
         waves: WavePolicy,
+        faults: FaultPolicy,
         results: mpsc::UnboundedSender<Outcome>,
     ) -> anyhow::Result<(Self, WarmUp)> {
         let shared: Shared = Arc::default();
         let (ready_tx, ready_rx) = oneshot::channel::<anyhow::Result<(PolicySpec, WarmUp)>>();
         let thread_shared = shared.clone();
+        let fresh = move || -> anyhow::Result<(Pipeline, WarmUp)> {
+            let mut pipeline = load()?;
+            let w = warmup_window(pipeline.spec());
+            let warm = pipeline.warm_up(&w.window, warmup)?;
+            Ok((pipeline, warm))
+        };
         let thread = std::thread::Builder::new()
             .name("riptide-inference".into())
             .spawn(move || {
-                let mut pipeline = match load() {
-                    Ok(p) => p,
+                let mut pipeline = match fresh() {
+                    Ok((p, warm)) => {
+                        lock(&thread_shared).jobs = (0..p.streams()).map(|_| None).collect();
+                        if ready_tx.send(Ok((p.spec().clone(), warm))).is_err() {
+                            return;
+                        }
+                        p
+                    }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                lock(&thread_shared).jobs = (0..pipeline.streams()).map(|_| None).collect();
-                let spec = pipeline.spec().clone();
-                let w = warmup_window(&spec);
-                match pipeline.warm_up(&w.window, warmup) {
-                    Ok(warm) => {
-                        if ready_tx.send(Ok((spec, warm))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
-                        return;
-                    }
-                }
-                run(&thread_shared, &mut pipeline, waves, &results);
+                supervise(&thread_shared, &mut pipeline, &fresh, waves, &faults, &results);
             })
             .map_err(|e| PolicyError::Device(format!("cannot start the inference thread: {e}")))?;
         let (spec, warm) = ready_rx
@@ -240,22 +303,138 @@ fn next_wave(shared: &(Mutex<Slot>, Condvar), waves: WavePolicy) -> Option<(Vec<
     }
 }
 
-fn run(
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// A fault and what it said.
+type Fault = (FaultReason, String);
+
+/// Serve waves; after a fault, load a fresh pipeline and serve on, until shutdown or
+/// `max_consecutive` faults in a row (then report it as fatal and stop taking work).
+fn supervise(
+    shared: &(Mutex<Slot>, Condvar),
+    pipeline: &mut Pipeline,
+    fresh: &dyn Fn() -> anyhow::Result<(Pipeline, WarmUp)>,
+    waves: WavePolicy,
+    faults: &FaultPolicy,
+    results: &mpsc::UnboundedSender<Outcome>,
+) {
+    let mut in_a_row = 0usize;
+    let mut fault = serve(shared, pipeline, waves, results, &mut in_a_row);
+    while let Some((reason, detail)) = fault {
+        in_a_row += 1;
+        tracing::error!("policy fault ({}): {detail}", reason.label());
+        let _ = faults.events.send(FaultEvent::Fault {
+            reason,
+            detail: detail.clone(),
+        });
+        let fatal = |why: String| {
+            let _ = faults.events.send(FaultEvent::Fatal(why));
+            lock(shared).shutdown = true;
+        };
+        if in_a_row >= faults.max_consecutive.max(1) {
+            return fatal(format!(
+                "{in_a_row} policy faults in a row (worker.max_consecutive_faults = {}); the last: {} ({detail})",
+                faults.max_consecutive,
+                reason.label()
+            ));
+        }
+        // A reload (with its warm-up) that panics is one more fault in a row.
+        fault = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(fresh)) {
+            Ok(Ok((p, _))) => {
+                *pipeline = p;
+                tracing::info!("policy reloaded; serving resumes");
+                let _ = faults.events.send(FaultEvent::Recovered);
+                serve(shared, pipeline, waves, results, &mut in_a_row)
+            }
+            Ok(Err(e)) => {
+                return fatal(format!(
+                    "the policy could not be reloaded after a {} fault: {e:#}",
+                    reason.label()
+                ))
+            }
+            Err(p) => Some((
+                FaultReason::Panic,
+                format!("reloading the policy: {}", panic_message(p.as_ref())),
+            )),
+        };
+    }
+}
+
+/// One try at a wave: a panic or a device error is a fault.
+fn run_caught(
+    pipeline: &mut Pipeline,
+    windows: &[(StreamId, &TimedWindow)],
+    asks: Vec<WaveQuery<'_>>,
+) -> Result<WaveResults, Fault> {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pipeline.run_wave(windows, asks)))
+        .map_err(|p| (FaultReason::Panic, panic_message(p.as_ref())))?;
+    let errors = r.0.iter().filter_map(|x| x.as_ref().err());
+    let errors = errors.chain(r.1.iter().filter_map(|x| x.as_ref().err()));
+    match errors
+        .filter_map(|e| FaultReason::of(e).map(|f| (f, e.to_string())))
+        .next()
+    {
+        Some(f) => Err(f),
+        None => Ok(r),
+    }
+}
+
+/// A wave, and after a fault the same rows one by one (once): a row that faults again is the fault.
+fn run_wave_retried(pipeline: &mut Pipeline, jobs: &[Job], queries: &[Query]) -> Result<WaveResults, Fault> {
+    let windows: Vec<(StreamId, &TimedWindow)> = jobs.iter().map(|j| (j.stream, &j.window)).collect();
+    let asks =
+        |q: &[Query]| -> Vec<WaveQuery<'_>> { q.iter().map(|q| (q.stream, &q.window, q.request.clone())).collect() };
+    match run_caught(pipeline, &windows, asks(queries)) {
+        Ok(r) => return Ok(r),
+        Err((reason, detail)) => {
+            tracing::warn!(
+                "a wave of {} rows faulted ({}): {detail}; retrying row by row",
+                windows.len() + queries.len(),
+                reason.label()
+            );
+        }
+    }
+    let mut out: WaveResults = (Vec::new(), Vec::new());
+    for w in &windows {
+        out.0
+            .extend(run_caught(pipeline, std::slice::from_ref(w), Vec::new())?.0);
+    }
+    for q in queries.chunks(1) {
+        out.1.extend(run_caught(pipeline, &[], asks(q))?.1);
+    }
+    Ok(out)
+}
+
+/// Serve waves until shutdown (None) or a fault (its reason and message). A faulted wave publishes
+/// nothing: its windows come back as faults, its queries get an error reply.
+fn serve(
     shared: &(Mutex<Slot>, Condvar),
     pipeline: &mut Pipeline,
     waves: WavePolicy,
     results: &mpsc::UnboundedSender<Outcome>,
-) {
+    in_a_row: &mut usize,
+) -> Option<Fault> {
     while let Some((jobs, queries)) = next_wave(shared, waves) {
         let wave = jobs.len() + queries.len();
-        let windows: Vec<(StreamId, &TimedWindow)> = jobs.iter().map(|j| (j.stream, &j.window)).collect();
-        let asks: Vec<WaveQuery<'_>> = queries
-            .iter()
-            .map(|q| (q.stream, &q.window, q.request.clone()))
-            .collect();
         let t = Instant::now();
         // The previous chunks live in the pipeline, next to the policy: the async side never sees them.
-        let (inferences, answers) = pipeline.run_wave(&windows, asks);
+        let (inferences, answers, fault) = match run_wave_retried(pipeline, &jobs, &queries) {
+            Ok((i, a)) => (i.into_iter().map(Some).collect(), a, None),
+            Err(f) => (
+                jobs.iter().map(|_| None).collect::<Vec<_>>(),
+                queries
+                    .iter()
+                    .map(|_| Err(PolicyError::Device(format!("policy fault ({}): {}", f.0.label(), f.1))))
+                    .collect(),
+                Some(f),
+            ),
+        };
         let query_s = t.elapsed().as_secs_f64();
         for (q, a) in queries.into_iter().zip(answers) {
             // The caller may have given up (timeout): nothing to do then.
@@ -269,11 +448,17 @@ fn run(
                 submitted: job.submitted,
                 window_s: job.window_s,
                 wave,
-                result,
+                fault: fault.as_ref().map(|f| f.0),
+                result: result.unwrap_or_else(|| Err(PolicyError::Device("policy fault".into()))),
             };
             if results.send(outcome).is_err() {
-                return;
+                return None;
             }
         }
+        if fault.is_some() {
+            return fault;
+        }
+        *in_a_row = 0;
     }
+    None
 }

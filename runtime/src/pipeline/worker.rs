@@ -385,11 +385,14 @@ fn run_caught(
     }
 }
 
+/// The queries as rows of a wave.
+fn asks(queries: &[Query]) -> Vec<WaveQuery<'_>> {
+    queries.iter().map(|q| (q.stream, &q.window, q.request.clone())).collect()
+}
+
 /// A wave, and after a fault the same rows one by one (once): a row that faults again is the fault.
 fn run_wave_retried(pipeline: &mut Pipeline, jobs: &[Job], queries: &[Query]) -> Result<WaveResults, Fault> {
     let windows: Vec<(StreamId, &TimedWindow)> = jobs.iter().map(|j| (j.stream, &j.window)).collect();
-    let asks =
-        |q: &[Query]| -> Vec<WaveQuery<'_>> { q.iter().map(|q| (q.stream, &q.window, q.request.clone())).collect() };
     match run_caught(pipeline, &windows, asks(queries)) {
         Ok(r) => return Ok(r),
         Err((reason, detail)) => {

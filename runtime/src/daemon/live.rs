@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::daemon::config::{DaemonConfig, OutputType, Resolved, TriggerMode};
 use crate::daemon::setup::{sampling_of, warmup_window, Running};
-use crate::daemon::{FatalFault, PolicyLoader};
+use crate::daemon::setup::{FatalFault, PolicyLoader};
 use crate::node::{now_s, Clock, Metrics, RateLimitedLog, RobotMetrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;

@@ -387,7 +387,10 @@ fn run_caught(
 
 /// The queries as rows of a wave.
 fn asks(queries: &[Query]) -> Vec<WaveQuery<'_>> {
-    queries.iter().map(|q| (q.stream, &q.window, q.request.clone())).collect()
+    queries
+        .iter()
+        .map(|q| (q.stream, &q.window, q.request.clone()))
+        .collect()
 }
 
 /// A wave, and after a fault the same rows one by one (once): a row that faults again is the fault.

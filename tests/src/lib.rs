@@ -84,6 +84,23 @@ fn err_rel_range(want: &HostTensor, got: &HostTensor, reference: &HostTensor) ->
         .fold(0f32, f32::max)
 }
 
+/// A free loopback TCP port, picked at run time.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A `std_msgs/Float32MultiArray` holding `v`, CDR-encoded (an observation vector on the wire).
+pub fn vector(v: &[f32]) -> Vec<u8> {
+    riptide_msgs::encode(&riptide_msgs::ros::Float32MultiArray {
+        data: v.to_vec(),
+        ..Default::default()
+    })
+    .expect("a vector encodes")
+}
+
 /// A zenoh peer that connects to `tcp/127.0.0.1:PORT` only (no listening, no scouting).
 pub async fn client(port: u16) -> zenoh::Session {
     let mut c = zenoh::Config::default();

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use riptide_msgs::ros::{Float32MultiArray, JointTrajectory};
+use riptide_msgs::ros::JointTrajectory;
 use riptide_runtime::daemon::config::DaemonConfig;
 use riptide_runtime::daemon::run;
 use riptide_runtime::node::now_s;
 use riptide_runtime::node::Metrics;
-use riptide_tests::{client, fixtures_dir};
+use riptide_tests::{client, fixtures_dir, free_port, vector};
 use tokio::sync::{oneshot, Mutex};
 
 const FIX: &str = "state_env_ddim_eps";
@@ -33,14 +33,6 @@ async fn wait_alive(s: &zenoh::Session, ns: &str) {
     riptide_runtime::node::wait_alive(s, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
         .await
         .expect("daemon alive");
-}
-
-fn vector(v: &[f32]) -> Vec<u8> {
-    riptide_msgs::encode(&Float32MultiArray {
-        data: v.to_vec(),
-        ..Default::default()
-    })
-    .unwrap()
 }
 
 struct Harness {
@@ -457,11 +449,7 @@ async fn faulty_daemon(
     watch: impl AsyncFnOnce(&Arc<Metrics>, &Arc<std::sync::atomic::AtomicUsize>),
 ) -> anyhow::Result<Arc<Metrics>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let ns = format!("rt{}{tag}", std::process::id());
     let calls = Arc::new(AtomicUsize::new(0));
     let c2 = calls.clone();

@@ -5,26 +5,10 @@
 
 use std::time::Duration;
 
-use riptide_msgs::ros::{Float32MultiArray, JointTrajectory};
+use riptide_msgs::ros::JointTrajectory;
 use riptide_runtime::daemon::config::DaemonConfig;
 use riptide_runtime::node::Shutdown;
-use riptide_tests::{client, fixtures_dir};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn vector(v: &[f32]) -> Vec<u8> {
-    riptide_msgs::encode(&Float32MultiArray {
-        data: v.to_vec(),
-        ..Default::default()
-    })
-    .unwrap()
-}
+use riptide_tests::{client, fixtures_dir, free_port, vector};
 
 /// Publish good observations for `robot` at 30 Hz until aborted.
 fn feed(session: &zenoh::Session, robot: String) -> tokio::task::JoinHandle<()> {

@@ -5,30 +5,13 @@
 
 use std::time::Duration;
 
-use riptide_msgs::ros::Float32MultiArray;
 use riptide_policies::read_safetensors;
 use riptide_runtime::daemon::config::DaemonConfig;
 use riptide_runtime::node::Shutdown;
-use riptide_tests::{client, fixtures_dir, python_with};
+use riptide_tests::{client, fixtures_dir, free_port, python_with, vector};
 use serde_json::Value;
 
 const FIX: &str = "state_env_ddim_eps";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn vector(v: &[f32]) -> Vec<u8> {
-    riptide_msgs::encode(&Float32MultiArray {
-        data: v.to_vec(),
-        ..Default::default()
-    })
-    .unwrap()
-}
 
 fn flat(v: &Value) -> Vec<f64> {
     match v {

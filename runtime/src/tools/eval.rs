@@ -242,13 +242,7 @@ impl ClosedLoop {
                 self.env.step_no_render(&cmd)
             };
             let pos = self.env.position();
-            track_sum += pos
-                .iter()
-                .zip(&cmd)
-                .take(3)
-                .map(|(p, c)| (p - c) * (p - c))
-                .sum::<f64>()
-                .sqrt();
+            track_sum += tracking_error(&pos, &cmd);
             commands.push(cmd);
             positions.push(pos);
             k += 1;
@@ -432,6 +426,18 @@ pub fn evaluate(args: &EvalArgs, mut progress: impl FnMut(usize, usize, &ClosedL
     })
 }
 
+/// Distance between the device's position after a step and that step's command, over the first three
+/// position dimensions ([`ClosedLoopEpisode::tracking_error`]).
+fn tracking_error(position: &[f64], command: &[f64]) -> f64 {
+    position
+        .iter()
+        .zip(command)
+        .take(3)
+        .map(|(p, c)| (p - c) * (p - c))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// One robot's episode in progress ([`fleet_episodes`]).
 struct Ongoing {
     seed: u64,
@@ -521,13 +527,7 @@ fn fleet_episodes(
                 envs[r].step_no_render(&cmd)
             };
             let pos = envs[r].position();
-            ep.track_sum += pos
-                .iter()
-                .zip(&cmd)
-                .take(3)
-                .map(|(p, c)| (p - c) * (p - c))
-                .sum::<f64>()
-                .sqrt();
+            ep.track_sum += tracking_error(&pos, &cmd);
             ep.commands.push(cmd);
             ep.positions.push(pos);
             ep.k += 1;

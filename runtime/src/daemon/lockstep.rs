@@ -341,7 +341,8 @@ impl Lockstep {
                     .builder
                     .build(t_s)
                     .map_err(|e| anyhow!("window at t = {t_s:.3}: {e}"))?;
-                Ok((self.stream_of(r), tw))
+                // Robots are added with one pipeline stream each, in order: robot r is stream r.
+                Ok((r as StreamId, tw))
             })
             .collect::<Result<Vec<_>>>()?;
         let window_s = t.elapsed().as_secs_f64() / need.len() as f64;
@@ -352,11 +353,6 @@ impl Lockstep {
             metas.push(self.deliver(r, t_s, tw, &inf?, window_s));
         }
         Ok(metas)
-    }
-
-    /// Robot `r`'s pipeline stream (robots are added with one stream each, in order).
-    fn stream_of(&self, r: usize) -> StreamId {
-        r
     }
 
     /// Record robot `r`'s chunk and hand it to its driver (after the simulated delay).

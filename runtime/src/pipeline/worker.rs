@@ -132,7 +132,7 @@ impl FaultReason {
             PolicyError::Device(m) => {
                 let m = m.to_ascii_lowercase();
                 Some(
-                    if m.contains("out of memory") || m.contains("outofmemory") || m.contains("oom") {
+                    if m.contains("out of memory") || m.contains("out_of_memory") || m.contains("outofmemory") {
                         Self::Oom
                     } else {
                         Self::Device

@@ -759,8 +759,15 @@ fn sigkill_child_writer() {
 fn sigkill_keeps_every_chunk_written_before_the_kill() {
     let dir = scratch_dir("sigkill");
     let path = dir.join("killed.mcap");
+    // The child is this binary's own test, named by its path below the binary's root module.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let child_test = if module.is_empty() {
+        "sigkill_child_writer".to_string()
+    } else {
+        format!("{module}::sigkill_child_writer")
+    };
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["sigkill_child_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .args([child_test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
         .env("RIPTIDE_MCAP_SIGKILL_CHILD", &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -715,7 +715,7 @@ fn scaled_discrete_dims_can_flip_under_a_warm_start() {
 }
 
 /// Cold vs warm latency and NFE on the fixture (CPU, host fusion on as `load_policy` sets it;
-/// `cargo test -p riptide-policies --features cuda --test rti bench -- --ignored --nocapture`).
+/// `cargo test --workspace --features cuda --test policies rti::bench -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn bench_cold_vs_warm() {

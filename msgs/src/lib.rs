@@ -7,6 +7,7 @@
 //! - [`ros`]: the message structs (`sensor_msgs/Image`, `sensor_msgs/JointState`, `geometry_msgs/*`,
 //!   `trajectory_msgs/*`, `std_msgs/*`, `rosgraph_msgs/Clock`, `builtin_interfaces/*`) and riptide's own
 //!   [`ros::ChunkMeta`]; each carries its ROS type name and `ros2msg` schema text ([`RosMessage`]).
+//! - [`ros2`]: the rmw_zenoh contract (type hashes, keys, liveliness tokens, attachments) for ROS 2 graphs.
 //! - [`topics`]: every topic key (relative to a node's namespace) and the JSON [`topics::EpisodeEvent`].
 //! - `mcap` (feature `mcap`): crash-safe MCAP recording of these messages and a reader that also opens files
 //!   cut short by a crash; `recover` finishes such a file.
@@ -33,6 +34,7 @@ mod error;
 #[cfg(feature = "mcap")]
 pub mod mcap;
 pub mod ros;
+pub mod ros2;
 pub mod topics;
 
 use serde::de::DeserializeOwned;

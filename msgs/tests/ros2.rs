@@ -1,0 +1,143 @@
+//! The rmw_zenoh contract against independent references: RIHS01 hashes against the values ROS's own
+//! generated code carries (the design note's table) and against rosbags' type store for every type riptide
+//! publishes or subscribes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use riptide_msgs::ros::*;
+use riptide_msgs::ros2::{keys, type_hash};
+use riptide_msgs::{topics, RosMessage};
+
+/// Every message type riptide-msgs defines: (type name, own definition, hash).
+fn every_type() -> Vec<(&'static str, &'static str, String)> {
+    fn row<T: RosMessage>() -> (&'static str, &'static str, String) {
+        (
+            T::TYPE_NAME,
+            T::MSG_DEFINITION,
+            type_hash::<T>().expect("riptide's schemas describe themselves"),
+        )
+    }
+    vec![
+        row::<Time>(),
+        row::<Duration>(),
+        row::<Header>(),
+        row::<StringMsg>(),
+        row::<Clock>(),
+        row::<MultiArrayDimension>(),
+        row::<MultiArrayLayout>(),
+        row::<Float32MultiArray>(),
+        row::<Image>(),
+        row::<JointState>(),
+        row::<Point>(),
+        row::<Vector3>(),
+        row::<Quaternion>(),
+        row::<Pose>(),
+        row::<PoseStamped>(),
+        row::<Twist>(),
+        row::<TwistStamped>(),
+        row::<Transform>(),
+        row::<JointTrajectoryPoint>(),
+        row::<JointTrajectory>(),
+        row::<MultiDOFJointTrajectoryPoint>(),
+        row::<MultiDOFJointTrajectory>(),
+        row::<ChunkMeta>(),
+    ]
+}
+
+#[test]
+fn type_hashes_match_the_values_ros_generates() {
+    // Published by ROS's generated code (Jazzy), as listed in the ROS 2 design note.
+    let published = [
+        (
+            "sensor_msgs/msg/Image",
+            "d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47",
+        ),
+        (
+            "sensor_msgs/msg/JointState",
+            "a13ee3a330e346c9d87b5aa18d24e11690752bd33a0350f11c5882bc9179260e",
+        ),
+        (
+            "std_msgs/msg/Float32MultiArray",
+            "0599f6f85b4bfca379873a0b4375a0aca022156bd2d7021275d116ed1fa8bfe0",
+        ),
+        (
+            "trajectory_msgs/msg/JointTrajectory",
+            "179b33eba59d676f6d967ac71fe35e7ca2f64b2f3928f4a018cec115e213796e",
+        ),
+        (
+            "trajectory_msgs/msg/MultiDOFJointTrajectory",
+            "3a18fd095292a65cfde8833c72985a30af981f3ec44494655c6267262b443a4a",
+        ),
+        (
+            "std_msgs/msg/String",
+            "df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18",
+        ),
+    ];
+    let ours = every_type();
+    for (name, hex) in published {
+        let (_, _, hash) = ours.iter().find(|(n, _, _)| *n == name).expect("type defined");
+        assert_eq!(hash, &format!("RIHS01_{hex}"), "{name}");
+    }
+}
+
+#[test]
+fn type_hashes_match_rosbags_for_every_type() {
+    let Some(python) = python_with_rosbags() else { return };
+    let input: Vec<serde_json::Value> = every_type()
+        .into_iter()
+        .map(|(n, d, h)| serde_json::json!({"type_name": n, "msg_definition": d, "hash": h}))
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_type_hashes.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run check_type_hashes.py");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::to_string(&input).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rosbags disagrees:\n{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("ok ")).count(), input.len());
+}
+
+/// What `zenoh-bridge-ros2dds` does with riptide's default topics: each is a legal ROS 2 name whose bridge
+/// key is the plain key riptide already uses.
+#[test]
+fn every_default_topic_is_a_ros_name_the_dds_bridge_maps_to_its_key() {
+    for relative in topics::ALL {
+        let key = format!("{}/{relative}", topics::DEFAULT_NAMESPACE);
+        let ros = keys::ros_name_for_key(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(keys::bridge_key(&ros).unwrap(), key);
+    }
+}
+
+fn python_with_rosbags() -> Option<PathBuf> {
+    let required = std::env::var("RIPTIDE_REQUIRE_PY_TOOLS").is_ok_and(|v| v == "1");
+    let python = std::env::var_os("RIPTIDE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
+    let ok = Command::new(&python)
+        .args(["-c", "import rosbags.typesys"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let msg = format!(
+        "no rosbags at {}; install with `.venv/bin/pip install -r tests/py-tools-requirements.txt`",
+        python.display()
+    );
+    assert!(!required, "RIPTIDE_REQUIRE_PY_TOOLS=1 but {msg}");
+    println!("SKIPPED: {msg}");
+    None
+}

@@ -104,10 +104,12 @@ fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyEr
         DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(crate::mode::load::<FlexBackend>(dir, &Default::default())?)),
         DeviceSpec::NdArray => Ok(Box::new(crate::mode::load::<NdArrayBackend>(dir, &Default::default())?)),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => Ok(Box::new(crate::mode::load::<burn::backend::Cuda>(
-            dir,
-            &burn::backend::cuda::CudaDevice::new(i),
-        )?)),
+        DeviceSpec::Cuda(i) => on_cuda(i, || {
+            Ok(Box::new(crate::mode::load::<burn::backend::Cuda>(
+                dir,
+                &burn::backend::cuda::CudaDevice::new(i),
+            )?))
+        }),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => load_cuda(dir, 0),
     }
@@ -115,12 +117,50 @@ fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyEr
 
 #[cfg(feature = "cuda")]
 fn load_cuda(dir: &Path, index: usize) -> Result<Box<dyn Policy>, PolicyError> {
-    let device = burn::backend::cuda::CudaDevice::new(index);
-    Ok(Box::new(load_diffusion::<CudaBackend>(
-        dir,
-        &format!("cuda:{index} (burn-cuda)"),
-        &device,
-    )?))
+    on_cuda(index, || {
+        let device = burn::backend::cuda::CudaDevice::new(index);
+        Ok(Box::new(load_diffusion::<CudaBackend>(
+            dir,
+            &format!("cuda:{index} (burn-cuda)"),
+            &device,
+        )?))
+    })
+}
+
+/// Run `load` on CUDA device `index`, or say why it cannot run there. burn-cuda panics (on its device
+/// thread, then in the caller) when the machine has no CUDA driver or no such device; neither may take
+/// the daemon down.
+#[cfg(feature = "cuda")]
+fn on_cuda(
+    index: usize,
+    load: impl FnOnce() -> Result<Box<dyn Policy>, PolicyError>,
+) -> Result<Box<dyn Policy>, PolicyError> {
+    if !cuda_driver_present() {
+        return Err(PolicyError::Device(format!(
+            "cuda:{index}: no CUDA driver on this machine (libcuda.so could not be loaded); install the NVIDIA \
+             driver, put its library on LD_LIBRARY_PATH, or run with --device cpu"
+        )));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the CUDA runtime panicked");
+        Err(PolicyError::Device(format!(
+            "cuda:{index} could not be initialised ({why}); check the device index (`nvidia-smi -L`) or run \
+             with --device cpu"
+        )))
+    })
+}
+
+/// Whether the CUDA driver library can be loaded (what burn-cuda needs before anything else).
+#[cfg(feature = "cuda")]
+fn cuda_driver_present() -> bool {
+    ["libcuda.so.1", "libcuda.so", "nvcuda.dll"].into_iter().any(|name| {
+        // SAFETY: loading the driver library runs only its initialisers, as burn-cuda's own loader would.
+        unsafe { libloading::Library::new(name) }.is_ok()
+    })
 }
 
 #[cfg(not(feature = "cuda"))]

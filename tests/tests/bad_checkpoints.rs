@@ -175,3 +175,18 @@ fn cuda_request_without_cuda_build_explains_how_to_rebuild() {
         .to_string();
     assert!(e.contains("--features cuda"), "{e}");
 }
+
+/// A CUDA build on a machine without the driver (CI), or asked for a device it does not have, gets an
+/// error that says what to do; burn-cuda's own panic never reaches the caller.
+#[test]
+fn cuda_without_a_driver_or_device_is_an_error_not_a_crash() {
+    if !riptide_policies::CUDA_COMPILED {
+        return; // the build without CUDA is the test above
+    }
+    let dir = fixtures_dir().join("lerobot").join(FIX);
+    let e = load_policy(&dir, DeviceSpec::Cuda(99))
+        .err()
+        .expect("no machine has cuda:99")
+        .to_string();
+    assert!(e.contains("cuda:99") && e.contains("--device cpu"), "{e}");
+}

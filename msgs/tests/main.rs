@@ -5,5 +5,6 @@
 
 mod cdr_roundtrip;
 mod mcap_recording;
+mod py;
 mod ros2;
 mod topics;

@@ -822,40 +822,6 @@ fn sigkill_keeps_every_chunk_written_before_the_kill() {
 // ------------------------------------------------------------------------------------------------
 // 3. Independent reader (Python)
 
-/// The project's Python: `RIPTIDE_PYTHON` or `<workspace>/.venv/bin/python`, with the mcap packages importable.
-/// `None` (after printing SKIPPED) if unavailable, unless `RIPTIDE_REQUIRE_PY_TOOLS=1`.
-fn python_with_mcap() -> Option<PathBuf> {
-    let required = std::env::var("RIPTIDE_REQUIRE_PY_TOOLS").is_ok_and(|v| v == "1");
-    let skip = |why: String| {
-        let msg = format!(
-            "{why}; install with `python3 -m venv .venv && .venv/bin/pip install -r tests/py-tools-requirements.txt` \
-             or set RIPTIDE_PYTHON"
-        );
-        assert!(!required, "RIPTIDE_REQUIRE_PY_TOOLS=1 but {msg}");
-        println!("SKIPPED: {msg}");
-        None
-    };
-    let python = match std::env::var_os("RIPTIDE_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    };
-    if !python.exists() && std::env::var_os("RIPTIDE_PYTHON").is_none() {
-        return skip(format!("no Python interpreter at {}", python.display()));
-    }
-    match Command::new(&python)
-        .args(["-c", "import mcap, mcap_ros2.decoder"])
-        .output()
-    {
-        Ok(out) if out.status.success() => Some(python),
-        Ok(out) => skip(format!(
-            "{} cannot import mcap / mcap_ros2: {}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-        )),
-        Err(e) => skip(format!("cannot run {}: {e}", python.display())),
-    }
-}
-
 fn expectation(sent: &[Sent], metadata: &[(String, BTreeMap<String, String>)]) -> Value {
     let mut channels = BTreeMap::new();
     for s in sent {
@@ -900,7 +866,9 @@ fn run_check(python: &Path, mcap: &Path, expect: &Value, extra: &[&str]) -> Stri
 
 #[test]
 fn python_mcap_ros2_decodes_rust_recordings() {
-    let Some(python) = python_with_mcap() else { return };
+    let Some(python) = crate::py::python_with("mcap, mcap_ros2.decoder") else {
+        return;
+    };
     let dir = scratch_dir("python");
 
     // A finished recording with every sample type, metadata and out-of-order log times.
@@ -975,7 +943,9 @@ fn python_mcap_ros2_decodes_rust_recordings() {
 /// opens, holding every message of the chunks completed before the cut, and the Rust reader agrees.
 #[test]
 fn recover_makes_a_cut_file_readable_by_the_python_mcap_reader() {
-    let Some(python) = python_with_mcap() else { return };
+    let Some(python) = crate::py::python_with("mcap, mcap_ros2.decoder") else {
+        return;
+    };
     let dir = scratch_dir("python_recover");
     let path = dir.join("full.mcap");
     let mut rec = McapRecorder::create_with(

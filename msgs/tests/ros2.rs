@@ -3,7 +3,7 @@
 //! publishes or subscribes.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use riptide_msgs::ros::*;
@@ -84,7 +84,9 @@ fn type_hashes_match_the_values_ros_generates() {
 
 #[test]
 fn type_hashes_match_rosbags_for_every_type() {
-    let Some(python) = python_with_rosbags() else { return };
+    let Some(python) = crate::py::python_with("rosbags.typesys") else {
+        return;
+    };
     let input: Vec<serde_json::Value> = every_type()
         .into_iter()
         .map(|(n, d, h)| serde_json::json!({"type_name": n, "msg_definition": d, "hash": h}))
@@ -119,25 +121,4 @@ fn every_default_topic_is_a_ros_name_the_dds_bridge_maps_to_its_key() {
         let ros = keys::ros_name_for_key(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(keys::bridge_key(&ros).unwrap(), key);
     }
-}
-
-fn python_with_rosbags() -> Option<PathBuf> {
-    let required = std::env::var("RIPTIDE_REQUIRE_PY_TOOLS").is_ok_and(|v| v == "1");
-    let python = std::env::var_os("RIPTIDE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    let ok = Command::new(&python)
-        .args(["-c", "import rosbags.typesys"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let msg = format!(
-        "no rosbags at {}; install with `.venv/bin/pip install -r tests/py-tools-requirements.txt`",
-        python.display()
-    );
-    assert!(!required, "RIPTIDE_REQUIRE_PY_TOOLS=1 but {msg}");
-    println!("SKIPPED: {msg}");
-    None
 }

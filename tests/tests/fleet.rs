@@ -186,11 +186,12 @@ fn eval_with_four_robots_gives_one_robots_episodes_push_t_candidates() {
 }
 
 /// The site topology over a zenoh router (as `zenohd` would run it): a router on a port picked at run
-/// time, two lockstep daemons and two sim nodes as its clients (each pair under its own namespace),
-/// peers found by liveliness. Every episode equals the in-process closed loop's for its seed.
+/// time, one lockstep daemon serving two `[[robot]]` tables and two sim nodes as its clients (one per
+/// robot's namespace), peers found by liveliness. The robots step in waves (one batched inference for
+/// both when both need a chunk); every episode equals the in-process closed loop's for its seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
-    use riptide_runtime::daemon::config::LockstepSection;
+async fn lockstep_robots_of_one_daemon_through_a_zenoh_router_with_every_node_a_client() {
+    use riptide_runtime::daemon::config::{LockstepSection, RobotSection};
     use riptide_runtime::node::{ZenohConfig, ZenohMode};
     use riptide_runtime::simnode::{run_sim, SimNodeConfig};
     use riptide_runtime::tools::eval::{driver_config_for, sim_daemon_config, ClosedLoop};
@@ -212,44 +213,65 @@ async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
     let policy = riptide_policies::load_policy(&checkpoint, riptide_policies::DeviceSpec::Cpu).unwrap();
     let env_spec = riptide_sim::make_env("arm-reach").unwrap().spec().clone();
     let (episodes, seeds) = (2usize, [31_000u64, 32_000]);
-    let mut daemons = Vec::new();
-    let mut sims = Vec::new();
+    let names: Vec<String> = (0..2).map(|i| format!("site{}r{i}", std::process::id())).collect();
+    let mut cfg = sim_daemon_config(&checkpoint, &env_spec, policy.spec());
+    cfg.zenoh = as_client();
+    cfg.warmup = 1;
+    cfg.robots = names
+        .iter()
+        .map(|name| RobotSection {
+            name: name.clone(),
+            checkpoint: None,
+            inputs: cfg.inputs.clone(),
+            output: None,
+            trigger: None,
+            exec_latency_ms: None,
+            rti: None,
+            candidates: None,
+            lockstep: Some(LockstepSection {
+                delay_ms: 0.0,
+                queue_threshold_s: 0.0,
+                driver: driver_config_for(&env_spec),
+            }),
+        })
+        .collect();
+    cfg.inputs.clear();
+    cfg.lockstep = None;
     let stop = riptide_runtime::node::Shutdown::new();
-    for (i, seed) in seeds.iter().enumerate() {
-        let ns = format!("site{}r{i}", std::process::id());
-        let mut cfg = sim_daemon_config(&checkpoint, &env_spec, policy.spec());
-        cfg.namespace = ns.clone();
-        cfg.zenoh = as_client();
-        cfg.warmup = 1;
-        cfg.lockstep = Some(LockstepSection {
-            delay_ms: 0.0,
-            queue_threshold_s: 0.0,
-            driver: driver_config_for(&env_spec),
-        });
-        daemons.push(tokio::spawn(riptide_runtime::daemon::run(cfg, stop.clone(), |_| {})));
+    let daemon = tokio::spawn(riptide_runtime::daemon::run(cfg, stop.clone(), |_| {}));
+    let mut sims = Vec::new();
+    for (ns, seed) in names.iter().zip(seeds) {
         let session = riptide_runtime::node::network::open(&as_client()).await.unwrap();
         riptide_runtime::node::wait_alive(&session, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
             .await
-            .expect("the daemon is visible through the router");
+            .expect("the daemon's robot is visible through the router");
         let sim = SimNodeConfig {
             env: "arm-reach".into(),
-            namespace: ns,
+            namespace: ns.clone(),
             lockstep: true,
             episodes,
-            seed: *seed,
+            seed,
             render: false,
             command_timeout_s: 120.0,
             zenoh: as_client(),
             record_dir: None,
             // The environment_state layout the shipped policy was trained on.
             env_state_width: riptide_runtime::checkpoints::env_state_width(&checkpoint).unwrap(),
+            publish_hz: None,
         };
-        let sim_stop = riptide_runtime::node::Shutdown::new();
-        sims.push(tokio::task::spawn_blocking(move || {
-            let r = run_sim(&sim, &session, &sim_stop, |_| {});
-            (r, session)
-        }));
+        sims.push((sim, session));
     }
+    // Both sims start together, so their steps meet in waves.
+    let sims: Vec<_> = sims
+        .into_iter()
+        .map(|(sim, session)| {
+            let sim_stop = riptide_runtime::node::Shutdown::new();
+            tokio::task::spawn_blocking(move || {
+                let r = run_sim(&sim, &session, &sim_stop, |_| {});
+                (r, session)
+            })
+        })
+        .collect();
     let mut outcomes = Vec::new();
     for s in sims {
         let (r, session) = s.await.unwrap();
@@ -257,19 +279,15 @@ async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
         session.close().await.unwrap();
     }
     stop.trigger();
-    let mut summaries = Vec::new();
-    for d in daemons {
-        let m = tokio::time::timeout(Duration::from_secs(30), d)
-            .await
-            .expect("clean shutdown")
-            .unwrap()
-            .unwrap();
-        summaries.push(m.summary());
-    }
+    let m = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("clean shutdown")
+        .unwrap()
+        .unwrap();
     router.close().await.unwrap();
     let results: Vec<_> = outcomes
         .into_iter()
-        .map(|r| r.unwrap_or_else(|e| panic!("sim episodes through the router: {e:#}; daemons: {summaries:?}")))
+        .map(|r| r.unwrap_or_else(|e| panic!("sim episodes through the router: {e:#}; daemon: {}", m.summary())))
         .collect();
 
     let mut cl = ClosedLoop::new(&checkpoint, riptide_policies::DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
@@ -285,6 +303,15 @@ async fn lockstep_episodes_through_a_zenoh_router_with_every_node_a_client() {
             );
         }
     }
+    let get = |k: &str| m.get(k);
+    for name in &names {
+        assert!(get(&format!("chunks_total{{robot=\"{name}\"}}")) > 0, "{}", m.summary());
+    }
+    assert!(
+        get("wave_rows_total") > get("waves_total"),
+        "some waves carry both robots' rows: {}",
+        m.summary()
+    );
 }
 
 /// A CA and one certificate per name, made at run time with openssl (no private key is committed):

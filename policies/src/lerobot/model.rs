@@ -7,8 +7,9 @@ use burn::prelude::*;
 use burn::tensor::activation::mish;
 
 use super::config::DiffusionConfig;
+use super::host_unet::HostUnet;
 use super::rgb::{RgbEncoder, RgbEncoderConfig};
-use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig, Film};
+use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
 use crate::error::PolicyError;
 use crate::normalize::FeatureNorm;
 use crate::pipeline::{self, KindModel, SampleJob, Sampled};
@@ -186,7 +187,8 @@ pub struct DiffusionPolicy<B: Backend> {
     pub action_norm: FeatureNorm,
     schedule: NoiseSchedule,
     film: FilmCache<B>,
-    host_fusion: bool,
+    /// The U-Net's host pass (CPU backends), when enabled.
+    host_unet: Option<HostUnet>,
     spec: PolicySpec,
     device: B::Device,
 }
@@ -226,7 +228,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             action_norm,
             schedule,
             film,
-            host_fusion: false,
+            host_unet: None,
             spec,
             device,
         })
@@ -399,15 +401,14 @@ impl<B: Backend> DiffusionPolicy<B> {
         }
     }
 
-    /// Run the element-wise tails of the U-Net's conv blocks in host memory (CPU backends only: see
-    /// [`super::unet::HostGroupNorm`]). Results agree with the tensor path to float rounding.
+    /// Run the U-Net's inference passes in host memory (CPU backends only: see [`HostUnet`]), from a
+    /// copy of its weights taken now. Results agree with the tensor path to float rounding.
     pub fn set_host_fusion(&mut self, on: bool) {
-        self.host_fusion = on;
-        self.model.unet.set_host_fusion(on);
+        self.host_unet = on.then(|| HostUnet::new(&self.model.unet));
     }
 
     pub fn host_fusion(&self) -> bool {
-        self.host_fusion
+        self.host_unet.is_some()
     }
 
     pub fn schedule(&self) -> &NoiseSchedule {
@@ -473,34 +474,26 @@ impl<B: Backend> Denoiser<B> for DiffusionPolicy<B> {
 
     fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3> {
         let all = cond.obs_film.clone() + self.film.step_terms[&t].clone();
-        let mut offset = 0;
-        let films: Vec<Film<B>> = if self.host_fusion {
-            // One transfer for all blocks; each block reads its columns.
+        if let Some(host) = &self.host_unet {
+            let [b, h, a] = x.dims();
             let [rows, total] = all.dims();
-            let host = all.into_data().into_vec::<f32>().expect("f32 FiLM");
-            self.film
-                .widths
-                .iter()
-                .map(|&w| {
-                    let mut v = Vec::with_capacity(rows * w);
-                    for r in 0..rows {
-                        v.extend_from_slice(&host[r * total + offset..r * total + offset + w]);
-                    }
-                    offset += w;
-                    Film::Host(std::sync::Arc::new(v), rows, w)
-                })
-                .collect()
-        } else {
-            self.film
-                .widths
-                .iter()
-                .map(|&w| {
-                    let f = all.clone().narrow(1, offset, w);
-                    offset += w;
-                    Film::Device(f)
-                })
-                .collect()
-        };
+            debug_assert_eq!(rows, b);
+            let films = all.into_data().into_vec::<f32>().expect("f32 FiLM");
+            let xs = x.into_data().into_vec::<f32>().expect("f32 sample");
+            let out = host.forward(&xs, b, h, &films, total);
+            return Tensor::from_data(TensorData::new(out, [b, h, a]), &self.device);
+        }
+        let mut offset = 0;
+        let films: Vec<Tensor<B, 2>> = self
+            .film
+            .widths
+            .iter()
+            .map(|&w| {
+                let f = all.clone().narrow(1, offset, w);
+                offset += w;
+                f
+            })
+            .collect();
         self.model.unet.forward_with_film(x, &films)
     }
 }

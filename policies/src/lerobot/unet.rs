@@ -22,66 +22,6 @@ pub struct ConditionalUnet1dConfig {
 pub struct Conv1dBlock<B: Backend> {
     pub conv: Conv1d<B>,
     pub norm: GroupNorm<B>,
-    /// Host copy of the norm's affine parameters when the fused CPU epilogue is enabled.
-    #[module(skip)]
-    pub host: Option<HostGroupNorm>,
-    /// The conv weight as a [c_out, c_in·k] matrix, for large convs on CPU backends (see
-    /// [`conv1d_as_matmul`]).
-    #[module(skip)]
-    pub weight_matrix: Option<Tensor<B, 2>>,
-}
-
-/// Stride-1 "same" Conv1d as one matrix product: stack the k shifted views of the padded input
-/// ([B, c_in·k, L]) and multiply by the [c_out, c_in·k] weight matrix.
-///
-/// burn-flex's direct convolution parallelises over batch and output tiles, which a length-4 action
-/// sequence at batch 1 does not have; its matmul spreads over all cores. For the PushT-size U-Net
-/// (2048 channels) this is the difference between one and all cores.
-pub fn conv1d_as_matmul<B: Backend>(
-    x: Tensor<B, 3>,
-    w: &Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
-    k: usize,
-) -> Tensor<B, 3> {
-    let [b, c, l] = x.dims();
-    let p = k / 2;
-    let device = x.device();
-    let zeros = Tensor::<B, 3>::zeros([b, c, p], &device);
-    let padded = Tensor::cat(vec![zeros.clone(), x, zeros], 2);
-    let views: Vec<Tensor<B, 3>> = (0..k).map(|i| padded.clone().narrow(2, i, l)).collect();
-    let cols: Tensor<B, 4> = Tensor::stack(views, 2); // [B, C, K, L]
-    let cols = cols.reshape([b, c * k, l]);
-    let [co, _] = w.dims();
-    let out = w.clone().unsqueeze_dim::<3>(0).expand([b, co, c * k]).matmul(cols);
-    match bias {
-        Some(bias) => out + bias.reshape([1, co, 1]),
-        None => out,
-    }
-}
-
-/// Convs with at least this many multiply-adds per output position take the matmul path on CPU.
-const MATMUL_CONV_MIN_MACS: usize = 1 << 18;
-
-/// FiLM parameters of one residual block: on the device, or in host memory for the fused CPU path.
-#[derive(Debug, Clone)]
-pub enum Film<B: Backend> {
-    Device(Tensor<B, 2>),
-    /// Row-major [batch, width] values.
-    Host(std::sync::Arc<Vec<f32>>, usize, usize),
-}
-
-/// GroupNorm → Mish (→ FiLM) in one pass over host memory.
-///
-/// On CPU backends a tiny U-Net is dominated by per-op dispatch: burn's GroupNorm is a dozen tensor
-/// ops and Mish five more, each allocating. Doing the element-wise tail of a conv block in one loop
-/// keeps the convolutions in burn and cuts the op count per residual block by about 10×. Never used on
-/// GPU backends, where the round trip to host memory would cost far more than it saves.
-#[derive(Debug, Clone)]
-pub struct HostGroupNorm {
-    gamma: Vec<f32>,
-    beta: Vec<f32>,
-    groups: usize,
-    eps: f64,
 }
 
 /// Mish(x) = x·tanh(softplus(x)) with one exp: tanh(ln(1+e)) = n/(n+2), n = e·(e+2), e = eˣ.
@@ -97,36 +37,6 @@ pub fn mish_f32(x: f32) -> f32 {
     }
 }
 
-impl HostGroupNorm {
-    /// `x`: [b, c, l] row-major. `film`: per batch row, `c` scales then `c` biases (or `c` biases).
-    fn apply(&self, x: &mut [f32], b: usize, c: usize, l: usize, film: Option<(&[f32], usize, bool)>) {
-        let cg = c / self.groups;
-        let n = (cg * l) as f64;
-        for bi in 0..b {
-            for g in 0..self.groups {
-                let start = (bi * c + g * cg) * l;
-                let chunk = &mut x[start..start + cg * l];
-                let mean = chunk.iter().map(|v| *v as f64).sum::<f64>() / n;
-                let var = chunk.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
-                let rstd = 1.0 / (var + self.eps).sqrt();
-                for ci in 0..cg {
-                    let ch = g * cg + ci;
-                    let a = (self.gamma[ch] as f64 * rstd) as f32;
-                    let off = (self.beta[ch] as f64 - mean * self.gamma[ch] as f64 * rstd) as f32;
-                    let (fs, fb) = match film {
-                        Some((f, w, true)) => (f[bi * w + ch], f[bi * w + c + ch]),
-                        Some((f, w, false)) => (1.0, f[bi * w + ch]),
-                        None => (1.0, 0.0),
-                    };
-                    for v in &mut chunk[ci * l..(ci + 1) * l] {
-                        *v = fs * mish_f32(*v * a + off) + fb;
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl<B: Backend> Conv1dBlock<B> {
     fn new(c_in: usize, c_out: usize, k: usize, groups: usize, device: &B::Device) -> Self {
         Self {
@@ -134,8 +44,6 @@ impl<B: Backend> Conv1dBlock<B> {
                 .with_padding(PaddingConfig1d::Explicit(k / 2, k / 2))
                 .init(device),
             norm: GroupNormConfig::new(groups, c_out).init(device),
-            host: None,
-            weight_matrix: None,
         }
     }
 
@@ -143,75 +51,21 @@ impl<B: Backend> Conv1dBlock<B> {
         self.forward_film(x, None)
     }
 
-    /// conv → GroupNorm → Mish, then FiLM if given (`scale·h + bias`, or `h + bias`).
-    pub fn forward_film(&self, x: Tensor<B, 3>, film: Option<(&Film<B>, bool)>) -> Tensor<B, 3> {
-        let h = match &self.weight_matrix {
-            Some(w) => conv1d_as_matmul(x, w, self.conv.bias.as_ref().map(|b| b.val()), self.conv.kernel_size),
-            None => self.conv.forward(x),
-        };
-        match (&self.host, film) {
-            (Some(hn), f) if !matches!(f, Some((Film::Device(_), _))) => {
-                let [b, c, l] = h.dims();
-                let device = h.device();
-                let mut data = h.into_data().into_vec::<f32>().expect("f32 activations");
-                let f = f.map(|(f, scale)| match f {
-                    Film::Host(v, _, w) => (v.as_slice(), *w, scale),
-                    Film::Device(_) => unreachable!(),
-                });
-                hn.apply(&mut data, b, c, l, f);
-                Tensor::from_data(TensorData::new(data, [b, c, l]), &device)
-            }
-            (_, f) => {
-                let h = mish(self.norm.forward(h));
-                match f {
-                    None => h,
-                    Some((film, scale)) => {
-                        let film = match film {
-                            Film::Device(t) => t.clone(),
-                            Film::Host(v, rows, w) => {
-                                Tensor::from_data(TensorData::new(v.to_vec(), [*rows, *w]), &h.device())
-                            }
-                        }
-                        .unsqueeze_dim::<3>(2);
-                        let c = h.dims()[1];
-                        if scale {
-                            h * film.clone().narrow(1, 0, c) + film.narrow(1, c, c)
-                        } else {
-                            h + film
-                        }
-                    }
+    /// conv → GroupNorm → Mish, then FiLM if given (`scale·h + bias` from [B, 2·c], or `h + bias`).
+    pub fn forward_film(&self, x: Tensor<B, 3>, film: Option<(&Tensor<B, 2>, bool)>) -> Tensor<B, 3> {
+        let h = mish(self.norm.forward(self.conv.forward(x)));
+        match film {
+            None => h,
+            Some((film, scale)) => {
+                let film = film.clone().unsqueeze_dim::<3>(2);
+                let c = h.dims()[1];
+                if scale {
+                    h * film.clone().narrow(1, 0, c) + film.narrow(1, c, c)
+                } else {
+                    h + film
                 }
             }
         }
-    }
-
-    /// Enable or disable the fused host epilogue (CPU backends only).
-    pub fn set_host_fusion(&mut self, on: bool) {
-        let [co, ci, k] = self.conv.weight.dims();
-        self.weight_matrix =
-            (on && ci * k * co >= MATMUL_CONV_MIN_MACS).then(|| self.conv.weight.val().reshape([co, ci * k]));
-        self.host = on.then(|| HostGroupNorm {
-            gamma: self
-                .norm
-                .gamma
-                .as_ref()
-                .expect("affine GroupNorm")
-                .val()
-                .into_data()
-                .into_vec()
-                .expect("f32"),
-            beta: self
-                .norm
-                .beta
-                .as_ref()
-                .expect("affine GroupNorm")
-                .val()
-                .into_data()
-                .into_vec()
-                .expect("f32"),
-            groups: self.norm.num_groups,
-            eps: self.norm.epsilon,
-        });
     }
 }
 
@@ -250,7 +104,7 @@ impl<B: Backend> ResBlock<B> {
     }
 
     /// `film`: [B, 2·out] (scale, bias) or [B, out] (bias only).
-    pub fn forward(&self, x: Tensor<B, 3>, film: &Film<B>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, film: &Tensor<B, 2>) -> Tensor<B, 3> {
         let h = self.conv1.forward_film(x.clone(), Some((film, self.film_scale)));
         let h = self.conv2.forward(h);
         let res = match &self.residual_conv {
@@ -387,11 +241,7 @@ impl<B: Backend> ConditionalUnet1d<B> {
     pub fn forward_steps(&self, x: Tensor<B, 3>, ts: &[usize], global_cond: Tensor<B, 2>) -> Tensor<B, 3> {
         let temb = self.diffusion_step_encoder.forward_steps(ts, &x.device());
         let cond = mish(Tensor::cat(vec![temb, global_cond], 1));
-        let films: Vec<Film<B>> = self
-            .res_blocks()
-            .iter()
-            .map(|r| Film::Device(r.film(cond.clone())))
-            .collect();
+        let films: Vec<Tensor<B, 2>> = self.res_blocks().iter().map(|r| r.film(cond.clone())).collect();
         self.forward_with_film(x, &films)
     }
 
@@ -415,31 +265,12 @@ impl<B: Backend> ConditionalUnet1d<B> {
         let [b, _] = global_cond.dims();
         let temb = self.diffusion_step_encoder.forward(t, &x.device()).repeat_dim(0, b);
         let cond = mish(Tensor::cat(vec![temb, global_cond], 1));
-        let films: Vec<Film<B>> = self
-            .res_blocks()
-            .iter()
-            .map(|r| Film::Device(r.film(cond.clone())))
-            .collect();
+        let films: Vec<Tensor<B, 2>> = self.res_blocks().iter().map(|r| r.film(cond.clone())).collect();
         self.forward_with_film(x, &films)
     }
 
-    /// Enable the fused host epilogue in every conv block (for CPU backends).
-    pub fn set_host_fusion(&mut self, on: bool) {
-        let blocks = self
-            .down_modules
-            .iter_mut()
-            .flat_map(|l| [&mut l.res0, &mut l.res1])
-            .chain(self.mid_modules.iter_mut())
-            .chain(self.up_modules.iter_mut().flat_map(|l| [&mut l.res0, &mut l.res1]));
-        for r in blocks {
-            r.conv1.set_host_fusion(on);
-            r.conv2.set_host_fusion(on);
-        }
-        self.final_block.set_host_fusion(on);
-    }
-
     /// The U-Net body given each residual block's FiLM parameters (see [`Self::res_blocks`]).
-    pub fn forward_with_film(&self, x: Tensor<B, 3>, films: &[Film<B>]) -> Tensor<B, 3> {
+    pub fn forward_with_film(&self, x: Tensor<B, 3>, films: &[Tensor<B, 2>]) -> Tensor<B, 3> {
         let mut films = films.iter();
         let mut next = || films.next().expect("one FiLM tensor per residual block");
         let mut h = x.swap_dims(1, 2);

@@ -296,12 +296,6 @@ impl DaemonConfig {
             c.lockstep = r.lockstep.clone();
             out.push(c);
         }
-        if out.iter().any(|c| c.lockstep.is_some()) {
-            bail!(
-                "[[robot]] with [lockstep]: one daemon runs one lockstep robot today; run one daemon per simulated \
-                 robot, or `riptide eval` for several"
-            );
-        }
         Ok(out)
     }
 

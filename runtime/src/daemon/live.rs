@@ -241,6 +241,9 @@ fn submit(robot: &mut Robot, workers: &[Worker]) {
     let shared = &robot.shared;
     let t = Instant::now();
     let now = shared.clock.now_s();
+    // Every window the trigger asks for ends as a chunk, or superseded, blocked, over budget, an error
+    // or a fault (the soak checks the sum).
+    shared.metrics.inc("windows_total", &[]);
     let built = shared.builder.lock().expect("window lock").build(now);
     match built {
         Ok(window) => {

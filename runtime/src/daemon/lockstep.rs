@@ -21,13 +21,13 @@ use riptide_policies::PolicySpec;
 use zenoh::Wait;
 
 use crate::daemon::config::{DaemonConfig, LockstepSection, Resolved};
-use crate::daemon::setup::{load_pipeline, Running};
+use crate::daemon::setup::{load_pipeline, sampling_of, Running};
 use crate::node::{Metrics, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
 use crate::pipeline::window::{Frame, TimedWindow, WindowBuilder};
-use crate::pipeline::{chunk_meta, Inference, MetaTimings, Pipeline, SeedRule, StreamId};
+use crate::pipeline::{chunk_meta, Inference, MetaTimings, Pipeline, Sampling, SeedRule, StreamId};
 use crate::simnode::{joint_state, EpisodeEvent};
 
 /// Lockstep settings.
@@ -79,8 +79,18 @@ pub enum Handled {
     Step(Step),
 }
 
-/// One simulated robot of a lockstep run: its observation window, hosted driver and statistics.
+/// One simulated robot of a lockstep run: its inputs and settings, observation window, hosted driver
+/// and statistics.
 struct Robot {
+    /// Its name (the `robot` label of its metrics); empty for an unnamed robot.
+    name: String,
+    inputs: Vec<ResolvedInput>,
+    cfg: LockstepConfig,
+    /// A step whose frames are all in, waiting for the other robots' (see [`Lockstep::take_wave`]).
+    pending: Option<f64>,
+    /// Whether the others wait for this robot's step while it is between episodes (or has not started
+    /// one yet): until a wave had to go without it.
+    awaited: bool,
     builder: WindowBuilder,
     driver: Driver,
     /// Newest stamp per input, and the last step taken.
@@ -95,8 +105,6 @@ struct Robot {
 /// adds more (one pipeline stream each), stepped together by [`Lockstep::step_robots`].
 pub struct Lockstep {
     pipeline: Pipeline,
-    inputs: Vec<ResolvedInput>,
-    cfg: LockstepConfig,
     robots: Vec<Robot>,
     metrics: Arc<Metrics>,
 }
@@ -118,17 +126,15 @@ impl Lockstep {
     ) -> Result<Self> {
         let mut l = Self {
             pipeline,
-            inputs,
-            cfg,
             robots: Vec::new(),
             metrics,
         };
-        l.push_robot()?;
+        l.push_robot(String::new(), inputs, cfg)?;
         Ok(l)
     }
 
-    fn push_robot(&mut self) -> Result<()> {
-        let driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+    fn push_robot(&mut self, name: String, inputs: Vec<ResolvedInput>, cfg: LockstepConfig) -> Result<()> {
+        let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
         let spec = self.pipeline.spec();
         if driver.dim() != spec.action_dim {
             anyhow::bail!(
@@ -138,8 +144,13 @@ impl Lockstep {
             );
         }
         self.robots.push(Robot {
-            builder: Self::builder(spec, self.cfg.dt_s),
-            newest: vec![f64::NEG_INFINITY; self.inputs.len()],
+            name,
+            builder: Self::builder(spec, cfg.dt_s),
+            newest: vec![f64::NEG_INFINITY; inputs.len()],
+            inputs,
+            cfg,
+            pending: None,
+            awaited: true,
             driver,
             last_stepped: f64::NEG_INFINITY,
             active: false,
@@ -152,9 +163,38 @@ impl Lockstep {
     /// warm starts). Returns its index.
     pub fn add_robot(&mut self) -> Result<usize> {
         let sampling = self.pipeline.sampling().clone();
-        self.pipeline.add_stream(sampling, self.cfg.dt_s)?;
-        self.push_robot()?;
+        let (inputs, cfg) = (self.robots[0].inputs.clone(), self.robots[0].cfg.clone());
+        self.add_robot_with(String::new(), sampling, inputs, cfg)
+    }
+
+    /// Another simulated robot on the same policy with its own name (its metrics' `robot` label),
+    /// sampling settings, inputs and lockstep settings. Returns its index.
+    pub fn add_robot_with(
+        &mut self,
+        name: String,
+        sampling: Sampling,
+        inputs: Vec<ResolvedInput>,
+        cfg: LockstepConfig,
+    ) -> Result<usize> {
+        self.pipeline.add_stream(sampling, cfg.dt_s)?;
+        self.push_robot(name, inputs, cfg)?;
         Ok(self.robots.len() - 1)
+    }
+
+    /// Name robot `r` (its metrics' `robot` label).
+    pub fn set_name(&mut self, r: usize, name: &str) {
+        self.robots[r].name = name.to_string();
+    }
+
+    /// `labels` with robot `r`'s name first (none for an unnamed robot).
+    pub(crate) fn count(&self, r: usize, counter: &str, labels: &[(&str, &str)]) {
+        let name = &self.robots[r].name;
+        let mut with: Vec<(&str, &str)> = Vec::with_capacity(labels.len() + 1);
+        if !name.is_empty() {
+            with.push(("robot", name));
+        }
+        with.extend_from_slice(labels);
+        self.metrics.inc(counter, &with);
     }
 
     fn builder(spec: &PolicySpec, dt_s: f64) -> WindowBuilder {
@@ -174,8 +214,9 @@ impl Lockstep {
         &self.pipeline
     }
 
+    /// Robot 0's inputs.
     pub fn inputs(&self) -> &[ResolvedInput] {
-        &self.inputs
+        &self.robots[0].inputs
     }
 
     pub fn driver(&self) -> &Driver {
@@ -205,8 +246,9 @@ impl Lockstep {
 
     /// [`Lockstep::start_episode`] of robot `r`.
     pub fn start_episode_of(&mut self, r: usize, seed: u64, position: &[f64]) -> Result<()> {
-        let builder = Self::builder(self.pipeline.spec(), self.cfg.dt_s);
-        let mut driver = Driver::new(self.cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
+        let cfg = &self.robots[r].cfg;
+        let builder = Self::builder(self.pipeline.spec(), cfg.dt_s);
+        let mut driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
         driver
             .engage(position, 0.0)
             .map_err(|e| anyhow!("cannot engage at {position:?}: {e}"))?;
@@ -216,6 +258,8 @@ impl Lockstep {
         robot.driver = driver;
         robot.newest.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
         robot.last_stepped = f64::NEG_INFINITY;
+        robot.pending = None;
+        robot.awaited = true;
         robot.active = true;
         Ok(())
     }
@@ -228,20 +272,21 @@ impl Lockstep {
     /// [`Lockstep::end_episode`] of robot `r`.
     pub fn end_episode_of(&mut self, r: usize) {
         self.robots[r].active = false;
+        self.robots[r].pending = None;
     }
 
     /// Decode robot `r`'s frame of input `index` and put it in its window; the frame's stamp.
     fn store(&mut self, r: usize, index: usize, bytes: &[u8]) -> Result<std::result::Result<Option<f64>, Handled>> {
-        let input = self
+        let input = self.robots[r]
             .inputs
             .get(index)
             .ok_or_else(|| anyhow!("input index {index} out of range"))?;
-        self.metrics.inc("messages_total", &[("feature", &input.feature)]);
+        self.count(r, "messages_total", &[("feature", &input.feature)]);
         let t = Instant::now();
         let d = match decode(input, bytes) {
             Ok(d) => d,
             Err((reason, detail)) => {
-                self.metrics.inc("rejected_total", &[("reason", reason.label())]);
+                self.count(r, "rejected_total", &[("reason", reason.label())]);
                 return Ok(Err(Handled::Rejected {
                     reason: reason.label(),
                     detail: format!("{}: {detail}", input.topic),
@@ -249,6 +294,7 @@ impl Lockstep {
             }
         };
         self.metrics.decode.record(t.elapsed().as_secs_f64());
+        let feature = input.feature.clone();
         let robot = &mut self.robots[r];
         if !robot.active {
             return Ok(Ok(None));
@@ -256,7 +302,7 @@ impl Lockstep {
         // Sim stamps start at 0, which a header reports as "no stamp".
         let stamp = d.stamp_s.unwrap_or(0.0);
         robot.builder.push(
-            &input.feature,
+            &feature,
             Frame {
                 stamp_s: stamp,
                 data: Arc::new(d.values),
@@ -283,6 +329,57 @@ impl Lockstep {
         Ok(Handled::Stored)
     }
 
+    /// One encoded frame of robot `r`'s input `index`, as received, for waves ([`Lockstep::take_wave`]):
+    /// when it completes the robot's step, the step waits for the other robots'. Never steps.
+    pub fn frame_of(&mut self, r: usize, index: usize, bytes: &[u8]) -> Result<Handled> {
+        match self.store(r, index, bytes)? {
+            Err(rejected) => return Ok(rejected),
+            Ok(None) => return Ok(Handled::Stored),
+            Ok(Some(_)) => {}
+        }
+        let robot = &mut self.robots[r];
+        let common = robot.newest.iter().cloned().fold(f64::INFINITY, f64::min);
+        if common.is_finite() && common > robot.last_stepped + 1e-9 {
+            robot.pending = Some(common);
+        }
+        Ok(Handled::Stored)
+    }
+
+    /// Whether a robot's step waits for the others' ([`Lockstep::take_wave`]).
+    pub fn has_pending(&self) -> bool {
+        self.robots.iter().any(|r| r.pending.is_some())
+    }
+
+    /// The step of every robot whose frames are in, once every robot has its step in (a robot between
+    /// episodes, or before its first, is waited for too, so robots that start together stay in phase),
+    /// or now with `force`: a robot that went silent must not hold the others, and is not waited for
+    /// again until its next episode starts. The robots whose driver needs a chunk infer as one wave.
+    /// Returns (robot, its step), in robot order.
+    pub fn take_wave(&mut self, force: bool) -> Result<Vec<(usize, Step)>> {
+        let waiting = self
+            .robots
+            .iter()
+            .any(|r| r.pending.is_none() && (r.active || r.awaited));
+        if !self.has_pending() || (waiting && !force) {
+            return Ok(Vec::new());
+        }
+        for r in self.robots.iter_mut().filter(|r| r.pending.is_none()) {
+            r.awaited = false;
+        }
+        let due: Vec<(usize, f64)> = self
+            .robots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let t = r.pending.take()?;
+                r.last_stepped = t;
+                Some((i, t))
+            })
+            .collect();
+        let steps = self.step_due(&due)?;
+        Ok(due.iter().map(|d| d.0).zip(steps).collect())
+    }
+
     /// One control step of several robots at once: each robot's frames of its step in, its command out
     /// (in order). The robots whose driver needs a new chunk at this step infer together, as one wave.
     pub fn step_robots(&mut self, robots: &[RobotStep<'_>]) -> Result<Vec<Step>> {
@@ -301,11 +398,10 @@ impl Lockstep {
     /// The commands of robots `due` at their times (after their frames were pushed); the robots whose
     /// driver's queue ran low infer first, in one wave.
     fn step_due(&mut self, due: &[(usize, f64)]) -> Result<Vec<Step>> {
-        let threshold = self.cfg.queue_threshold_s + 1e-9;
         let need: Vec<(usize, f64)> = due
             .iter()
             .copied()
-            .filter(|&(r, t)| self.robots[r].driver.queued_s(t) <= threshold)
+            .filter(|&(r, t)| self.robots[r].driver.queued_s(t) <= self.robots[r].cfg.queue_threshold_s + 1e-9)
             .collect();
         let mut metas = self.infer(&need)?.into_iter();
         due.iter()
@@ -348,6 +444,10 @@ impl Lockstep {
         let window_s = t.elapsed().as_secs_f64() / need.len() as f64;
         let refs: Vec<(StreamId, &TimedWindow)> = windows.iter().map(|(s, w)| (*s, w)).collect();
         let results = self.pipeline.infer_wave(&refs);
+        self.metrics.inc("waves_total", &[]);
+        for _ in &refs {
+            self.metrics.inc("wave_rows_total", &[]);
+        }
         let mut metas = Vec::with_capacity(need.len());
         for ((&(r, t_s), (_, tw)), inf) in need.iter().zip(&windows).zip(results) {
             metas.push(self.deliver(r, t_s, tw, &inf?, window_s));
@@ -371,12 +471,14 @@ impl Lockstep {
                 .map(|i| chunk.actions.data[i * d..(i + 1) * d].to_vec())
                 .collect(),
         ));
+        let (delay_s, dt_s) = (robot.cfg.delay_s, robot.cfg.dt_s);
         self.metrics.inference.record(inf.inference_s());
-        self.metrics.inc("chunks_total", &[]);
+        self.count(r, "chunks_total", &[]);
+        let robot = &mut self.robots[r];
         // Simulated delay: what would be due before the chunk could arrive is dropped.
         let spec = self.pipeline.spec();
-        let deadline = tw.t_obs_s + self.cfg.delay_s - 1e-9;
-        if let Some(timed) = time_chunk(chunk, spec.n_obs_steps, tw.t_obs_s, self.cfg.dt_s, deadline) {
+        let deadline = tw.t_obs_s + delay_s - 1e-9;
+        if let Some(timed) = time_chunk(chunk, spec.n_obs_steps, tw.t_obs_s, dt_s, deadline) {
             if let Err(e) = robot.driver.on_chunk(&timed.driver_chunk(), t_s) {
                 tracing::debug!("chunk rejected by the driver: {e}");
             }
@@ -394,9 +496,24 @@ impl Lockstep {
     }
 }
 
+/// A robot's events, by its index in its [`Lockstep`].
 enum Ev {
-    Frame(usize, Vec<u8>),
-    Episode(Vec<u8>),
+    Frame(usize, usize, Vec<u8>),
+    Episode(usize, Vec<u8>),
+}
+
+/// How long the robots whose step is in wait for one that went silent before they step without it
+/// (wall clock; a wave's composition never changes a CPU result, only its batching).
+const WAVE_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A robot's lockstep settings from its `[lockstep]` section and resolved config.
+fn lockstep_config(section: &LockstepSection, resolved: &Resolved) -> LockstepConfig {
+    LockstepConfig {
+        dt_s: resolved.dt_s,
+        delay_s: section.delay_ms / 1e3,
+        queue_threshold_s: section.queue_threshold_s,
+        driver: section.driver.clone(),
+    }
 }
 
 /// The pipeline of a lockstep daemon: loaded on its own thread (a GPU context lives there).
@@ -410,111 +527,172 @@ pub fn lockstep_for(
     Lockstep::new(
         pipeline,
         resolved.inputs.clone(),
-        LockstepConfig {
-            dt_s: resolved.dt_s,
-            delay_s: section.delay_ms / 1e3,
-            queue_threshold_s: section.queue_threshold_s,
-            driver: section.driver.clone(),
-        },
+        lockstep_config(section, resolved),
         metrics,
     )
     .map_err(|e| anyhow!("{}: {e}", cfg.checkpoint.display()))
 }
 
-/// Serve in lockstep over zenoh until `shutdown`: frames and episode events in, commands on
-/// `<ns>/action` and chunk metadata out.
-pub async fn run_lockstep(
-    cfg: DaemonConfig,
-    section: LockstepSection,
-    shutdown: Shutdown,
-    on_ready: impl FnOnce(&Running),
-) -> Result<Arc<Metrics>> {
-    let metrics = Arc::new(Metrics::default());
-    let (pipeline, resolved) = load_pipeline(&cfg).await?;
-    let spec = pipeline.spec().clone();
-    let lockstep = lockstep_for(&cfg, &section, &resolved, pipeline, metrics.clone())?;
-    let session = crate::node::network::open(&cfg.zenoh).await?;
-    let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
-    let mut subs = Vec::new();
+/// The robots of one checkpoint and device: one [`Lockstep`] (one pipeline, one thread).
+struct Group {
+    key: (std::path::PathBuf, String),
+    lockstep: Lockstep,
+    /// Each robot's config and resolution, in the group's robot order.
+    robots: Vec<(DaemonConfig, Resolved)>,
+}
+
+/// One [`Group`] per distinct checkpoint and device, robots added in config order.
+async fn groups(configs: Vec<DaemonConfig>, metrics: &Arc<Metrics>) -> Result<Vec<Group>> {
+    let mut groups: Vec<Group> = Vec::new();
+    for rc in configs {
+        let section = rc
+            .lockstep
+            .clone()
+            .ok_or_else(|| anyhow!("robot {}: no [lockstep]", rc.namespace))?;
+        let name = rc.namespace.trim_end_matches('/').to_string();
+        let key = (rc.checkpoint.clone(), rc.device.clone());
+        match groups.iter_mut().find(|g| g.key == key) {
+            Some(g) => {
+                let resolved = rc.resolve(g.lockstep.spec())?;
+                let cfg = lockstep_config(&section, &resolved);
+                g.lockstep
+                    .add_robot_with(name, sampling_of(&rc), resolved.inputs.clone(), cfg)
+                    .map_err(|e| anyhow!("robot {}: {e}", rc.namespace))?;
+                g.robots.push((rc, resolved));
+            }
+            None => {
+                let (pipeline, resolved) = load_pipeline(&rc).await?;
+                let mut lockstep = lockstep_for(&rc, &section, &resolved, pipeline, metrics.clone())?;
+                lockstep.set_name(0, &name);
+                groups.push(Group {
+                    key,
+                    lockstep,
+                    robots: vec![(rc, resolved)],
+                });
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// A robot's zenoh endpoints: its command and chunk-metadata publishers.
+type Publishers = (zenoh::pubsub::Publisher<'static>, zenoh::pubsub::Publisher<'static>);
+
+/// Subscribe robot `local` of a group to its inputs and episode events, and declare its publishers
+/// and liveliness token.
+async fn declare_robot(
+    session: &zenoh::Session,
+    (rc, resolved): &(DaemonConfig, Resolved),
+    (local, tx): (usize, &mpsc::Sender<Ev>),
+    subs: &mut Vec<zenoh::pubsub::Subscriber<()>>,
+    tokens: &mut Vec<zenoh::liveliness::LivelinessToken>,
+) -> Result<Publishers> {
     for (i, input) in resolved.inputs.iter().enumerate() {
-        let tx = ev_tx.clone();
+        let tx = tx.clone();
         subs.push(
             session
                 .declare_subscriber(input.topic.clone())
                 .callback(move |s| {
-                    let _ = tx.send(Ev::Frame(i, s.payload().to_bytes().into_owned()));
+                    let _ = tx.send(Ev::Frame(local, i, s.payload().to_bytes().into_owned()));
                 })
                 .await
                 .map_err(|e| anyhow!("subscribing to {}: {e}", input.topic))?,
         );
     }
+    let tx = tx.clone();
     subs.push(
         session
-            .declare_subscriber(cfg.topic(topics::SIM_EPISODE))
+            .declare_subscriber(rc.topic(topics::SIM_EPISODE))
             .callback(move |s| {
-                let _ = ev_tx.send(Ev::Episode(s.payload().to_bytes().into_owned()));
+                let _ = tx.send(Ev::Episode(local, s.payload().to_bytes().into_owned()));
             })
             .await
             .map_err(|e| anyhow!("{e}"))?,
     );
-    let action_pub = session
-        .declare_publisher(cfg.topic(topics::ACTION))
+    let action = session
+        .declare_publisher(rc.topic(topics::ACTION))
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    let meta_pub = session
+    let meta = session
         .declare_publisher(resolved.meta_topic.clone())
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    let alive = session
-        .liveliness()
-        .declare_token(resolved.alive_topic.clone())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    tokens.push(
+        session
+            .liveliness()
+            .declare_token(resolved.alive_topic.clone())
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    Ok((action, meta))
+}
+
+/// Serve in lockstep over zenoh until `shutdown`: per robot (`configs`, one per `[[robot]]` table or
+/// the top level), frames and episode events in, commands on `<ns>/action` and chunk metadata out.
+/// Robots of one checkpoint and device share a pipeline and step in waves.
+pub async fn run_lockstep(
+    cfg: DaemonConfig,
+    configs: Vec<DaemonConfig>,
+    shutdown: Shutdown,
+    on_ready: impl FnOnce(&Running),
+) -> Result<Arc<Metrics>> {
+    let metrics = Arc::new(Metrics::default());
+    let groups = groups(configs, &metrics).await?;
+    let spec = groups[0].lockstep.spec().clone();
+    let session = crate::node::network::open(&cfg.zenoh).await?;
+    let mut subs = Vec::new();
+    let mut tokens = Vec::new();
+    let mut threads = Vec::new();
+    let robots: usize = groups.iter().map(|g| g.robots.len()).sum();
+    let n_groups = groups.len();
+    for g in groups {
+        let (ev_tx, ev_rx) = mpsc::channel::<Ev>();
+        let mut pubs = Vec::new();
+        for (local, robot) in g.robots.iter().enumerate() {
+            pubs.push(declare_robot(&session, robot, (local, &ev_tx), &mut subs, &mut tokens).await?);
+        }
+        let stop = shutdown.clone();
+        let lockstep = g.lockstep;
+        threads.push(
+            std::thread::Builder::new()
+                .name("riptide-lockstep".into())
+                .spawn(move || serve(lockstep, ev_rx, &stop, &pubs))?,
+        );
+    }
     on_ready(&Running {
         metrics: metrics.clone(),
         spec,
     });
-    tracing::info!(
-        "lockstep: {} inputs, hosted driver, commands on {}",
-        resolved.inputs.len(),
-        cfg.topic(topics::ACTION)
-    );
-    let stop = shutdown.clone();
-    let m = metrics.clone();
-    let thread = std::thread::Builder::new()
-        .name("riptide-lockstep".into())
-        .spawn(move || serve(lockstep, ev_rx, &stop, &m, &action_pub, &meta_pub))?;
+    tracing::info!("lockstep: {robots} robot(s) on {n_groups} pipeline(s), hosted drivers");
     shutdown.wait().await;
-    let r = tokio::task::spawn_blocking(move || thread.join())
-        .await?
-        .map_err(|_| anyhow!("the lockstep thread panicked"))?;
+    let mut first_err = None;
+    for t in threads {
+        let r = tokio::task::spawn_blocking(move || t.join())
+            .await?
+            .map_err(|_| anyhow!("a lockstep thread panicked"))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
     drop(subs);
-    drop(alive);
+    drop(tokens);
     session
         .close()
         .await
         .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
-    r?;
-    Ok(metrics)
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(metrics),
+    }
 }
 
-/// The zenoh transport's loop: events from the subscribers into [`Lockstep`], its steps out.
-fn serve(
-    mut lockstep: Lockstep,
-    events: mpsc::Receiver<Ev>,
-    stop: &Shutdown,
-    metrics: &Metrics,
-    action_pub: &zenoh::pubsub::Publisher<'_>,
-    meta_pub: &zenoh::pubsub::Publisher<'_>,
-) -> Result<()> {
+/// The zenoh transport's loop: events from the subscribers into [`Lockstep`], its waves' steps out.
+fn serve(mut lockstep: Lockstep, events: mpsc::Receiver<Ev>, stop: &Shutdown, pubs: &[Publishers]) -> Result<()> {
+    let mut waiting_since: Option<Instant> = None;
     while !stop.is_triggered() {
-        let ev = match events.recv_timeout(std::time::Duration::from_millis(100)) {
-            Ok(ev) => ev,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        match ev {
-            Ev::Episode(bytes) => {
+        match events.recv_timeout(std::time::Duration::from_millis(20)) {
+            Ok(Ev::Episode(r, bytes)) => {
                 let parsed = riptide_msgs::decode::<StringMsg>(&bytes)
                     .ok()
                     .and_then(|s| serde_json::from_str::<EpisodeEvent>(&s.data).ok());
@@ -525,28 +703,44 @@ fn serve(
                         episode,
                         ..
                     }) => {
-                        lockstep.start_episode(seed, &position)?;
-                        tracing::debug!("episode {episode} (seed {seed}) starts");
+                        lockstep.start_episode_of(r, seed, &position)?;
+                        tracing::debug!("robot {r}: episode {episode} (seed {seed}) starts");
                     }
-                    Some(EpisodeEvent::End { .. }) => lockstep.end_episode(),
-                    None => metrics.inc("rejected_total", &[("reason", "episode_event")]),
+                    Some(EpisodeEvent::End { .. }) => lockstep.end_episode_of(r),
+                    None => lockstep.count(r, "rejected_total", &[("reason", "episode_event")]),
                 }
             }
-            Ev::Frame(i, bytes) => match lockstep.frame(i, &bytes)? {
-                Handled::Stored => {}
-                Handled::Rejected { detail, .. } => tracing::debug!("rejected {detail}"),
-                Handled::Step(step) => {
-                    let js = joint_state(step.t_s, step.command.iter().copied());
-                    action_pub
-                        .put(riptide_msgs::encode(&js)?)
-                        .wait()
-                        .map_err(|e| anyhow!("{e}"))?;
-                    if let Some(meta) = step.chunk {
-                        let _ = meta_pub.put(riptide_msgs::encode(&meta)?).wait();
-                    }
+            Ok(Ev::Frame(r, i, bytes)) => {
+                if let Handled::Rejected { detail, .. } = lockstep.frame_of(r, i, &bytes)? {
+                    tracing::debug!("rejected {detail}");
                 }
-            },
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        let stalled = waiting_since.is_some_and(|t| t.elapsed() >= WAVE_STALL);
+        let steps = lockstep.take_wave(stalled)?;
+        if stalled && !steps.is_empty() {
+            tracing::warn!(
+                "lockstep: a robot's step did not come within {WAVE_STALL:?}; stepping the others without it"
+            );
+            lockstep.count(0, "lockstep_stalled_waves_total", &[]);
+        }
+        for (r, step) in steps {
+            let js = joint_state(step.t_s, step.command.iter().copied());
+            pubs[r]
+                .0
+                .put(riptide_msgs::encode(&js)?)
+                .wait()
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Some(meta) = step.chunk {
+                let _ = pubs[r].1.put(riptide_msgs::encode(&meta)?).wait();
+            }
+        }
+        waiting_since = match lockstep.has_pending() {
+            true => waiting_since.or_else(|| Some(Instant::now())),
+            false => None,
+        };
     }
     Ok(())
 }

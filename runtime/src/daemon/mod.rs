@@ -32,8 +32,13 @@ pub async fn run_with_loader(
     on_ready: impl FnOnce(&Running),
     loader: PolicyLoader,
 ) -> Result<Arc<Metrics>> {
-    match cfg.lockstep.clone() {
-        Some(section) => lockstep::run_lockstep(cfg, section, shutdown, on_ready).await,
-        None => live::run_live(cfg, shutdown, on_ready, loader).await,
+    let configs = cfg.robot_configs()?;
+    match configs.iter().filter(|c| c.lockstep.is_some()).count() {
+        0 => live::run_live(cfg, shutdown, on_ready, loader).await,
+        n if n == configs.len() => lockstep::run_lockstep(cfg, configs, shutdown, on_ready).await,
+        _ => anyhow::bail!(
+            "some [[robot]] tables have [lockstep] and some do not: one daemon runs every robot on the sim's clock \
+             or every robot on the wall clock; run two daemons"
+        ),
     }
 }

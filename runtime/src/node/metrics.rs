@@ -42,6 +42,16 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("chunks", "Action chunks produced"),
     (
+        "windows",
+        "Observation windows the trigger asked for (each ends as a chunk, superseded, blocked, over budget, an error or a fault)",
+    ),
+    ("waves", "Lockstep waves: robots' steps served together"),
+    ("wave_rows", "Rows of every lockstep wave (waves carrying several robots batch them)"),
+    (
+        "lockstep_stalled_waves",
+        "Lockstep waves stepped without a robot whose step did not come within 1 s",
+    ),
+    (
         "chunks_rejected",
         "Chunks the driver refused (safety envelope, stale, malformed)",
     ),

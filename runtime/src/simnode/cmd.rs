@@ -29,6 +29,10 @@ pub struct SimCmd {
     /// with tool-relative features appended); default: the one the shipped policy for --env takes.
     #[arg(long)]
     pub env_state_width: Option<usize>,
+    /// Wall time only: publish the newest observation this often (Hz; a sensor faster than the
+    /// control rate), stamped when sent. Default: once per control step.
+    #[arg(long)]
+    pub publish_hz: Option<f64>,
 }
 
 impl SimCmd {
@@ -43,6 +47,7 @@ impl SimCmd {
             connect,
             record,
             env_state_width,
+            publish_hz,
         } = self;
 
         let z = crate::node::network::node_zenoh(connect);
@@ -58,6 +63,7 @@ impl SimCmd {
             zenoh: z,
             record_dir: record,
             env_state_width: env_state_width.or_else(|| crate::checkpoints::default_env_state_width(&env_name)),
+            publish_hz,
         };
         rt.block_on(async {
             let session = zenoh::open(crate::node::network::zenoh_config_from(&cfg.zenoh)?)

@@ -44,6 +44,9 @@ pub struct SimNodeConfig {
     /// Publish this older `environment_state` layout (see `EnvSpec::env_state_widths`; None: the newest),
     /// for a policy trained on it.
     pub env_state_width: Option<usize>,
+    /// Wall time only: publish the newest observation this often (Hz, above the control rate: a
+    /// sensor faster than the policy), stamped when sent; None = once per control step.
+    pub publish_hz: Option<f64>,
 }
 
 /// One episode's outcome.
@@ -237,6 +240,18 @@ pub fn run_sim(
                     held = a;
                 }
                 next += Duration::from_secs_f64(dt_s);
+                // A faster sensor: the same observation again, stamped when sent, until the step.
+                if let Some(hz) = cfg.publish_hz.filter(|hz| *hz * dt_s > 1.0) {
+                    let period = Duration::from_secs_f64(1.0 / hz);
+                    let mut at = Instant::now() + period;
+                    while at + period / 2 < next {
+                        if let Some(d) = at.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(d);
+                        }
+                        out.publish(now_s(), &obs, &position, false)?;
+                        at += period;
+                    }
+                }
                 if let Some(d) = next.checked_duration_since(Instant::now()) {
                     std::thread::sleep(d);
                 }

@@ -404,7 +404,7 @@ impl<B: Backend> DiffusionPolicy<B> {
     /// Run the U-Net's inference passes in host memory (CPU backends only: see [`HostUnet`]), from a
     /// copy of its weights taken now. Results agree with the tensor path to float rounding.
     pub fn set_host_fusion(&mut self, on: bool) {
-        self.host_unet = on.then(|| HostUnet::new(&self.model.unet));
+        self.host_unet = on.then(|| super::host_unet::host_unet(&self.model.unet));
     }
 
     pub fn host_fusion(&self) -> bool {

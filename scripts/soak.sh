@@ -13,7 +13,7 @@ dur=${1:-1800}
 n=${2:-8}
 bin=${RIPTIDE:-target/release/riptide}
 out=${OUT:-bench/soak/$(date -u +%F)}
-warmup_s=60
+warmup_s=${WARMUP_S:-60}
 mkdir -p "$out"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port)

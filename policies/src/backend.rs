@@ -63,7 +63,8 @@ pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 /// Knobs for loading a policy.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadOptions {
-    /// Fuse the U-Net's element-wise tails in host memory on CPU backends (default on; ignored on GPU).
+    /// Run the U-Net's inference passes in host memory on CPU backends (`riptide_kernels`; default on;
+    /// ignored on GPU).
     pub cpu_fusion: bool,
 }
 

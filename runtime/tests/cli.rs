@@ -225,3 +225,50 @@ fn recover_finishes_a_cut_recording() {
     );
     assert_eq!(std::fs::read(&cut).unwrap(), &bytes[..bytes.len() / 2]);
 }
+
+/// `riptide run` as a robot starts it: the daemon comes up on a shipped checkpoint, says it is ready,
+/// and a SIGTERM stops it cleanly (exit status 0).
+#[test]
+fn run_serves_until_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let checkpoint = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped/arm-reach");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_riptide"))
+        .args([
+            "run",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--fps",
+            "10",
+            "--listen",
+        ])
+        .arg(format!("tcp/127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the log to the end on a thread of its own: a closed pipe would fail the daemon's next write.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let ready = rx.iter().inspect(|l| log.push(l.clone())).any(|l| l.contains("ready:"));
+    assert!(ready, "the daemon never said it was ready:\n{}", log.join("\n"));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    assert!(status.success(), "exit {status:?} after SIGTERM:\n{}", log.join("\n"));
+}

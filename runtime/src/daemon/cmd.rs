@@ -71,14 +71,18 @@ impl RunCmd {
 
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         let cfg = self.config()?;
-        let metrics = rt.block_on(crate::daemon::run(cfg, crate::node::Shutdown::on_signal(), |r| {
-            tracing::info!(
-                "ready: {} inputs, {} on {}",
-                r.spec.inputs.len(),
-                r.spec.kind,
-                r.spec.backend
-            )
-        }))?;
+        // The signal handler is a task: it is made inside the runtime.
+        let metrics = rt.block_on(async {
+            crate::daemon::run(cfg, crate::node::Shutdown::on_signal(), |r| {
+                tracing::info!(
+                    "ready: {} inputs, {} on {}",
+                    r.spec.inputs.len(),
+                    r.spec.kind,
+                    r.spec.backend
+                )
+            })
+            .await
+        })?;
         if self.stats {
             println!("{}", metrics.table());
         }

@@ -111,7 +111,8 @@ pub struct BenchCmd {
     /// Consensus sampling: chunks per inference (default: the checkpoint's).
     #[arg(long)]
     pub candidates: Option<usize>,
-    /// Disable the fused host epilogue on CPU backends (for before/after measurements).
+    /// Run the U-Net through burn's tensor ops instead of the host pass on CPU backends (for
+    /// before/after measurements).
     #[arg(long)]
     pub no_cpu_fusion: bool,
     /// Fleet: N robots' windows due at the same instant on one worker, batched (one wave per round)

@@ -35,6 +35,10 @@ cfg="$out/fleet.toml"
     echo '[[robot]]'
     echo "name = \"arm$i\""
     echo 'exec_latency_ms = 20.0'
+    echo '[robot.inputs."observation.state"]'
+    echo 'type = "joint_state"'
+    echo '[robot.inputs."observation.environment_state"]'
+    echo 'type = "joint_state"'
     echo '[robot.trigger]'
     echo 'mode = "rate"'
     echo 'rate_hz = 10.0'
@@ -70,7 +74,8 @@ metrics > "$out/metrics-start.txt"
 rss_start=$(rss_kb "$daemon")
 while [ $(( $(date +%s) - start )) -lt "$dur" ]; do
   echo "$(( $(date +%s) - start )),$(rss_kb "$daemon")" >> "$out/rss.csv"
-  sleep 60
+  left=$(( dur - ($(date +%s) - start) ))
+  sleep $(( left < 60 ? (left > 0 ? left : 0) : 60 ))
 done
 metrics > "$out/metrics-end.txt"
 rss_end=$(rss_kb "$daemon")

@@ -300,12 +300,14 @@ pub fn predict_wave<B: Backend, M: KindModel<B>>(
         }
     }
     for (_, members) in groups {
-        if members.len() < 2 {
-            continue;
-        }
-        if let Ok(chunks) = predict_batched(model, rows, &members) {
-            for ((i, _), c) in members.iter().zip(chunks) {
-                out[*i] = Some(Ok(c));
+        for part in batches_of(members) {
+            if part.len() < 2 {
+                continue;
+            }
+            if let Ok(chunks) = predict_batched(model, rows, &part) {
+                for ((i, _), c) in part.iter().zip(chunks) {
+                    out[*i] = Some(Ok(c));
+                }
             }
         }
     }
@@ -313,6 +315,32 @@ pub fn predict_wave<B: Backend, M: KindModel<B>>(
         .zip(rows)
         .map(|(o, r)| o.take().unwrap_or_else(|| predict(model, r.obs, r.req, None)))
         .collect()
+}
+
+/// Sampled rows per batch at most; a wave of more runs as several batches. Past this a wider batch
+/// stopped paying on the CPU (BENCHMARKS "Fleet": push-t's 8 candidates per robot, 64 robots = 512 rows
+/// in one batch ran at 0.85× sequential, 16 robots = 128 rows at 1.00×, 8 = 64 rows at 1.05×).
+const MAX_BATCH_ROWS: usize = 64;
+
+/// `members` in order, cut into batches of at most [`MAX_BATCH_ROWS`] sampled rows (a member with more
+/// is a batch of its own).
+fn batches_of(members: Vec<(usize, RowCheck)>) -> Vec<Vec<(usize, RowCheck)>> {
+    let mut out: Vec<Vec<(usize, RowCheck)>> = Vec::new();
+    let mut rows = 0;
+    for m in members {
+        let n = m.1.batch * m.1.k;
+        match out.last_mut() {
+            Some(last) if rows + n <= MAX_BATCH_ROWS => {
+                last.push(m);
+                rows += n;
+            }
+            _ => {
+                out.push(vec![m]);
+                rows = n;
+            }
+        }
+    }
+    out
 }
 
 /// The rows `members` of a wave (checked, same schedule and candidates) as one batch.

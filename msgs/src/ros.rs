@@ -24,6 +24,9 @@ macro_rules! msg_def {
     (StringMsg) => {
         "string data\n"
     };
+    (Empty) => {
+        ""
+    };
     (Clock) => {
         "builtin_interfaces/Time clock\n"
     };
@@ -247,6 +250,13 @@ pub struct StringMsg {
     pub data: String,
 }
 
+/// `std_msgs/msg/Empty`: what riptide publishes on its any-payload topics (engage, disengage, e-stop) in
+/// ROS 2 mode. rosidl gives an empty message one `uint8` placeholder, so it is one byte on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Empty {
+    pub structure_needs_at_least_one_member: u8,
+}
+
 /// `rosgraph_msgs/msg/Clock`: the simulated time published on `/clock`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Clock {
@@ -277,6 +287,7 @@ pub struct Float32MultiArray {
 
 ros_message!(Header, "std_msgs/msg/Header", [Time]);
 ros_message!(StringMsg, "std_msgs/msg/String", []);
+ros_message!(Empty, "std_msgs/msg/Empty", []);
 ros_message!(Clock, "rosgraph_msgs/msg/Clock", [Time]);
 ros_message!(MultiArrayDimension, "std_msgs/msg/MultiArrayDimension", []);
 ros_message!(MultiArrayLayout, "std_msgs/msg/MultiArrayLayout", [MultiArrayDimension]);

@@ -24,6 +24,7 @@ fn every_type() -> Vec<(&'static str, &'static str, String)> {
         row::<Duration>(),
         row::<Header>(),
         row::<StringMsg>(),
+        row::<Empty>(),
         row::<Clock>(),
         row::<MultiArrayDimension>(),
         row::<MultiArrayLayout>(),
@@ -87,9 +88,14 @@ fn type_hashes_match_rosbags_for_every_type() {
     let Some(python) = crate::py::python_with("rosbags.typesys") else {
         return;
     };
+    // riptide's own types are registered in rosbags from the colcon package's files (comments and all), so
+    // the check covers what `colcon build` would generate too.
     let input: Vec<serde_json::Value> = every_type()
         .into_iter()
-        .map(|(n, d, h)| serde_json::json!({"type_name": n, "msg_definition": d, "hash": h}))
+        .map(|(n, d, h)| {
+            let d = colcon_msg_file(n).unwrap_or_else(|| d.to_string());
+            serde_json::json!({"type_name": n, "msg_definition": d, "hash": h})
+        })
         .collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_type_hashes.py");
     let mut child = Command::new(python)
@@ -120,5 +126,52 @@ fn every_default_topic_is_a_ros_name_the_dds_bridge_maps_to_its_key() {
         let key = format!("{}/{relative}", topics::DEFAULT_NAMESPACE);
         let ros = keys::ros_name_for_key(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(keys::bridge_key(&ros).unwrap(), key);
+    }
+}
+
+/// The `.msg` file of a riptide type in the colcon package `msgs/ros/riptide_msgs`, if it is one.
+fn colcon_msg_file(type_name: &str) -> Option<String> {
+    let ty = type_name.strip_prefix("riptide_msgs/msg/")?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("ros/riptide_msgs/msg/{ty}.msg"));
+    Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// The colcon package ships every riptide-own type, with the fields riptide-msgs encodes.
+#[test]
+fn the_colcon_package_defines_riptides_own_types_as_the_wire_crate_does() {
+    // (type, own definition, full schema) of every riptide_msgs type.
+    let own = [(ChunkMeta::TYPE_NAME, ChunkMeta::MSG_DEFINITION, ChunkMeta::SCHEMA)];
+    assert_eq!(
+        own.len(),
+        every_type()
+            .iter()
+            .filter(|(n, _, _)| n.starts_with("riptide_msgs/"))
+            .count(),
+        "a riptide_msgs type is missing from this test"
+    );
+    let cmake = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ros/riptide_msgs/CMakeLists.txt"))
+        .expect("CMakeLists.txt");
+    for (name, definition, schema) in own {
+        let hash = type_hash::type_hash_of(name, schema).unwrap();
+        // The file's own text with the dependencies riptide-msgs appends.
+        let with_deps = format!(
+            "{}{}",
+            colcon_msg_file(name).expect("riptide type"),
+            &schema[definition.len()..]
+        );
+        let file = colcon_msg_file(name).expect("riptide type");
+        let stripped: String = file
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim_end())
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{}\n", l.split_whitespace().collect::<Vec<_>>().join(" ")))
+            .collect();
+        assert_eq!(stripped, definition, "{name}: the .msg file and riptide-msgs disagree");
+        assert_eq!(type_hash::type_hash_of(name, &with_deps).unwrap(), hash, "{name}");
+        let short = name.rsplit('/').next().unwrap();
+        assert!(
+            cmake.contains(&format!("\"msg/{short}.msg\"")),
+            "CMakeLists.txt lacks msg/{short}.msg"
+        );
     }
 }

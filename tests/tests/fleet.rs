@@ -258,6 +258,7 @@ async fn lockstep_robots_of_one_daemon_through_a_zenoh_router_with_every_node_a_
             // The environment_state layout the shipped policy was trained on.
             env_state_width: riptide_runtime::checkpoints::env_state_width(&checkpoint).unwrap(),
             publish_hz: None,
+            ros2: None,
         };
         sims.push((sim, session));
     }

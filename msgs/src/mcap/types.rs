@@ -12,6 +12,7 @@ const KNOWN_TYPES: &[(&str, &str)] = known_types![
     Duration,
     Header,
     StringMsg,
+    Empty,
     Clock,
     MultiArrayDimension,
     MultiArrayLayout,

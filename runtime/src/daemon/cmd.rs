@@ -35,6 +35,8 @@ pub struct RunCmd {
     /// Print p50/p90/p99 per stage at exit.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub ros2: crate::node::Ros2Args,
 }
 
 impl RunCmd {
@@ -48,11 +50,18 @@ impl RunCmd {
         if let (Some(_), Some(c)) = (&self.config, &self.checkpoint) {
             cfg.checkpoint = c.clone();
         }
-        if !self.listen.is_empty() {
-            cfg.zenoh.listen = self.listen.clone();
-        }
-        if !self.connect.is_empty() {
-            cfg.zenoh.connect = self.connect.clone();
+        cfg.ros2 = self.ros2.apply(cfg.ros2);
+        if cfg.ros2.settings("daemon")?.is_some() {
+            // ROS 2 mode: a client of rmw_zenohd unless the config or the flags say otherwise.
+            let explicit = cfg.zenoh_explicit.then(|| cfg.zenoh.clone());
+            cfg.zenoh = crate::node::ros2::ros2_zenoh(explicit, &self.listen, &self.connect)?;
+        } else {
+            if !self.listen.is_empty() {
+                cfg.zenoh.listen = self.listen.clone();
+            }
+            if !self.connect.is_empty() {
+                cfg.zenoh.connect = self.connect.clone();
+            }
         }
         if self.fps.is_some() {
             cfg.fps = self.fps;

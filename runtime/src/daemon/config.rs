@@ -10,7 +10,7 @@ use riptide_msgs::topics;
 use riptide_policies::{DeviceSpec, FeatureKind, PolicySpec};
 use serde::Deserialize;
 
-use crate::node::ZenohConfig;
+use crate::node::{Ros2Config, Topic, ZenohConfig};
 pub use crate::pipeline::input::{InputConfig, InputType, ResolvedInput};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +75,12 @@ pub struct DaemonConfig {
     /// Several robots served by one daemon (`[[robot]]` tables); none = one robot from the top level.
     #[serde(default, rename = "robot")]
     pub robots: Vec<RobotSection>,
+    /// ROS 2 mode (rmw_zenoh): node `riptide_daemon` unless `node_name` says otherwise.
+    #[serde(default)]
+    pub ros2: Ros2Config,
+    /// Whether the file had a `[zenoh]` table (ROS 2 mode then keeps it instead of joining rmw_zenohd).
+    #[serde(skip)]
+    pub zenoh_explicit: bool,
 }
 
 /// `[worker]`: how the inference thread handles policy faults (a panic in `predict`, a device error or
@@ -182,10 +188,22 @@ pub enum OutputType {
     MultiDofJointTrajectory,
 }
 
+impl OutputType {
+    /// The ROS 2 message type of the chunks.
+    pub fn ros_type(self) -> crate::node::RosType {
+        match self {
+            Self::JointTrajectory => crate::node::RosType::of::<riptide_msgs::ros::JointTrajectory>(),
+            Self::MultiDofJointTrajectory => crate::node::RosType::of::<riptide_msgs::ros::MultiDOFJointTrajectory>(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub topic: Option<String>,
+    /// The chunk topic's ROS 2 name in ROS 2 mode (default `/` + topic); metadata goes on it + `/meta`.
+    pub ros2_topic: Option<String>,
     #[serde(rename = "type")]
     pub msg_type: OutputType,
     /// Joint names for JointTrajectory (default: a0, a1, …).
@@ -196,6 +214,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             topic: None,
+            ros2_topic: None,
             msg_type: OutputType::JointTrajectory,
             joint_names: vec![],
         }
@@ -237,6 +256,7 @@ impl DaemonConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut cfg = Self::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+        cfg.zenoh_explicit = text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("zenoh"));
         let dir = path.parent().unwrap_or(Path::new(""));
         let checkpoints =
             std::iter::once(&mut cfg.checkpoint).chain(cfg.robots.iter_mut().filter_map(|r| r.checkpoint.as_mut()));
@@ -371,24 +391,22 @@ impl DaemonConfig {
         if self.output.msg_type == OutputType::MultiDofJointTrajectory && !(3..=4).contains(&spec.action_dim) {
             bail!("output.type = \"multi_dof_joint_trajectory\" needs [x, y, z] or [x, y, z, yaw] actions; the policy has {}", spec.action_dim);
         }
+        let chunk_topic = self
+            .output
+            .topic
+            .clone()
+            .unwrap_or_else(|| self.topic(topics::ACTION_CHUNK));
+        let chunk = Topic::with_ros_name(chunk_topic.clone(), self.output.ros2_topic.clone());
+        refuse_controller_topic(&chunk)?;
         Ok(Resolved {
             fps,
             dt_s: 1.0 / fps,
             rate_hz,
             trigger_feature,
             inputs,
-            chunk_topic: self
-                .output
-                .topic
-                .clone()
-                .unwrap_or_else(|| self.topic(topics::ACTION_CHUNK)),
-            meta_topic: format!(
-                "{}/meta",
-                self.output
-                    .topic
-                    .clone()
-                    .unwrap_or_else(|| self.topic(topics::ACTION_CHUNK))
-            ),
+            meta_topic: topics::chunk_meta_key(&chunk_topic),
+            chunk_ros2_topic: self.output.ros2_topic.clone(),
+            chunk_topic,
             queue_topic: self.topic(topics::DRIVER_QUEUE),
             alive_topic: self.topic(topics::ALIVE_DAEMON),
             joint_names: if self.output.joint_names.is_empty() {
@@ -508,6 +526,7 @@ impl DaemonConfig {
                 kind: f.kind,
                 shape: f.shape.clone(),
                 topic,
+                ros2_topic: c.and_then(|c| c.ros2_topic.clone()),
                 msg_type,
                 max_age_s: max_age_ms / 1e3,
                 resize: c.map(|c| c.resize).unwrap_or(true),
@@ -515,6 +534,20 @@ impl DaemonConfig {
         }
         Ok(inputs)
     }
+}
+
+/// Chunks reach a ros2_control controller only through `riptide drive` (`backend.type = "jtc"`), whose safety
+/// envelope checks them: a daemon output on a controller's command topic is refused.
+fn refuse_controller_topic(chunk: &Topic) -> Result<()> {
+    let ros_name = chunk.ros_name.clone().unwrap_or_else(|| format!("/{}", chunk.key));
+    if ros_name.trim_end_matches('/').ends_with("/joint_trajectory") {
+        bail!(
+            "output topic {ros_name:?} is a ros2_control JointTrajectoryController's command topic: the daemon never \
+             commands a controller itself. Publish chunks on riptide's chunk topic and run `riptide drive` with \
+             [backend] type = \"jtc\", whose safety envelope (limits, max jump, NaN guard) sits between them"
+        );
+    }
+    Ok(())
 }
 
 /// Everything the daemon derives from config + checkpoint.
@@ -527,10 +560,27 @@ pub struct Resolved {
     pub trigger_feature: String,
     pub inputs: Vec<ResolvedInput>,
     pub chunk_topic: String,
+    /// The chunk topic's configured ROS 2 name (`output.ros2_topic`).
+    pub chunk_ros2_topic: Option<String>,
     pub meta_topic: String,
     pub queue_topic: String,
     pub alive_topic: String,
     pub joint_names: Vec<String>,
+}
+
+impl Resolved {
+    /// The chunk topic as the daemon declares it (with `output.ros2_topic`).
+    pub fn chunk_declared(&self) -> Topic {
+        Topic::with_ros_name(self.chunk_topic.clone(), self.chunk_ros2_topic.clone())
+    }
+
+    /// The metadata topic: the chunk topic's + `/meta`, on ROS 2 names too.
+    pub fn meta_declared(&self) -> Topic {
+        Topic::with_ros_name(
+            self.meta_topic.clone(),
+            self.chunk_ros2_topic.as_deref().map(topics::chunk_meta_key),
+        )
+    }
 }
 
 #[cfg(test)]

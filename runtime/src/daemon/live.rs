@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use riptide_msgs::ros::Float32MultiArray;
+use riptide_msgs::ros::{ChunkMeta, Float32MultiArray};
 use riptide_msgs::topics;
 use riptide_policies::PolicySpec;
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use crate::daemon::config::{DaemonConfig, OutputType, Resolved, TriggerMode};
 use crate::daemon::setup::{sampling_of, warmup_window, Running};
 use crate::daemon::setup::{FatalFault, PolicyLoader};
-use crate::node::{now_s, Clock, Metrics, RateLimitedLog, RobotMetrics, Shutdown};
+use crate::node::{now_s, Clock, Graph, Metrics, Publisher, RateLimitedLog, RobotMetrics, RosType, Shutdown};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
@@ -61,13 +61,14 @@ pub async fn run_live(
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
     let (faults_tx, mut faults_rx) = mpsc::unbounded_channel::<FaultEvent>();
     let (mut workers, placement) = start_workers((&cfg, &configs), &loader, &results_tx, &faults_tx).await?;
-    let session = crate::node::network::open(&cfg.zenoh).await?;
+    let metrics = Arc::new(Metrics::default());
+    let ros2 = cfg.ros2.settings("daemon")?;
+    let session = Graph::open(&cfg.zenoh, ros2.as_ref(), metrics.clone()).await?;
     let clock = if cfg.use_sim_time {
-        Clock::sim(&session, &configs[0].topic(topics::CLOCK)).await?
+        Clock::sim(&session, &configs[0].topic(topics::CLOCK))?
     } else {
         Clock::Wall
     };
-    let metrics = Arc::new(Metrics::default());
     let log = Arc::new(RateLimitedLog::default());
     let mut tasks = JoinSet::new();
     let (trigger_tx, mut trigger_rx) = mpsc::channel::<usize>(configs.len().max(1) * 2);
@@ -91,9 +92,9 @@ pub async fn run_live(
             ))),
             in_flight: Arc::new(AtomicBool::new(false)),
         };
-        subscribe_inputs(&session, &rcfg, &resolved, &shared, (r, &trigger_tx), &mut tasks).await?;
-        spawn_trigger(&session, &rcfg, &resolved, &shared, (r, trigger_tx.clone()), &mut tasks).await?;
-        publishers.push(ChunkPublisher::declare(&session, &rcfg, &resolved, spec.clone()).await?);
+        subscribe_inputs(&session, &rcfg, &resolved, &shared, (r, &trigger_tx), &mut tasks)?;
+        spawn_trigger(&session, &rcfg, &resolved, &shared, (r, trigger_tx.clone()), &mut tasks)?;
+        publishers.push(ChunkPublisher::declare(&session, &rcfg, &resolved, spec.clone())?);
         // Declared before the liveliness token: a peer that sees the daemon alive can query it.
         if rcfg.remote_inference {
             let key = rcfg.topic(topics::INFER);
@@ -155,7 +156,9 @@ pub async fn run_live(
     tasks.abort_all();
     workers.iter_mut().for_each(Worker::shutdown);
     drop(tokens);
+    drop(publishers);
     session
+        .session()
         .close()
         .await
         .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
@@ -289,8 +292,8 @@ fn until_next_due(t_obs_s: f64, robot: &Robot, now: f64) -> Duration {
 }
 
 /// One subscriber per input feature: decode, push into the window, and trigger on new camera frames.
-async fn subscribe_inputs(
-    session: &zenoh::Session,
+fn subscribe_inputs(
+    session: &Graph,
     cfg: &DaemonConfig,
     resolved: &Resolved,
     shared: &Shared,
@@ -299,13 +302,11 @@ async fn subscribe_inputs(
 ) -> Result<()> {
     let on_frame = cfg.trigger.mode == TriggerMode::OnFrame;
     for input in resolved.inputs.iter().cloned() {
-        let sub = session
-            .declare_subscriber(input.topic.clone())
-            .await
-            .map_err(|e| anyhow!("subscribing to {}: {e}", input.topic))?;
+        let ty = input.msg_type.ros_type();
+        let (sub, samples) = session.subscribe_fifo(input.declared(), &ty)?;
         let frame_trigger = (on_frame && input.feature == resolved.trigger_feature)
             .then(|| (trigger.clone(), shared.in_flight.clone()));
-        tracing::info!("{} ← {} ({:?})", input.feature, input.topic, input.msg_type);
+        tracing::info!("{} ← {}", input.feature, session.describe(input.declared(), &ty));
         let (metrics, builder, log, clock) = (
             shared.metrics.clone(),
             shared.builder.clone(),
@@ -313,7 +314,8 @@ async fn subscribe_inputs(
             shared.clock.clone(),
         );
         tasks.spawn(async move {
-            while let Ok(sample) = sub.recv_async().await {
+            let _sub = sub;
+            while let Ok(sample) = samples.recv_async().await {
                 let fresh = on_input(&input, &sample.payload().to_bytes(), &clock, &builder, &metrics, &log);
                 if let Some((tx, in_flight)) = &frame_trigger {
                     if fresh && !in_flight.load(Ordering::Acquire) {
@@ -362,8 +364,8 @@ fn on_input(
 }
 
 /// The rate trigger, or the driver's queue reports (`on_demand`); `on_frame` triggers from its input.
-async fn spawn_trigger(
-    session: &zenoh::Session,
+fn spawn_trigger(
+    session: &Graph,
     cfg: &DaemonConfig,
     resolved: &Resolved,
     shared: &Shared,
@@ -387,14 +389,13 @@ async fn spawn_trigger(
             tracing::info!("triggering at {:.2} Hz", resolved.rate_hz);
         }
         TriggerMode::OnDemand => {
-            let sub = session
-                .declare_subscriber(resolved.queue_topic.clone())
-                .await
-                .map_err(|e| anyhow!("subscribing to {}: {e}", resolved.queue_topic))?;
+            let (sub, samples) =
+                session.subscribe_fifo(resolved.queue_topic.clone(), &RosType::of::<Float32MultiArray>())?;
             let threshold = cfg.trigger.queue_threshold_s;
             let (metrics, in_flight) = (shared.metrics.clone(), shared.in_flight.clone());
             tasks.spawn(async move {
-                while let Ok(sample) = sub.recv_async().await {
+                let _sub = sub;
+                while let Ok(sample) = samples.recv_async().await {
                     match riptide_msgs::decode::<Float32MultiArray>(&sample.payload().to_bytes()) {
                         Ok(m) if m.data.first().is_some_and(|q| q.is_finite()) => {
                             if (m.data[0] as f64) < threshold && !in_flight.load(Ordering::Acquire) {
@@ -438,8 +439,8 @@ async fn spawn_metrics(cfg: &DaemonConfig, metrics: &Arc<Metrics>, tasks: &mut J
 
 /// The chunk and metadata publishers and what publishing needs to know.
 struct ChunkPublisher {
-    chunk: zenoh::pubsub::Publisher<'static>,
-    meta: zenoh::pubsub::Publisher<'static>,
+    chunk: Publisher,
+    meta: Publisher,
     spec: PolicySpec,
     resolved: Resolved,
     output_type: OutputType,
@@ -447,26 +448,17 @@ struct ChunkPublisher {
 }
 
 impl ChunkPublisher {
-    async fn declare(
-        session: &zenoh::Session,
-        cfg: &DaemonConfig,
-        resolved: &Resolved,
-        spec: PolicySpec,
-    ) -> Result<Self> {
-        let declare = |key: String| async move {
-            session
-                .declare_publisher(key.clone())
-                .await
-                .map_err(|e| anyhow!("publisher {key}: {e}"))
-        };
+    fn declare(session: &Graph, cfg: &DaemonConfig, resolved: &Resolved, spec: PolicySpec) -> Result<Self> {
+        let chunk_type = cfg.output.msg_type.ros_type();
+        let meta_type = RosType::of::<ChunkMeta>();
         tracing::info!(
             "publishing chunks on {} (metadata on {})",
-            resolved.chunk_topic,
-            resolved.meta_topic
+            session.describe(resolved.chunk_declared(), &chunk_type),
+            session.describe(resolved.meta_declared(), &meta_type)
         );
         Ok(Self {
-            chunk: declare(resolved.chunk_topic.clone()).await?,
-            meta: declare(resolved.meta_topic.clone()).await?,
+            chunk: session.publisher(resolved.chunk_declared(), &chunk_type)?,
+            meta: session.publisher(resolved.meta_declared(), &meta_type)?,
             spec,
             resolved: resolved.clone(),
             output_type: cfg.output.msg_type,
@@ -523,7 +515,7 @@ impl ChunkPublisher {
                 return;
             }
         };
-        if let Err(e) = self.chunk.put(payload).await {
+        if let Err(e) = self.chunk.put(payload) {
             log.warn("put", || format!("publishing chunk {} failed: {e}", out.id));
             return;
         }
@@ -547,7 +539,7 @@ impl ChunkPublisher {
             },
         );
         if let Ok(p) = riptide_msgs::encode(&meta) {
-            let _ = self.meta.put(p).await;
+            let _ = self.meta.put(p);
         }
     }
 }

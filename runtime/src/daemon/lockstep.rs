@@ -15,14 +15,13 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use riptide_drivers::{Driver, DriverConfig};
-use riptide_msgs::ros::{ChunkMeta, StringMsg};
+use riptide_msgs::ros::{ChunkMeta, JointState, StringMsg};
 use riptide_msgs::topics;
 use riptide_policies::PolicySpec;
-use zenoh::Wait;
 
 use crate::daemon::config::{DaemonConfig, LockstepSection, Resolved};
 use crate::daemon::setup::{load_pipeline, sampling_of, Running};
-use crate::node::{Metrics, Shutdown};
+use crate::node::{Graph, Metrics, Publisher, RosType, Shutdown, Subscription};
 use crate::pipeline::chunk::time_chunk;
 use crate::pipeline::decode::decode;
 use crate::pipeline::input::ResolvedInput;
@@ -576,47 +575,33 @@ async fn groups(configs: Vec<DaemonConfig>, metrics: &Arc<Metrics>) -> Result<Ve
 }
 
 /// A robot's zenoh endpoints: its command and chunk-metadata publishers.
-type Publishers = (zenoh::pubsub::Publisher<'static>, zenoh::pubsub::Publisher<'static>);
+type Publishers = (Publisher, Publisher);
 
 /// Subscribe robot `local` of a group to its inputs and episode events, and declare its publishers
 /// and liveliness token.
 async fn declare_robot(
-    session: &zenoh::Session,
+    session: &Graph,
     (rc, resolved): &(DaemonConfig, Resolved),
     (local, tx): (usize, &mpsc::Sender<Ev>),
-    subs: &mut Vec<zenoh::pubsub::Subscriber<()>>,
+    subs: &mut Vec<Subscription>,
     tokens: &mut Vec<zenoh::liveliness::LivelinessToken>,
 ) -> Result<Publishers> {
     for (i, input) in resolved.inputs.iter().enumerate() {
         let tx = tx.clone();
         subs.push(
-            session
-                .declare_subscriber(input.topic.clone())
-                .callback(move |s| {
-                    let _ = tx.send(Ev::Frame(local, i, s.payload().to_bytes().into_owned()));
-                })
-                .await
-                .map_err(|e| anyhow!("subscribing to {}: {e}", input.topic))?,
+            session.subscribe(input.declared(), &input.msg_type.ros_type(), move |s| {
+                let _ = tx.send(Ev::Frame(local, i, s.payload().to_bytes().into_owned()));
+            })?,
         );
     }
     let tx = tx.clone();
     subs.push(
-        session
-            .declare_subscriber(rc.topic(topics::SIM_EPISODE))
-            .callback(move |s| {
-                let _ = tx.send(Ev::Episode(local, s.payload().to_bytes().into_owned()));
-            })
-            .await
-            .map_err(|e| anyhow!("{e}"))?,
+        session.subscribe(rc.topic(topics::SIM_EPISODE), &RosType::of::<StringMsg>(), move |s| {
+            let _ = tx.send(Ev::Episode(local, s.payload().to_bytes().into_owned()));
+        })?,
     );
-    let action = session
-        .declare_publisher(rc.topic(topics::ACTION))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
-    let meta = session
-        .declare_publisher(resolved.meta_topic.clone())
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let action = session.publisher(rc.topic(topics::ACTION), &RosType::of::<JointState>())?;
+    let meta = session.publisher(resolved.meta_declared(), &RosType::of::<ChunkMeta>())?;
     tokens.push(
         session
             .liveliness()
@@ -639,7 +624,8 @@ pub async fn run_lockstep(
     let metrics = Arc::new(Metrics::default());
     let groups = groups(configs, &metrics).await?;
     let spec = groups[0].lockstep.spec().clone();
-    let session = crate::node::network::open(&cfg.zenoh).await?;
+    let ros2 = cfg.ros2.settings("daemon")?;
+    let session = Graph::open(&cfg.zenoh, ros2.as_ref(), metrics.clone()).await?;
     let mut subs = Vec::new();
     let mut tokens = Vec::new();
     let mut threads = Vec::new();
@@ -678,6 +664,7 @@ pub async fn run_lockstep(
     drop(subs);
     drop(tokens);
     session
+        .session()
         .close()
         .await
         .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
@@ -728,13 +715,9 @@ fn serve(mut lockstep: Lockstep, events: mpsc::Receiver<Ev>, stop: &Shutdown, pu
         }
         for (r, step) in steps {
             let js = joint_state(step.t_s, step.command.iter().copied());
-            pubs[r]
-                .0
-                .put(riptide_msgs::encode(&js)?)
-                .wait()
-                .map_err(|e| anyhow!("{e}"))?;
+            pubs[r].0.put(riptide_msgs::encode(&js)?)?;
             if let Some(meta) = step.chunk {
-                let _ = pubs[r].1.put(riptide_msgs::encode(&meta)?).wait();
+                let _ = pubs[r].1.put(riptide_msgs::encode(&meta)?);
             }
         }
         waiting_since = match lockstep.has_pending() {

@@ -11,13 +11,20 @@ pub struct DriveCmd {
     /// Validate the config and exit.
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub ros2: crate::node::Ros2Args,
 }
 
 impl DriveCmd {
     pub fn run(self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-        let Self { config, check } = self;
+        let Self { config, check, ros2 } = self;
 
-        let cfg = crate::drive::DriveConfig::from_file(&config)?;
+        let mut cfg = crate::drive::DriveConfig::from_file(&config)?;
+        cfg.ros2 = ros2.apply(cfg.ros2);
+        if cfg.ros2.settings("driver")?.is_some() {
+            let explicit = cfg.zenoh_explicit.then(|| cfg.zenoh.clone());
+            cfg.zenoh = crate::node::ros2::ros2_zenoh(explicit, &[], &[])?;
+        }
         if check {
             println!("{}: OK", config.display());
             return Ok(());

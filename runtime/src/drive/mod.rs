@@ -9,8 +9,12 @@
 //! - out: `action` (`sensor_msgs/JointState`, one per control step: the command after the envelope),
 //!   `driver/queue` (`std_msgs/Float32MultiArray`, data[0] = seconds of commands still queued),
 //!   `driver/status` (`std_msgs/String`, the supervisor state, on change and at 1 Hz).
+//!
+//! With `[ros2]` (or `--ros2`) every topic is declared on the rmw_zenoh graph (`crate::node::ros2`), and the
+//! `jtc` back-end ([`jtc`]) drives a ros2_control JointTrajectoryController.
 
 pub mod cmd;
+pub mod jtc;
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,15 +23,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use riptide_drivers::{Chunk, ChunkPoint, Command, Driver, DriverConfig, DriverCounters, SupervisorState};
 use riptide_msgs::ros::{
-    Float32MultiArray, Header, JointState, JointTrajectory, MultiDOFJointTrajectory, StringMsg, Time,
+    Empty, Float32MultiArray, Header, JointState, JointTrajectory, MultiDOFJointTrajectory, StringMsg, Time,
 };
 use riptide_msgs::topics;
 use serde::Deserialize;
-use zenoh::Wait;
 
 use crate::node::metrics::Metrics;
 use crate::node::now_s;
-use crate::node::ZenohConfig;
+use crate::node::{Graph, Publisher, Ros2Config, RosType, Subscription, Topic, ZenohConfig};
 
 /// A driver node's configuration (`driver.toml`); unknown keys are errors that name the key.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +57,12 @@ pub struct DriveConfig {
     /// Executor, safety envelope, supervisor.
     pub driver: DriverConfig,
     pub backend: BackendConfig,
+    /// ROS 2 mode (rmw_zenoh): node `riptide_driver` unless `node_name` says otherwise.
+    #[serde(default)]
+    pub ros2: Ros2Config,
+    /// Whether the file had a `[zenoh]` table (ROS 2 mode then keeps it instead of joining rmw_zenohd).
+    #[serde(skip)]
+    pub zenoh_explicit: bool,
 }
 
 fn default_namespace() -> String {
@@ -93,6 +102,27 @@ pub enum BackendConfig {
     /// No device: commands are only published on `action` (dry runs, tests, and the in-process sim
     /// which reads `action`). Engages from `initial_position`.
     Loopback { initial_position: Vec<f64> },
+    /// ros2_control: the chunk, after the safety envelope, as `trajectory_msgs/JointTrajectory` on
+    /// `/<controller>/joint_trajectory` for a JointTrajectoryController; the measured position from
+    /// `sensor_msgs/JointState` on `joint_states_topic`, read by joint name (see [`jtc`]).
+    Jtc {
+        /// The controller's name (`joint_trajectory_controller`, `arm_controller`, …).
+        controller: String,
+        /// The controller's joints, in the order of the action vector.
+        joint_names: Vec<String>,
+        /// ROS 2 name of the measured joint states.
+        #[serde(default = "jtc::default_joint_states_topic")]
+        joint_states_topic: String,
+        /// Also send velocities (finite differences of the enveloped points).
+        #[serde(default)]
+        velocities: bool,
+        /// Spacing of the points sent, seconds (default: the chunk's own).
+        #[serde(default)]
+        point_period_s: Option<f64>,
+        /// How far ahead the hold trajectory's single point lies, seconds.
+        #[serde(default = "jtc::default_hold_after_s")]
+        hold_after_s: f64,
+    },
     /// Drones: MAVLink offboard control of a PX4/ArduPilot vehicle (`[backend.mavlink]`: connection,
     /// ids, setpoint rate, and whether riptide may arm / switch to offboard itself — off by default).
     /// Commands must be `[x, y, z, yaw]` ENU; the driver engages from the vehicle's reported pose.
@@ -128,8 +158,9 @@ pub enum CommandMessage {
 impl DriveConfig {
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let cfg: Self =
+        let mut cfg: Self =
             toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        cfg.zenoh_explicit = text.parse::<toml::Table>().is_ok_and(|t| t.contains_key("zenoh"));
         cfg.validate()?;
         Ok(cfg)
     }
@@ -167,6 +198,21 @@ impl DriveConfig {
                 }
                 Ok(())
             }
+            BackendConfig::Jtc {
+                controller,
+                joint_names,
+                joint_states_topic,
+                point_period_s,
+                hold_after_s,
+                ..
+            } => jtc::validate(
+                controller,
+                joint_names,
+                joint_states_topic,
+                *point_period_s,
+                *hold_after_s,
+                dim,
+            ),
             BackendConfig::Mavlink { mavlink } => {
                 if dim != 4 {
                     bail!("backend.type = \"mavlink\" takes [x, y, z, yaw] setpoints but driver.safety has {dim} dimensions");
@@ -238,6 +284,8 @@ enum Event {
     Engage,
     Disengage,
     DevicePosition(Vec<f64>),
+    /// The device's last state message lacked a joint: engaging must wait for a complete one.
+    DevicePositionUnknown,
 }
 
 /// The `sim` back-end: an env stepped at its own control rate by the driver loop, publishing what
@@ -273,7 +321,7 @@ impl SimDevice {
         env_state_width: Option<usize>,
         seed: u64,
         render: bool,
-        session: &zenoh::Session,
+        graph: &Graph,
         ns: &str,
         now: f64,
     ) -> Result<Self> {
@@ -281,7 +329,7 @@ impl SimDevice {
         let dt_s = 1.0 / env.spec().fps;
         let mut dev = Self {
             env,
-            out: crate::simnode::Outputs::declare(session, ns)?,
+            out: crate::simnode::Outputs::declare(graph, ns)?,
             name: name.to_string(),
             seed,
             episode: 0,
@@ -375,7 +423,7 @@ pub struct DriveNode {
     /// The driver's own counters (steps, envelope violations, watchdog, e-stops), refreshed at 1 Hz and at stop.
     pub counters: Arc<std::sync::Mutex<DriverCounters>>,
     thread: Option<std::thread::JoinHandle<Result<()>>>,
-    session: zenoh::Session,
+    graph: Graph,
     pub metrics: Arc<Metrics>,
 }
 
@@ -387,7 +435,8 @@ impl DriveNode {
                 .await?
                 .map_err(|_| anyhow!("the control loop panicked"))??;
         }
-        self.session
+        self.graph
+            .session()
             .close()
             .await
             .map_err(|e| anyhow!("closing the zenoh session: {e}"))?;
@@ -410,22 +459,18 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
     cfg.validate()?;
     let dim = cfg.driver.safety.dim();
     let driver = Driver::new(cfg.driver.clone()).map_err(|e| anyhow!("driver.{e}"))?;
-    let session = crate::node::network::open(&cfg.zenoh).await?;
+    let ros2 = cfg.ros2.settings("driver")?;
     let metrics = Arc::new(Metrics::default());
+    let graph = Graph::open(&cfg.zenoh, ros2.as_ref(), metrics.clone()).await?;
     let (tx, rx) = mpsc::channel::<Event>();
-    let mut subs = subscribe_control(&session, &cfg, dim, &tx, &metrics).await?;
-    let backend = Backend::open(&session, &cfg, dim, &tx, &metrics, &mut subs).await?;
-    let declare = |rest: &str| {
-        let key = cfg.topic(rest);
-        let session = &session;
-        async move { session.declare_publisher(key).await.map_err(|e| anyhow!("{e}")) }
-    };
+    let mut subs = subscribe_control(&graph, &cfg, dim, &tx, &metrics)?;
+    let backend = Backend::open(&graph, &cfg, dim, &tx, &metrics, &mut subs)?;
     let outputs = Outputs {
-        action: declare(topics::ACTION).await?,
-        queue: declare(topics::DRIVER_QUEUE).await?,
-        status: declare(topics::DRIVER_STATUS).await?,
+        action: graph.publisher(cfg.topic(topics::ACTION), &RosType::of::<JointState>())?,
+        queue: graph.publisher(cfg.topic(topics::DRIVER_QUEUE), &RosType::of::<Float32MultiArray>())?,
+        status: graph.publisher(cfg.topic(topics::DRIVER_STATUS), &RosType::of::<StringMsg>())?,
     };
-    let token = session
+    let token = graph
         .liveliness()
         .declare_token(cfg.topic(topics::ALIVE_DRIVER))
         .await
@@ -444,6 +489,8 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
         tick: 0,
         last_state: None,
         buf: Vec::new(),
+        rate_hz: cfg.rate_hz,
+        last_command: None,
     };
     let (stop2, period) = (stop.clone(), Duration::from_secs_f64(1.0 / cfg.rate_hz));
     let thread = std::thread::Builder::new()
@@ -457,48 +504,48 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
         stop,
         counters,
         thread: Some(thread),
-        session,
+        graph,
         metrics,
     })
 }
 
 /// Chunks on `action/chunk`, and the e-stop and engage topics (any payload).
-async fn subscribe_control(
-    session: &zenoh::Session,
+fn subscribe_control(
+    graph: &Graph,
     cfg: &DriveConfig,
     dim: usize,
     tx: &mpsc::Sender<Event>,
     metrics: &Arc<Metrics>,
-) -> Result<Vec<zenoh::pubsub::Subscriber<()>>> {
+) -> Result<Vec<Subscription>> {
     let mut subs = Vec::new();
     let (chunk_tx, m) = (tx.clone(), metrics.clone());
     let chunk_type = cfg.chunk_type;
+    let chunk_ros_type = match chunk_type {
+        ChunkType::JointTrajectory => RosType::of::<JointTrajectory>(),
+        ChunkType::MultiDofJointTrajectory => RosType::of::<MultiDOFJointTrajectory>(),
+    };
     subs.push(
-        session
-            .declare_subscriber(cfg.topic(topics::ACTION_CHUNK))
-            .callback(move |s| {
-                let bytes = s.payload().to_bytes();
-                let chunk = match chunk_type {
-                    ChunkType::JointTrajectory => decode_or_count::<JointTrajectory>(&bytes, &m, "malformed")
-                        .map(|jt| chunk_from_joint_trajectory(&jt, dim)),
-                    ChunkType::MultiDofJointTrajectory => {
-                        decode_or_count::<MultiDOFJointTrajectory>(&bytes, &m, "malformed")
-                            .map(|jt| chunk_from_multi_dof(&jt, dim))
-                    }
-                };
-                match chunk {
-                    Some(Ok(c)) => {
-                        let _ = chunk_tx.send(Event::Chunk(c));
-                    }
-                    Some(Err(why)) => {
-                        m.inc("rejected_total", &[("reason", "shape")]);
-                        tracing::warn!("rejected a chunk: {why}");
-                    }
-                    None => {}
+        graph.subscribe(cfg.topic(topics::ACTION_CHUNK), &chunk_ros_type, move |s| {
+            let bytes = s.payload().to_bytes();
+            let chunk = match chunk_type {
+                ChunkType::JointTrajectory => decode_or_count::<JointTrajectory>(&bytes, &m, "malformed")
+                    .map(|jt| chunk_from_joint_trajectory(&jt, dim)),
+                ChunkType::MultiDofJointTrajectory => {
+                    decode_or_count::<MultiDOFJointTrajectory>(&bytes, &m, "malformed")
+                        .map(|jt| chunk_from_multi_dof(&jt, dim))
                 }
-            })
-            .await
-            .map_err(|e| anyhow!("{e}"))?,
+            };
+            match chunk {
+                Some(Ok(c)) => {
+                    let _ = chunk_tx.send(Event::Chunk(c));
+                }
+                Some(Err(why)) => {
+                    m.inc("rejected_total", &[("reason", "shape")]);
+                    tracing::warn!("rejected a chunk: {why}");
+                }
+                None => {}
+            }
+        })?,
     );
     for (rest, make) in [
         (topics::ESTOP, (|| Event::EStop) as fn() -> Event),
@@ -507,15 +554,10 @@ async fn subscribe_control(
         (topics::DRIVER_DISENGAGE, || Event::Disengage),
     ] {
         let tx = tx.clone();
-        subs.push(
-            session
-                .declare_subscriber(cfg.topic(rest))
-                .callback(move |_| {
-                    let _ = tx.send(make());
-                })
-                .await
-                .map_err(|e| anyhow!("{e}"))?,
-        );
+        // Any payload in plain mode; `std_msgs/msg/Empty` on a ROS 2 graph.
+        subs.push(graph.subscribe(cfg.topic(rest), &RosType::of::<Empty>(), move |_| {
+            let _ = tx.send(make());
+        })?);
     }
     Ok(subs)
 }
@@ -523,23 +565,24 @@ async fn subscribe_control(
 /// Where the commands go, and where the device's position comes from.
 struct Backend {
     device_position: Option<Vec<f64>>,
-    command_pub: Option<zenoh::pubsub::Publisher<'static>>,
+    command_pub: Option<Publisher>,
     joint_names: Vec<String>,
     command_message: CommandMessage,
     mavlink: Option<riptide_drivers::MavlinkLink>,
     sim: Option<SimDevice>,
+    jtc: Option<jtc::JtcBackend>,
     /// Loopback: the device is wherever it was commanded.
     loopback: bool,
 }
 
 impl Backend {
-    async fn open(
-        session: &zenoh::Session,
+    fn open(
+        graph: &Graph,
         cfg: &DriveConfig,
         dim: usize,
         tx: &mpsc::Sender<Event>,
         metrics: &Arc<Metrics>,
-        subs: &mut Vec<zenoh::pubsub::Subscriber<()>>,
+        subs: &mut Vec<Subscription>,
     ) -> Result<Self> {
         let mut b = Backend {
             device_position: None,
@@ -548,6 +591,7 @@ impl Backend {
             command_message: CommandMessage::JointState,
             mavlink: None,
             sim: None,
+            jtc: None,
             loopback: false,
         };
         match &cfg.backend {
@@ -561,14 +605,17 @@ impl Backend {
                     b.joint_names = joint_names.clone();
                 }
                 b.command_message = *message;
+                let ty = match message {
+                    CommandMessage::JointState => RosType::of::<JointState>(),
+                    CommandMessage::JointTrajectory => RosType::of::<JointTrajectory>(),
+                };
                 b.command_pub = Some(
-                    session
-                        .declare_publisher(command_topic.clone())
-                        .await
+                    graph
+                        .publisher(command_topic.clone(), &ty)
                         .map_err(|e| anyhow!("backend.command_topic: {e}"))?,
                 );
                 if let Some(topic) = state_topic {
-                    subs.push(subscribe_state(session, topic, dim, tx, metrics).await?);
+                    subs.push(subscribe_state(graph, topic, dim, tx, metrics)?);
                 }
             }
             BackendConfig::Loopback { initial_position } => {
@@ -581,9 +628,37 @@ impl Backend {
                 render,
                 env_state_width,
             } => {
-                let dev = SimDevice::start(env, *env_state_width, *seed, *render, session, &cfg.namespace, now_s())?;
+                let dev = SimDevice::start(env, *env_state_width, *seed, *render, graph, &cfg.namespace, now_s())?;
                 b.device_position = Some(dev.env.position());
                 b.sim = Some(dev);
+            }
+            BackendConfig::Jtc {
+                controller,
+                joint_names,
+                joint_states_topic,
+                velocities,
+                point_period_s,
+                hold_after_s,
+            } => {
+                b.joint_names = joint_names.clone();
+                let device = tx.clone();
+                let (backend, sub) = jtc::JtcBackend::open(
+                    graph,
+                    jtc::JtcSettings {
+                        controller: controller.clone(),
+                        joint_names: joint_names.clone(),
+                        joint_states_topic: joint_states_topic.clone(),
+                        velocities: *velocities,
+                        point_period_s: *point_period_s,
+                        hold_after_s: *hold_after_s,
+                    },
+                    metrics.clone(),
+                    move |p| {
+                        let _ = device.send(p.map_or(Event::DevicePositionUnknown, Event::DevicePosition));
+                    },
+                )?;
+                subs.push(sub);
+                b.jtc = Some(backend);
             }
             BackendConfig::Mavlink { mavlink } => {
                 b.mavlink = Some(
@@ -597,34 +672,30 @@ impl Backend {
 }
 
 /// The device's measured joint positions (`backend.state_topic`), where the driver engages from.
-async fn subscribe_state(
-    session: &zenoh::Session,
+fn subscribe_state(
+    graph: &Graph,
     topic: &str,
     dim: usize,
     tx: &mpsc::Sender<Event>,
     metrics: &Arc<Metrics>,
-) -> Result<zenoh::pubsub::Subscriber<()>> {
+) -> Result<Subscription> {
     let (tx, m) = (tx.clone(), metrics.clone());
-    session
-        .declare_subscriber(topic.to_string())
-        .callback(move |s| {
-            if let Some(js) = decode_or_count::<JointState>(&s.payload().to_bytes(), &m, "state") {
-                if js.position.len() == dim && js.position.iter().all(|v| v.is_finite()) {
-                    let _ = tx.send(Event::DevicePosition(js.position));
-                } else {
-                    m.inc("rejected_total", &[("reason", "state")]);
-                }
+    graph.subscribe(Topic::from(topic), &RosType::of::<JointState>(), move |s| {
+        if let Some(js) = decode_or_count::<JointState>(&s.payload().to_bytes(), &m, "state") {
+            if js.position.len() == dim && js.position.iter().all(|v| v.is_finite()) {
+                let _ = tx.send(Event::DevicePosition(js.position));
+            } else {
+                m.inc("rejected_total", &[("reason", "state")]);
             }
-        })
-        .await
-        .map_err(|e| anyhow!("{e}"))
+        }
+    })
 }
 
 /// The node's own publishers.
 struct Outputs {
-    action: zenoh::pubsub::Publisher<'static>,
-    queue: zenoh::pubsub::Publisher<'static>,
-    status: zenoh::pubsub::Publisher<'static>,
+    action: Publisher,
+    queue: Publisher,
+    status: Publisher,
 }
 
 /// The control loop's state, owned by its thread.
@@ -640,6 +711,9 @@ struct ControlLoop {
     tick: u64,
     last_state: Option<SupervisorState>,
     buf: Vec<u8>,
+    rate_hz: f64,
+    /// The previous step's command (the jtc back-end sends a hold when it stops following).
+    last_command: Option<Command>,
 }
 
 impl ControlLoop {
@@ -681,6 +755,10 @@ impl ControlLoop {
         while let Ok(ev) = rx.try_recv() {
             self.on_event(ev, now);
         }
+        if let Some(jtc) = &mut self.backend.jtc {
+            let measured = self.backend.device_position.as_deref();
+            jtc.step(&self.driver, self.last_command.as_ref(), now, self.rate_hz, measured);
+        }
         let cmd = self.driver.step(now);
         self.drive_backends(&cmd, now);
         if let Some(p) = cmd.position() {
@@ -688,17 +766,30 @@ impl ControlLoop {
         }
         self.report(now)?;
         self.tick += 1;
+        self.last_command = Some(cmd);
         Ok(())
     }
 
     fn engage(&mut self, now: f64) {
         match &self.backend.device_position {
-            Some(p) => {
-                if let Err(e) = self.driver.engage(p, now) {
+            Some(p) => match self.driver.engage(p, now) {
+                Ok(()) => {
+                    if let Some(jtc) = &mut self.backend.jtc {
+                        jtc.on_engage();
+                    }
+                }
+                Err(e) => {
+                    self.metrics.inc("engage_refused_total", &[("reason", "driver")]);
                     tracing::warn!("cannot engage: {e}");
                 }
+            },
+            None => {
+                self.metrics
+                    .inc("engage_refused_total", &[("reason", "position_unknown")]);
+                tracing::warn!(
+                    "cannot engage: the device's position is not known (no complete joint state received yet)"
+                )
             }
-            None => tracing::warn!("cannot engage: the device's position is not known yet"),
         }
     }
 
@@ -706,9 +797,16 @@ impl ControlLoop {
         match ev {
             Event::Chunk(c) => {
                 self.metrics.inc("chunks_total", &[]);
-                if let Err(e) = self.driver.on_chunk(&c, now) {
-                    self.metrics.inc("chunks_rejected_total", &[]);
-                    tracing::warn!("chunk rejected: {e}");
+                match self.driver.on_chunk(&c, now) {
+                    Ok(_) => {
+                        if let Some(jtc) = &mut self.backend.jtc {
+                            jtc.on_chunk(&c);
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.inc("chunks_rejected_total", &[]);
+                        tracing::warn!("chunk rejected: {e}");
+                    }
                 }
                 if self.auto_engage
                     && self.driver.state() == SupervisorState::Disengaged
@@ -726,6 +824,7 @@ impl ControlLoop {
             Event::Engage => self.engage(now),
             Event::Disengage => self.driver.disengage(),
             Event::DevicePosition(p) => self.backend.device_position = Some(p),
+            Event::DevicePositionUnknown => self.backend.device_position = None,
         }
     }
 
@@ -778,7 +877,7 @@ impl ControlLoop {
         };
         self.buf.clear();
         riptide_msgs::encode_into(&js, &mut self.buf)?;
-        let _ = self.outputs.action.put(self.buf.clone()).wait();
+        let _ = self.outputs.action.put(self.buf.clone());
         if let Some(cp) = &b.command_pub {
             let payload = match b.command_message {
                 CommandMessage::JointState => self.buf.clone(),
@@ -791,7 +890,7 @@ impl ControlLoop {
                     }],
                 })?,
             };
-            let _ = cp.put(payload).wait();
+            let _ = cp.put(payload);
         }
         if b.loopback {
             self.backend.device_position = Some(p.to_vec());
@@ -813,7 +912,7 @@ impl ControlLoop {
                 data: vec![self.driver.queued_s(now) as f32],
                 ..Default::default()
             };
-            let _ = self.outputs.queue.put(riptide_msgs::encode(&q)?).wait();
+            let _ = self.outputs.queue.put(riptide_msgs::encode(&q)?);
             self.metrics
                 .set("driver_queued_seconds", &[], self.driver.queued_s(now));
         }
@@ -827,7 +926,7 @@ impl ControlLoop {
             let s = StringMsg {
                 data: format!("{state:?}"),
             };
-            let _ = self.outputs.status.put(riptide_msgs::encode(&s)?).wait();
+            let _ = self.outputs.status.put(riptide_msgs::encode(&s)?);
         }
         Ok(())
     }

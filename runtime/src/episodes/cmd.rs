@@ -12,6 +12,8 @@ pub struct PlayCmd {
     pub namespace: String,
     #[arg(long)]
     pub connect: Vec<String>,
+    #[command(flatten)]
+    pub ros2: crate::node::Ros2Args,
 }
 
 impl PlayCmd {
@@ -21,13 +23,16 @@ impl PlayCmd {
             rate,
             namespace,
             connect,
+            ros2,
         } = self;
 
-        let z = crate::node::network::node_zenoh(connect);
+        let ros2 = ros2.config().settings("play")?;
+        let z = match ros2 {
+            Some(_) => crate::node::ros2::ros2_zenoh(None, &[], &connect)?,
+            None => crate::node::network::node_zenoh(connect),
+        };
         rt.block_on(async {
-            let session = zenoh::open(crate::node::network::zenoh_config_from(&z)?)
-                .await
-                .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+            let session = crate::node::Graph::open(&z, ros2.as_ref(), Default::default()).await?;
             let stop = crate::node::Shutdown::on_signal();
             let n = crate::episodes::play(&session, &episode, &namespace, rate, &stop).await?;
             println!("{n} messages played");

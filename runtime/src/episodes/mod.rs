@@ -2,6 +2,9 @@
 //! recording onto zenoh at its recorded timing (`riptide play`), so a recorded episode can drive a live
 //! daemon. Playback re-stamps header stamps to the wall clock (a live daemon's staleness gate checks
 //! them) and maps the recording's `riptide/` prefix onto the target namespace.
+//!
+//! In ROS 2 mode topics are ROS names (`/riptide/action/chunk:trajectory_msgs/msg/JointTrajectory`), received
+//! on the rmw_zenoh graph, and the MCAP channels carry those names, as `ros2 bag record` writes them.
 
 pub mod cmd;
 
@@ -15,7 +18,7 @@ use riptide_msgs::mcap::{schema_for_type_name, McapEpisode, McapRecorder};
 use riptide_msgs::ros::{Image, JointState, Time};
 use riptide_msgs::topics;
 
-use crate::node::now_s;
+use crate::node::{now_s, Graph, RosType, Topic};
 
 /// The topics riptide itself uses, with their types, under namespace `ns`.
 pub fn default_topics(ns: &str) -> Vec<(String, String)> {
@@ -34,7 +37,16 @@ pub fn default_topics(ns: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// Parse `KEY:TYPE` (e.g. `robot/cam:sensor_msgs/msg/Image`).
+/// The same topics by their ROS 2 names (what a ROS 2 recording's channels are called).
+pub fn default_ros_topics(ns: &str) -> Result<Vec<(String, String)>> {
+    default_topics(ns)
+        .into_iter()
+        .map(|(k, t)| Ok((Topic::from(k).ros_name()?, t)))
+        .collect()
+}
+
+/// Parse `KEY:TYPE` (e.g. `robot/cam:sensor_msgs/msg/Image`), or `NAME:TYPE` with a ROS 2 name
+/// (`/camera/image_raw:sensor_msgs/msg/Image`).
 pub fn parse_topic(spec: &str) -> Result<(String, String)> {
     let (key, ty) = spec.split_once(':').ok_or_else(|| {
         anyhow!("--topic {spec:?}: expected KEY:TYPE, e.g. riptide/observation/image:sensor_msgs/msg/Image")
@@ -45,9 +57,10 @@ pub fn parse_topic(spec: &str) -> Result<(String, String)> {
     Ok((key.to_string(), ty.to_string()))
 }
 
-/// Record `topics` from `session` into `path` until `stop` is set; returns the message count.
+/// Record `topics` (zenoh keys; ROS 2 names when `graph` is in ROS 2 mode, which name the channels too)
+/// from `graph` into `path` until `stop` is set; returns the message count.
 pub async fn record_live(
-    session: &zenoh::Session,
+    graph: &Graph,
     topics: &[(String, String)],
     path: &Path,
     stop: impl std::future::Future<Output = ()>,
@@ -58,20 +71,21 @@ pub async fn record_live(
     for (key, ty) in topics {
         let schema = schema_for_type_name(ty).ok_or_else(|| anyhow!("unknown type {ty}"))?;
         let (rec, errors, key2, ty2) = (rec.clone(), errors.clone(), key.clone(), ty.clone());
-        subs.push(
-            session
-                .declare_subscriber(key.clone())
-                .callback(move |s| {
-                    let t_ns = (now_s() * 1e9) as u64;
-                    let bytes = s.payload().to_bytes();
-                    let mut r = rec.lock().expect("recorder lock");
-                    if r.write_raw(&key2, &ty2, schema, t_ns, &bytes).is_err() {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                })
-                .await
-                .map_err(|e| anyhow!("subscribing to {key}: {e}"))?,
-        );
+        let topic = match graph.ros2() {
+            Some(_) => {
+                riptide_msgs::ros2::validate_topic_name(key).map_err(|e| anyhow!("--topic {key}: {e}"))?;
+                Topic::with_ros_name(key.trim_start_matches('/'), Some(key.clone()))
+            }
+            None => Topic::from(key),
+        };
+        subs.push(graph.subscribe(topic, &RosType::named(ty)?, move |s| {
+            let t_ns = (now_s() * 1e9) as u64;
+            let bytes = s.payload().to_bytes();
+            let mut r = rec.lock().expect("recorder lock");
+            if r.write_raw(&key2, &ty2, schema, t_ns, &bytes).is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        })?);
     }
     stop.await;
     drop(subs);
@@ -106,13 +120,7 @@ fn restamp(type_name: &str, data: &[u8], stamp_s: f64) -> Option<Vec<u8>> {
 /// Publish the observation topics of `path` onto zenoh at their recorded timing (÷ `rate`).
 /// Topics under `riptide/observation/` are played (and `riptide/robot/joint_states`); the recording's
 /// `riptide` prefix becomes `namespace`. Returns the number of messages published.
-pub async fn play(
-    session: &zenoh::Session,
-    path: &Path,
-    namespace: &str,
-    rate: f64,
-    stop: &crate::node::Shutdown,
-) -> Result<u64> {
+pub async fn play(graph: &Graph, path: &Path, namespace: &str, rate: f64, stop: &crate::node::Shutdown) -> Result<u64> {
     if !(rate > 0.0 && rate.is_finite()) {
         bail!("--rate must be a positive number");
     }
@@ -120,14 +128,21 @@ pub async fn play(
     if let Some(t) = ep.truncation() {
         tracing::warn!("{}: {t}; playing what was recorded", path.display());
     }
-    let played = |topic: &str| topic.starts_with("riptide/observation/") || topic == "riptide/robot/joint_states";
+    // Channels named by key (`riptide/…`) or by ROS 2 name (`/riptide/…`).
+    let relative = |topic: &str| {
+        topic
+            .trim_start_matches('/')
+            .strip_prefix("riptide/")
+            .map(str::to_string)
+    };
+    let played =
+        |topic: &str| relative(topic).is_some_and(|r| r.starts_with("observation/") || r == topics::ROBOT_JOINT_STATES);
     let mut pubs = std::collections::HashMap::new();
     for c in ep.channels().iter().filter(|c| played(&c.topic)) {
-        let key = format!("{}{}", namespace.trim_end_matches('/'), &c.topic["riptide".len()..]);
-        pubs.insert(
-            c.topic.clone(),
-            session.declare_publisher(key).await.map_err(|e| anyhow!("{e}"))?,
-        );
+        let rest = relative(&c.topic).unwrap_or_default();
+        let key = format!("{}/{rest}", namespace.trim_end_matches('/'));
+        let ty = RosType::named(&c.type_name).map_err(|e| anyhow!("channel {}: {e}", c.topic))?;
+        pubs.insert(c.topic.clone(), graph.publisher(key, &ty)?);
     }
     if pubs.is_empty() {
         bail!("{}: no riptide/observation/* topics to play", path.display());
@@ -148,7 +163,7 @@ pub async fn play(
             tokio::time::sleep(d).await;
         }
         let payload = restamp(m.type_name, m.data, t_stamp0 + offset_s).unwrap_or_else(|| m.data.to_vec());
-        p.put(payload).await.map_err(|e| anyhow!("{e}"))?;
+        p.put(payload)?;
         n += 1;
     }
     Ok(n)

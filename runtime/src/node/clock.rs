@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use riptide_msgs::ros::Clock as ClockMsg;
 
 /// Seconds since the Unix epoch: the time base of message stamps.
@@ -38,24 +38,20 @@ impl Clock {
         matches!(self, Clock::Sim(_))
     }
 
-    /// A simulated clock fed by `topic`; the subscriber lives as long as the session. The sim is
-    /// authoritative: an earlier time (a new episode) is taken as-is.
-    pub async fn sim(session: &zenoh::Session, topic: &str) -> Result<Self> {
+    /// A simulated clock fed by `topic` (`/clock` on a ROS 2 graph); the subscription lives as long as
+    /// the session. The sim is authoritative: an earlier time (a new episode) is taken as-is.
+    pub fn sim(graph: &crate::node::Graph, topic: &str) -> Result<Self> {
         let t = Arc::new(AtomicU64::new(0f64.to_bits()));
         let t2 = t.clone();
-        session
-            .declare_subscriber(topic)
-            .callback(move |s| {
-                if let Ok(c) = riptide_msgs::decode::<ClockMsg>(&s.payload().to_bytes()) {
-                    let new = c.clock.as_secs_f64();
-                    if new.is_finite() {
-                        t2.store(new.to_bits(), Ordering::Release);
-                    }
+        let sub = graph.subscribe(topic, &crate::node::RosType::of::<ClockMsg>(), move |s| {
+            if let Ok(c) = riptide_msgs::decode::<ClockMsg>(&s.payload().to_bytes()) {
+                let new = c.clock.as_secs_f64();
+                if new.is_finite() {
+                    t2.store(new.to_bits(), Ordering::Release);
                 }
-            })
-            .background()
-            .await
-            .map_err(|e| anyhow!("subscribing to {topic}: {e}"))?;
+            }
+        })?;
+        graph.keep(sub);
         Ok(Clock::Sim(t))
     }
 

@@ -80,6 +80,30 @@ const HELP: &[(&str, &str)] = &[
         "driver_queued_seconds",
         "Seconds of commands the driver still has queued",
     ),
+    (
+        "ros2_hash_mismatch",
+        "ROS 2 samples whose key names the expected type with another type hash (another distro), per topic",
+    ),
+    (
+        "ros2_sequence_gaps",
+        "ROS 2 samples missed between publishers and this node (attachment sequence numbers), per topic",
+    ),
+    (
+        "joint_states_missing_joint",
+        "Joint states that lacked a configured joint (the position stays unknown: no engagement), per joint",
+    ),
+    (
+        "engage_refused",
+        "Engagements refused, by reason (position_unknown, driver)",
+    ),
+    (
+        "jtc_trajectories",
+        "Trajectories sent to the JointTrajectoryController",
+    ),
+    (
+        "jtc_holds",
+        "Hold trajectories sent to the JointTrajectoryController (the driver stopped following)",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -271,6 +295,11 @@ impl Metrics {
 
     /// Increment counter `name` (ending in `_total`) with these labels.
     pub fn inc(&self, name: &str, l: &[(&str, &str)]) {
+        self.inc_by(name, l, 1);
+    }
+
+    /// Add `n` to counter `name` (ending in `_total`) with these labels.
+    pub fn inc_by(&self, name: &str, l: &[(&str, &str)], n: u64) {
         let mut f = self.families();
         let base = name.strip_suffix("_total").unwrap_or(name).to_string();
         if !f.counters.contains_key(&base) {
@@ -278,13 +307,13 @@ impl Metrics {
             f.registry.register(base.clone(), help(&base), family.clone());
             f.counters.insert(base.clone(), family);
         }
-        f.counters[&base].get_or_create(&labels(l)).inc();
+        f.counters[&base].get_or_create(&labels(l)).inc_by(n);
         let series = || Series {
             name: name.to_string(),
             labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             count: 0,
         };
-        f.values.entry(key(name, l)).or_insert_with(series).count += 1;
+        f.values.entry(key(name, l)).or_insert_with(series).count += n;
     }
 
     /// Set gauge `name` with these labels.

@@ -169,6 +169,7 @@ mod tests {
 
     fn input(t: InputType, shape: Vec<usize>) -> ResolvedInput {
         ResolvedInput {
+            ros2_topic: None,
             feature: "f".into(),
             kind: riptide_policies::FeatureKind::State,
             shape,

@@ -33,6 +33,8 @@ pub struct SimCmd {
     /// control rate), stamped when sent. Default: once per control step.
     #[arg(long)]
     pub publish_hz: Option<f64>,
+    #[command(flatten)]
+    pub ros2: crate::node::Ros2Args,
 }
 
 impl SimCmd {
@@ -48,9 +50,14 @@ impl SimCmd {
             record,
             env_state_width,
             publish_hz,
+            ros2,
         } = self;
 
-        let z = crate::node::network::node_zenoh(connect);
+        let ros2 = ros2.config().settings("sim")?;
+        let z = match ros2 {
+            Some(_) => crate::node::ros2::ros2_zenoh(None, &[], &connect)?,
+            None => crate::node::network::node_zenoh(connect),
+        };
         let env_name = env.clone();
         let cfg = crate::simnode::SimNodeConfig {
             env,
@@ -64,6 +71,7 @@ impl SimCmd {
             record_dir: record,
             env_state_width: env_state_width.or_else(|| crate::checkpoints::default_env_state_width(&env_name)),
             publish_hz,
+            ros2,
         };
         rt.block_on(async {
             let session = zenoh::open(crate::node::network::zenoh_config_from(&cfg.zenoh)?)

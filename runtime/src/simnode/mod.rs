@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use riptide_msgs::ros::{Clock as ClockMsg, JointState, StringMsg, Time};
+use riptide_msgs::ros::{Clock as ClockMsg, Image, JointState, StringMsg, Time};
 use riptide_msgs::topics;
 use riptide_sim::Observation;
 use serde::Serialize;
@@ -24,6 +24,7 @@ use zenoh::Wait;
 
 use crate::node::now_s;
 use crate::node::ZenohConfig;
+use crate::node::{Graph, Publisher, Ros2Settings, RosType};
 
 /// A sim node's settings.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct SimNodeConfig {
     /// Wall time only: publish the newest observation this often (Hz, above the control rate: a
     /// sensor faster than the policy), stamped when sent; None = once per control step.
     pub publish_hz: Option<f64>,
+    /// ROS 2 mode (rmw_zenoh keys, attachments, tokens); None = riptide's plain keys.
+    pub ros2: Option<Ros2Settings>,
 }
 
 /// One episode's outcome.
@@ -67,39 +70,33 @@ pub use riptide_sim::record::{image_msg, joint_state_msg as joint_state};
 
 /// Publishers of one sim node (also used by a driver whose back-end is the sim).
 pub struct Outputs {
-    state: zenoh::pubsub::Publisher<'static>,
-    env_state: zenoh::pubsub::Publisher<'static>,
-    image: zenoh::pubsub::Publisher<'static>,
-    position: zenoh::pubsub::Publisher<'static>,
-    clock: zenoh::pubsub::Publisher<'static>,
-    episode: zenoh::pubsub::Publisher<'static>,
+    state: Publisher,
+    env_state: Publisher,
+    image: Publisher,
+    position: Publisher,
+    clock: Publisher,
+    episode: Publisher,
 }
 
 impl Outputs {
     /// Declare the sim's publishers under namespace `ns`.
-    pub fn declare(session: &zenoh::Session, ns: &str) -> Result<Self> {
+    pub fn declare(graph: &Graph, ns: &str) -> Result<Self> {
         let ns = ns.trim_end_matches('/');
-        let decl = |rest: &str| {
-            session
-                .declare_publisher(format!("{ns}/{rest}"))
-                .wait()
-                .map_err(|e| anyhow!("{e}"))
-        };
+        let decl = |rest: &str, ty: RosType| graph.publisher(format!("{ns}/{rest}"), &ty);
+        let joint_state = RosType::of::<JointState>;
         Ok(Self {
-            state: decl(topics::OBSERVATION_STATE)?,
-            env_state: decl(topics::OBSERVATION_ENVIRONMENT_STATE)?,
-            image: decl(topics::OBSERVATION_IMAGE)?,
-            position: decl(topics::ROBOT_JOINT_STATES)?,
-            clock: decl(topics::CLOCK)?,
-            episode: decl(topics::SIM_EPISODE)?,
+            state: decl(topics::OBSERVATION_STATE, joint_state())?,
+            env_state: decl(topics::OBSERVATION_ENVIRONMENT_STATE, joint_state())?,
+            image: decl(topics::OBSERVATION_IMAGE, RosType::of::<Image>())?,
+            position: decl(topics::ROBOT_JOINT_STATES, joint_state())?,
+            clock: decl(topics::CLOCK, RosType::of::<ClockMsg>())?,
+            episode: decl(topics::SIM_EPISODE, RosType::of::<StringMsg>())?,
         })
     }
 
     /// One step's frames, stamped `t_s` (and the clock in lockstep).
     pub fn publish(&self, t_s: f64, obs: &Observation, position: &[f64], lockstep: bool) -> Result<()> {
-        let put = |p: &zenoh::pubsub::Publisher<'static>, bytes: Vec<u8>| {
-            p.put(bytes).wait().map_err(|e| anyhow!("publish: {e}"))
-        };
+        let put = |p: &Publisher, bytes: Vec<u8>| p.put(bytes);
         if lockstep {
             put(
                 &self.clock,
@@ -133,10 +130,7 @@ impl Outputs {
         let msg = StringMsg {
             data: serde_json::to_string(ev)?,
         };
-        self.episode
-            .put(riptide_msgs::encode(&msg)?)
-            .wait()
-            .map_err(|e| anyhow!("publish: {e}"))
+        self.episode.put(riptide_msgs::encode(&msg)?)
     }
 }
 
@@ -151,17 +145,14 @@ pub fn run_sim(
     let mut env = riptide_sim::make_env_for(&cfg.env, cfg.env_state_width)?;
     let spec = env.spec().clone();
     let ns = cfg.namespace.trim_end_matches('/');
-    let out = Outputs::declare(session, ns)?;
+    let graph = Graph::new(session.clone(), cfg.ros2.as_ref(), Default::default())?;
+    let out = Outputs::declare(&graph, ns)?;
     let (tx, rx) = mpsc::channel::<(f64, Vec<f64>)>();
-    let _sub = session
-        .declare_subscriber(format!("{ns}/action"))
-        .callback(move |s| {
-            if let Ok(js) = riptide_msgs::decode::<JointState>(&s.payload().to_bytes()) {
-                let _ = tx.send((js.header.stamp.as_secs_f64(), js.position));
-            }
-        })
-        .wait()
-        .map_err(|e| anyhow!("{e}"))?;
+    let _sub = graph.subscribe(format!("{ns}/action"), &RosType::of::<JointState>(), move |s| {
+        if let Ok(js) = riptide_msgs::decode::<JointState>(&s.payload().to_bytes()) {
+            let _ = tx.send((js.header.stamp.as_secs_f64(), js.position));
+        }
+    })?;
     let _token = session
         .liveliness()
         .declare_token(format!("{ns}/{}", topics::ALIVE_SIM))

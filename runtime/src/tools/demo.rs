@@ -154,6 +154,7 @@ pub async fn demo(args: DemoArgs) -> Result<DemoReport> {
         record_dir: args.record.clone(),
         env_state_width: env_state_width(&checkpoint)?,
         publish_hz: None,
+        ros2: None,
     };
     let session = zenoh::open(crate::node::network::zenoh_config_from(&sim_cfg.zenoh)?)
         .await

@@ -56,6 +56,8 @@ pub struct RecordCmd {
     pub seconds: Option<f64>,
     #[arg(long)]
     pub connect: Vec<String>,
+    #[command(flatten)]
+    pub ros2: crate::node::Ros2Args,
 }
 
 impl RecordCmd {
@@ -75,6 +77,7 @@ impl RecordCmd {
             topic,
             seconds,
             connect,
+            ros2,
         } = self;
 
         match env {
@@ -128,19 +131,24 @@ impl RecordCmd {
                 anyhow::bail!("--policy records sim episodes driven by that policy: give --env too")
             }
             None => {
+                let ros2 = ros2.config().settings("record")?;
                 let topics = if topic.is_empty() || topic == ["riptide"] {
-                    crate::episodes::default_topics("riptide")
+                    match ros2 {
+                        Some(_) => crate::episodes::default_ros_topics("riptide")?,
+                        None => crate::episodes::default_topics("riptide"),
+                    }
                 } else {
                     topic
                         .iter()
                         .map(|t| crate::episodes::parse_topic(t))
                         .collect::<Result<_>>()?
                 };
-                let z = crate::node::network::node_zenoh(connect);
+                let z = match ros2 {
+                    Some(_) => crate::node::ros2::ros2_zenoh(None, &[], &connect)?,
+                    None => crate::node::network::node_zenoh(connect),
+                };
                 rt.block_on(async {
-                    let session = zenoh::open(crate::node::network::zenoh_config_from(&z)?)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("zenoh: {e}"))?;
+                    let session = crate::node::Graph::open(&z, ros2.as_ref(), Default::default()).await?;
                     let stop = async {
                         match seconds {
                             Some(s) => tokio::time::sleep(std::time::Duration::from_secs_f64(s)).await,

@@ -11,3 +11,4 @@ mod lerobot_parity;
 mod lockstep;
 mod metrics;
 mod remote;
+mod ros2;

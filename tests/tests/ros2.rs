@@ -1,0 +1,324 @@
+//! riptide's nodes on an rmw_zenoh graph. A zenoh router configured as `rmw_zenohd` is (no failover
+//! brokering between peers), on a port picked at run time, stands in for it; every node is its client.
+//!
+//! - A lockstep episode end to end in ROS 2 mode (sim node → daemon with its hosted driver → sim) gives the
+//!   episodes of the plain mode (the in-process closed loop, which the plain zenoh path equals:
+//!   `lockstep.rs`), on rmw_zenoh keys only, with attachments; the graph's tokens are there while the nodes
+//!   run and gone once their sessions close.
+//! - An independent rmw_zenoh-style peer in Python (eclipse-zenoh + rosbags, `ros2_peer.py`) feeds the live
+//!   daemon and the `jtc` driver and checks their keys, payloads, attachments and tokens byte by byte;
+//!   what it sends wrong on purpose is counted by reason.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riptide_msgs::ros::JointState;
+use riptide_msgs::ros2::{type_hash, Attachment};
+use riptide_runtime::node::{Ros2Config, ZenohConfig, ZenohMode};
+use riptide_tests::free_port;
+
+/// A zenoh router as `rmw_zenohd` runs (`peers_failover_brokering: false`) on `port`.
+async fn rmw_zenohd_stand_in(port: u16) -> zenoh::Session {
+    let mut c = riptide_runtime::node::network::zenoh_config_from(&ZenohConfig {
+        mode: ZenohMode::Router,
+        listen: vec![format!("tcp/127.0.0.1:{port}")],
+        ..ZenohConfig::default()
+    })
+    .unwrap();
+    c.insert_json5("routing/router/peers_failover_brokering", "false")
+        .unwrap();
+    zenoh::open(c).await.unwrap()
+}
+
+fn client_of(port: u16) -> ZenohConfig {
+    ZenohConfig {
+        mode: ZenohMode::Client,
+        listen: vec![],
+        connect: vec![format!("tcp/127.0.0.1:{port}")],
+        ..ZenohConfig::default()
+    }
+}
+
+fn ros2(domain: u32) -> Ros2Config {
+    Ros2Config {
+        enabled: true,
+        distro: Some("jazzy".into()),
+        domain_id: Some(domain),
+        ..Ros2Config::default()
+    }
+}
+
+/// Every liveliness token under `@ros2_lv/<domain>/`.
+async fn tokens(session: &zenoh::Session, domain: u32) -> BTreeSet<String> {
+    let replies = session
+        .liveliness()
+        .get(format!("@ros2_lv/{domain}/**"))
+        .timeout(Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut out = BTreeSet::new();
+    while let Ok(r) = replies.recv_async().await {
+        if let Ok(s) = r.result() {
+            out.insert(s.key_expr().as_str().to_string());
+        }
+    }
+    out
+}
+
+/// [`tokens`] from a blocking thread.
+fn tokens_now(session: &zenoh::Session, domain: u32) -> BTreeSet<String> {
+    use zenoh::Wait;
+    let replies = session
+        .liveliness()
+        .get(format!("@ros2_lv/{domain}/**"))
+        .timeout(Duration::from_secs(2))
+        .wait()
+        .unwrap();
+    let mut out = BTreeSet::new();
+    while let Ok(r) = replies.recv() {
+        if let Ok(s) = r.result() {
+            out.insert(s.key_expr().as_str().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lockstep_episode_in_ros2_mode_equals_the_plain_mode_on_rmw_zenoh_keys_with_tokens() {
+    use riptide_runtime::simnode::{run_sim, SimNodeConfig};
+    use riptide_runtime::daemon::config::LockstepSection;
+    use riptide_runtime::tools::eval::{driver_config_for, sim_daemon_config, ClosedLoop};
+
+    let (port, domain) = (free_port(), 17);
+    let router = rmw_zenohd_stand_in(port).await;
+    let ns = format!("ros{}", std::process::id());
+    let checkpoint = riptide_runtime::checkpoints::shipped_checkpoint("arm-reach").unwrap();
+    let policy = riptide_policies::load_policy(&checkpoint, riptide_policies::DeviceSpec::Cpu).unwrap();
+    let env_spec = riptide_sim::make_env("arm-reach").unwrap().spec().clone();
+    let mut cfg = sim_daemon_config(&checkpoint, &env_spec, policy.spec());
+    cfg.zenoh = client_of(port);
+    cfg.namespace = ns.clone();
+    cfg.warmup = 1;
+    cfg.ros2 = ros2(domain);
+    cfg.lockstep = Some(LockstepSection {
+        delay_ms: 0.0,
+        queue_threshold_s: 0.0,
+        driver: driver_config_for(&env_spec),
+    });
+    let stop = riptide_runtime::node::Shutdown::new();
+    let daemon = tokio::spawn(riptide_runtime::daemon::run(cfg, stop.clone(), |_| {}));
+
+    // A bystander on the graph: what an `ros2 topic echo /<ns>/action` would receive.
+    let probe = riptide_runtime::node::network::open(&client_of(port)).await.unwrap();
+    riptide_runtime::node::wait_alive(&probe, &format!("{ns}/alive/daemon"), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let hash = type_hash::<JointState>().unwrap();
+    let action_key = format!("{domain}/{ns}/action/sensor_msgs::msg::dds_::JointState_/{hash}");
+    let seen: Arc<Mutex<Vec<Attachment>>> = Arc::default();
+    let s2 = seen.clone();
+    let _echo = probe
+        .declare_subscriber(action_key.clone())
+        .callback(move |s| {
+            let a = Attachment::parse(&s.attachment().expect("every sample has an attachment").to_bytes())
+                .expect("a 33-byte attachment");
+            riptide_msgs::decode::<JointState>(&s.payload().to_bytes()).expect("a JointState");
+            s2.lock().unwrap().push(a);
+        })
+        .await
+        .unwrap();
+    let plain: Arc<Mutex<Vec<String>>> = Arc::default();
+    let p2 = plain.clone();
+    let _plain = probe
+        .declare_subscriber(format!("{ns}/**"))
+        .callback(move |s| p2.lock().unwrap().push(s.key_expr().to_string()))
+        .await
+        .unwrap();
+
+    let (seed, episodes) = (41_000u64, 2usize);
+    let sim = SimNodeConfig {
+        env: "arm-reach".into(),
+        namespace: ns.clone(),
+        lockstep: true,
+        episodes,
+        seed,
+        render: false,
+        command_timeout_s: 20.0,
+        zenoh: client_of(port),
+        record_dir: None,
+        env_state_width: riptide_runtime::checkpoints::env_state_width(&checkpoint).unwrap(),
+        publish_hz: None,
+        ros2: ros2(domain).settings("sim").unwrap(),
+    };
+    let sim_session = riptide_runtime::node::network::open(&sim.zenoh).await.unwrap();
+    let (during, results) = {
+        let (probe, sim_session) = (probe.clone(), sim_session.clone());
+        let sim_stop = riptide_runtime::node::Shutdown::new();
+        tokio::task::spawn_blocking(move || {
+            // The graph while both nodes run: after the first episode.
+            let mut during = None;
+            let results = run_sim(&sim, &sim_session, &sim_stop, |_| {
+                if during.is_none() {
+                    during = Some(tokens_now(&probe, domain));
+                }
+            });
+            (during.unwrap_or_default(), results)
+        })
+        .await
+        .unwrap()
+    };
+    sim_session.close().await.unwrap();
+    stop.trigger();
+    let m = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("clean shutdown")
+        .unwrap()
+        .unwrap();
+
+    let results =
+        results.unwrap_or_else(|e| panic!("the sim's episodes in ROS 2 mode: {e:#}; daemon: {}", m.summary()));
+    // The episodes of the plain mode.
+    let mut cl = ClosedLoop::new(&checkpoint, riptide_policies::DeviceSpec::Cpu, "arm-reach", 0.0).unwrap();
+    assert_eq!(results.len(), episodes);
+    for (k, e) in results.iter().enumerate() {
+        let want = cl.episode(seed + k as u64).unwrap();
+        assert_eq!(
+            (e.seed, e.success, e.steps, e.score),
+            (want.seed, want.success, want.steps, want.score),
+            "ROS 2 mode vs plain mode, seed {}",
+            e.seed
+        );
+    }
+    // Commands went out on the rmw_zenoh key, numbered from 1 by one publisher; nothing on riptide's keys.
+    let seen = seen.lock().unwrap().clone();
+    let steps: usize = results.iter().map(|e| e.steps).sum();
+    assert!(seen.len() >= steps, "{} commands seen for {steps} steps", seen.len());
+    let seq: Vec<i64> = seen.iter().map(|a| a.sequence_number).collect();
+    assert_eq!(seq, (1..=seen.len() as i64).collect::<Vec<_>>());
+    assert!(seen.iter().all(|a| a.source_gid == seen[0].source_gid));
+    assert!(
+        plain.lock().unwrap().is_empty(),
+        "plain keys used: {:?}",
+        plain.lock().unwrap()
+    );
+    assert_eq!(m.get("rejected_total"), 0, "{}", m.summary());
+
+    // Tokens: the two nodes, the daemon's command publisher and state subscription, the sim's clock.
+    let has = |pattern: &[&str]| during.iter().any(|t| pattern.iter().all(|p| t.contains(p)));
+    assert!(has(&["/NN/%/%/riptide_daemon"]), "{during:#?}");
+    assert!(has(&["/NN/%/%/riptide_sim"]), "{during:#?}");
+    let qos = "::,10:,:,:,,";
+    assert!(
+        has(&[&format!(
+            "/MP/%/%/riptide_daemon/%{ns}%action/sensor_msgs::msg::dds_::JointState_/{hash}/{qos}"
+        )]),
+        "{during:#?}"
+    );
+    assert!(
+        has(&[&format!(
+            "/MS/%/%/riptide_daemon/%{ns}%observation%state/sensor_msgs::msg::dds_::JointState_/{hash}"
+        )]),
+        "{during:#?}"
+    );
+    assert!(
+        has(&[&format!(
+            "/MP/%/%/riptide_sim/%{ns}%clock/rosgraph_msgs::msg::dds_::Clock_/RIHS01_"
+        )]),
+        "{during:#?}"
+    );
+    // …and gone with the sessions.
+    let after = tokens(&probe, domain).await;
+    assert!(after.is_empty(), "tokens left after the nodes stopped: {after:#?}");
+    probe.close().await.unwrap();
+    router.close().await.unwrap();
+}
+
+/// One node's publisher to another's subscription across the router: attachments numbered from 1, and
+/// what an rmw_zenoh peer may send wrong counted by reason: another type on the topic (dropped), another
+/// distro's hash (decoded, counted), a malformed attachment (dropped), lost samples (counted), no
+/// attachment (accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_samples_cross_the_router_and_bad_ones_are_counted_by_reason() {
+    use riptide_runtime::node::{Graph, Metrics, RosType};
+    let (port, domain) = (free_port(), 23);
+    let router = rmw_zenohd_stand_in(port).await;
+    let settings = ros2(domain).settings("test").unwrap().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let rx = Graph::open(&client_of(port), Some(&settings), metrics.clone())
+        .await
+        .unwrap();
+    let tx = Graph::open(&client_of(port), Some(&settings), Default::default())
+        .await
+        .unwrap();
+    let ty = RosType::of::<JointState>();
+    let got: Arc<Mutex<Vec<Vec<f64>>>> = Arc::default();
+    let g2 = got.clone();
+    let _sub = rx
+        .subscribe("rt/joint_states", &ty, move |s| {
+            let js: JointState = riptide_msgs::decode(&s.payload().to_bytes()).unwrap();
+            g2.lock().unwrap().push(js.position);
+        })
+        .unwrap();
+    let publisher = tx.publisher("rt/joint_states", &ty).unwrap();
+    let msg = |x: f64| {
+        riptide_msgs::encode(&JointState {
+            position: vec![x],
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    // Wait until the subscription is routed.
+    for _ in 0..200 {
+        publisher.put(msg(0.0)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if !got.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    assert!(!got.lock().unwrap().is_empty(), "nothing crossed the router");
+    let raw = tx.session();
+    let key = |ty: &str, hash: &str| format!("{domain}/rt/joint_states/{ty}/{hash}");
+    let js_type = "sensor_msgs::msg::dds_::JointState_";
+    let attachment = |seq: i64| {
+        Attachment {
+            sequence_number: seq,
+            source_timestamp_ns: 1,
+            source_gid: [7; 16],
+        }
+        .encode()
+        .to_vec()
+    };
+    let put = |k: String, payload: Vec<u8>, a: Option<Vec<u8>>| async move {
+        let b = raw.put(k, payload);
+        match a {
+            Some(a) => b.attachment(a).await.unwrap(),
+            None => b.await.unwrap(),
+        }
+    };
+    put(key(js_type, &ty.hash), msg(1.0), Some(attachment(1))).await;
+    put(key(js_type, &ty.hash), msg(2.0), Some(attachment(5))).await; // 3 lost
+    put(key(js_type, "TypeHashNotSupported"), msg(3.0), Some(attachment(6))).await; // Humble
+    put(key(js_type, &ty.hash), msg(4.0), Some(vec![1, 2, 3])).await; // malformed: dropped
+    put(
+        key("std_msgs::msg::dds_::String_", "RIHS01_00"),
+        msg(5.0),
+        Some(attachment(7)),
+    )
+    .await; // dropped
+    put(key(js_type, &ty.hash), msg(6.0), None).await; // accepted
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !got.lock().unwrap().iter().any(|p| p == &[6.0]) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let values: Vec<f64> = got.lock().unwrap().iter().map(|p| p[0]).filter(|x| *x > 0.0).collect();
+    assert_eq!(values, vec![1.0, 2.0, 3.0, 6.0], "{}", metrics.summary());
+    assert_eq!(metrics.get("rejected_total{reason=\"ros2_attachment\"}"), 1);
+    assert_eq!(metrics.get("rejected_total{reason=\"ros2_type\"}"), 1);
+    assert_eq!(metrics.get("ros2_hash_mismatch_total{topic=\"/rt/joint_states\"}"), 1);
+    assert_eq!(metrics.get("ros2_sequence_gaps_total{topic=\"/rt/joint_states\"}"), 3);
+    drop(publisher);
+    tx.session().close().await.unwrap();
+    rx.session().close().await.unwrap();
+    router.close().await.unwrap();
+}

@@ -214,6 +214,7 @@ fn example_driver_configs_validate_and_errors_name_the_key() {
         "drone-driver.toml",
         "sim-arm-driver.toml",
         "sim-drone-driver.toml",
+        "jtc-arm-driver.toml",
     ] {
         DriveConfig::from_file(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e:#}"));
     }

@@ -86,8 +86,8 @@ fn tokens_now(session: &zenoh::Session, domain: u32) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lockstep_episode_in_ros2_mode_equals_the_plain_mode_on_rmw_zenoh_keys_with_tokens() {
-    use riptide_runtime::simnode::{run_sim, SimNodeConfig};
     use riptide_runtime::daemon::config::LockstepSection;
+    use riptide_runtime::simnode::{run_sim, SimNodeConfig};
     use riptide_runtime::tools::eval::{driver_config_for, sim_daemon_config, ClosedLoop};
 
     let (port, domain) = (free_port(), 17);
@@ -321,4 +321,209 @@ async fn graph_samples_cross_the_router_and_bad_ones_are_counted_by_reason() {
     tx.session().close().await.unwrap();
     rx.session().close().await.unwrap();
     router.close().await.unwrap();
+}
+
+/// The live daemon and the `jtc` driver in ROS 2 mode against an independent rmw_zenoh-style peer in Python
+/// (`ros2_peer.py`): it feeds observations and `/joint_states`, decodes the chunks and the controller's
+/// trajectories, and checks keys, attachments and tokens byte by byte; what it sends wrong on purpose is
+/// counted by reason; `record` in ROS 2 mode writes its camera frames under their ROS name. When the
+/// observations stop, the driver's watchdog sends one hold trajectory at the measured position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rmw_zenoh_peer_in_python_feeds_the_daemon_and_the_jtc_driver_and_decodes_what_they_send() {
+    use riptide_msgs::ros::JointTrajectory;
+    use riptide_runtime::drive::DriveConfig;
+    use riptide_runtime::tools::eval::{driver_config_for, sim_daemon_config};
+    let Some(python) = riptide_tests::python_with("zenoh, rosbags, numpy") else {
+        return;
+    };
+    let (port, domain) = (free_port(), 31);
+    let router = rmw_zenohd_stand_in(port).await;
+    let checkpoint = riptide_runtime::checkpoints::shipped_checkpoint("arm-reach").unwrap();
+    let policy = riptide_policies::load_policy(&checkpoint, riptide_policies::DeviceSpec::Cpu).unwrap();
+    let width = riptide_runtime::checkpoints::env_state_width(&checkpoint).unwrap();
+    let mut env = riptide_sim::make_env_for("arm-reach", width).unwrap();
+    let env_spec = env.spec().clone();
+    let obs = env.reset(7);
+    let position = env.position();
+
+    // The daemon, live, on the wall clock.
+    let mut cfg = sim_daemon_config(&checkpoint, &env_spec, policy.spec());
+    cfg.zenoh = client_of(port);
+    cfg.warmup = 1;
+    cfg.ros2 = ros2(domain);
+    cfg.remote_inference = false;
+    let stop = riptide_runtime::node::Shutdown::new();
+    let daemon = tokio::spawn(riptide_runtime::daemon::run(cfg, stop.clone(), |_| {}));
+
+    // The driver: the policy's chunks to a JointTrajectoryController.
+    let joint_names = ["shoulder", "elbow", "wrist"].map(String::from).to_vec();
+    let mut dcfg: DriveConfig = toml::from_str(&format!(
+        "rate_hz = 100.0\nauto_engage = true\n[driver.safety]\nposition_min = [-1, -1, -1]\nposition_max = [1, 1, 1]\n\
+         max_velocity = [1, 1, 1]\n[driver.supervisor]\nhold_after_ms = 1500\n[backend]\ntype = \"jtc\"\n\
+         controller = \"arm_controller\"\njoint_names = {joint_names:?}\nvelocities = true\n"
+    ))
+    .unwrap();
+    dcfg.driver = driver_config_for(&env_spec);
+    // Longer than the 0.8 s between chunks: the watchdog fires only once the peer stops.
+    dcfg.driver.supervisor.hold_after_ms = 1500;
+    dcfg.zenoh = client_of(port);
+    dcfg.ros2 = ros2(domain);
+    dcfg.validate().unwrap();
+    let driver = riptide_runtime::drive::start(dcfg).await.unwrap();
+
+    // The recorder: the peer's camera by its ROS name.
+    let dir = tempfile::tempdir().unwrap();
+    let mcap = dir.path().join("camera.mcap");
+    let rec_graph = riptide_runtime::node::Graph::open(
+        &client_of(port),
+        ros2(domain).settings("record").unwrap().as_ref(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (rec_stop_tx, rec_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorder = {
+        let (graph, mcap) = (rec_graph.clone(), mcap.clone());
+        tokio::spawn(async move {
+            let topics = [("/camera/image_raw".to_string(), "sensor_msgs/msg/Image".to_string())];
+            riptide_runtime::episodes::record_live(&graph, &topics, &mcap, async {
+                let _ = rec_stop_rx.await;
+            })
+            .await
+        })
+    };
+
+    // What the controller receives, seen from the graph.
+    let probe = riptide_runtime::node::network::open(&client_of(port)).await.unwrap();
+    let traj_key = format!(
+        "{domain}/arm_controller/joint_trajectory/trajectory_msgs::msg::dds_::JointTrajectory_/{}",
+        type_hash::<JointTrajectory>().unwrap()
+    );
+    let trajectories: Arc<Mutex<Vec<JointTrajectory>>> = Arc::default();
+    let t2 = trajectories.clone();
+    let _traj = probe
+        .declare_subscriber(traj_key)
+        .callback(move |s| {
+            t2.lock()
+                .unwrap()
+                .push(riptide_msgs::decode(&s.payload().to_bytes()).unwrap())
+        })
+        .await
+        .unwrap();
+
+    let limits = &driver_config_for(&env_spec).safety;
+    let final_position: Vec<f64> = position.iter().map(|p| p + 0.01).collect();
+    let peer_cfg = serde_json::json!({
+        "port": port,
+        "domain": domain,
+        "state": obs.state.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+        "env_state": obs.env_state.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+        "position": position,
+        "final_position": final_position,
+        "joint_names": joint_names,
+        "controller": "arm_controller",
+        "position_min": limits.position_min,
+        "position_max": limits.position_max,
+        "chunk_meta_msg": concat!(env!("CARGO_MANIFEST_DIR"), "/../msgs/ros/riptide_msgs/msg/ChunkMeta.msg"),
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ros2_peer.py");
+    let out = tokio::task::spawn_blocking(move || {
+        // Its progress goes to the test's output as it happens.
+        std::process::Command::new(python)
+            .arg(script)
+            .arg(peer_cfg.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(out.status.success(), "the peer's checks failed: {:#}", report["errors"]);
+
+    // The watchdog's hold: one point at the measured position.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while driver.metrics.get("jtc_holds_total") == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dm = driver.metrics.clone();
+    assert_eq!(dm.get("jtc_holds_total"), 1, "{}", dm.summary());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hold = trajectories.lock().unwrap().last().cloned().expect("trajectories");
+    assert_eq!(hold.points.len(), 1, "{hold:?}");
+    assert_eq!(hold.points[0].positions, final_position);
+    assert!((hold.points[0].time_from_start.as_secs_f64() - 0.1).abs() < 1e-6);
+    assert_eq!(hold.joint_names, joint_names);
+    assert!(dm.get("jtc_trajectories_total") >= 3, "{}", dm.summary());
+    assert_eq!(
+        dm.get("joint_states_missing_joint_total{joint=\"wrist\"}"),
+        1,
+        "{}",
+        dm.summary()
+    );
+
+    let _ = rec_stop_tx.send(());
+    let recorded = recorder.await.unwrap().unwrap();
+    stop.trigger();
+    let m = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("clean shutdown")
+        .unwrap()
+        .unwrap();
+    let _ = driver.stop().await.unwrap();
+    rec_graph.session().close().await.unwrap();
+
+    check_counted_mistakes(&m);
+    assert!(recorded >= 2);
+    check_recording(&mcap, &report);
+
+    // Gone from the graph with their sessions.
+    let after = tokens(&probe, domain).await;
+    assert!(
+        !after.iter().any(|t| t.contains("/riptide_")),
+        "riptide tokens left: {after:#?}"
+    );
+    probe.close().await.unwrap();
+    router.close().await.unwrap();
+}
+
+/// What the peer sent wrong on purpose, counted by the daemon by reason.
+fn check_counted_mistakes(m: &riptide_runtime::node::Metrics) {
+    let state = "/riptide/observation/state";
+    for (key, at_least) in [
+        ("rejected_total{reason=\"ros2_attachment\"}".to_string(), 1),
+        ("rejected_total{reason=\"ros2_type\"}".to_string(), 1),
+        ("rejected_total{reason=\"malformed\"}".to_string(), 1),
+        (format!("ros2_hash_mismatch_total{{topic=\"{state}\"}}"), 1),
+        (format!("ros2_sequence_gaps_total{{topic=\"{state}\"}}"), 4),
+    ] {
+        assert!(m.get(&key) >= at_least, "{key}: {}", m.summary());
+    }
+    assert!(m.get("chunks_total") >= 3, "{}", m.summary());
+}
+
+/// The recording holds the peer's camera frames byte for byte, on a channel named by the ROS name.
+fn check_recording(mcap: &std::path::Path, report: &serde_json::Value) {
+    let ep = riptide_msgs::mcap::McapEpisode::open(mcap).unwrap();
+    let sent: BTreeSet<String> = report["images_sha256"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let frames: Vec<String> = ep
+        .messages_on("/camera/image_raw")
+        .map(|m| sha256_hex(m.data))
+        .collect();
+    assert!(
+        frames.len() >= 2 && frames.iter().all(|f| sent.contains(f)),
+        "{frames:?} vs {sent:?}"
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -169,15 +169,8 @@ impl JtcBackend {
     }
 
     /// One control step, before the driver's own: send the previewed trajectory when one is due, or a
-    /// hold at `measured` when the driver's last command (`last`) shows it stopped following.
-    pub fn step(
-        &mut self,
-        driver: &Driver,
-        last: Option<&Command>,
-        now_s: f64,
-        rate_hz: f64,
-        measured: Option<&[f64]>,
-    ) {
+    /// hold at `measured` once the driver stops following (watchdog, disengage, e-stop).
+    pub fn step(&mut self, driver: &Driver, now_s: f64, rate_hz: f64, measured: Option<&[f64]>) {
         let active = matches!(driver.state(), SupervisorState::Engaging | SupervisorState::Engaged);
         if self.pending && active {
             self.pending = false;
@@ -188,8 +181,7 @@ impl JtcBackend {
             }
             return;
         }
-        let stopped = !active || matches!(last, Some(Command::Hold(_) | Command::Idle));
-        if self.following && stopped {
+        if self.following && !active {
             self.following = false;
             match measured {
                 Some(p) => {

@@ -490,7 +490,6 @@ pub async fn start(cfg: DriveConfig) -> Result<DriveNode> {
         last_state: None,
         buf: Vec::new(),
         rate_hz: cfg.rate_hz,
-        last_command: None,
     };
     let (stop2, period) = (stop.clone(), Duration::from_secs_f64(1.0 / cfg.rate_hz));
     let thread = std::thread::Builder::new()
@@ -712,8 +711,6 @@ struct ControlLoop {
     last_state: Option<SupervisorState>,
     buf: Vec<u8>,
     rate_hz: f64,
-    /// The previous step's command (the jtc back-end sends a hold when it stops following).
-    last_command: Option<Command>,
 }
 
 impl ControlLoop {
@@ -757,7 +754,7 @@ impl ControlLoop {
         }
         if let Some(jtc) = &mut self.backend.jtc {
             let measured = self.backend.device_position.as_deref();
-            jtc.step(&self.driver, self.last_command.as_ref(), now, self.rate_hz, measured);
+            jtc.step(&self.driver, now, self.rate_hz, measured);
         }
         let cmd = self.driver.step(now);
         self.drive_backends(&cmd, now);
@@ -766,7 +763,6 @@ impl ControlLoop {
         }
         self.report(now)?;
         self.tick += 1;
-        self.last_command = Some(cmd);
         Ok(())
     }
 

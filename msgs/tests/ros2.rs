@@ -175,3 +175,67 @@ fn the_colcon_package_defines_riptides_own_types_as_the_wire_crate_does() {
         );
     }
 }
+
+/// The examples of rmw_zenoh's `docs/design.md` (Jazzy) as golden vectors: the `talker`/`listener` demo's
+/// data key, node token and endpoint tokens (keep-last 7 for the talker, 10 for the listener).
+#[test]
+fn keys_and_tokens_equal_rmw_zenohs_design_examples() {
+    use keys::{EndpointKind, NodeIdentity, Qos};
+    let hash = "RIHS01_df668c740482bbd48fb39d76a70dfd4bd59db1288021743503259e948f6b1a18";
+    assert_eq!(type_hash::<StringMsg>().unwrap(), hash);
+    assert_eq!(
+        keys::data_key(0, "/chatter", "std_msgs/msg/String", hash).unwrap(),
+        format!("0/chatter/std_msgs::msg::dds_::String_/{hash}")
+    );
+    let node = |zid: &str, name: &str| NodeIdentity {
+        domain: 0,
+        zid: zid.into(),
+        nid: 0,
+        enclave: String::new(),
+        namespace: "/".into(),
+        name: name.into(),
+    };
+    let listener = node("aac3178e146ba6f1fc6e6a4085e77f21", "listener");
+    assert_eq!(
+        listener.node_token(),
+        "@ros2_lv/0/aac3178e146ba6f1fc6e6a4085e77f21/0/0/NN/%/%/listener"
+    );
+    let keep_last = |depth| Qos {
+        reliable: true,
+        transient_local: false,
+        depth,
+    };
+    assert_eq!(
+        listener
+            .endpoint_token(
+                10,
+                EndpointKind::Subscription,
+                "/chatter",
+                "std_msgs/msg/String",
+                hash,
+                &keep_last(10)
+            )
+            .unwrap(),
+        format!(
+            "@ros2_lv/0/aac3178e146ba6f1fc6e6a4085e77f21/0/10/MS/%/%/listener/%chatter/std_msgs::msg::dds_::String_/\
+             {hash}/::,10:,:,:,,"
+        )
+    );
+    let talker = node("8b20917502ee955ac4476e0266340d5c", "talker");
+    assert_eq!(
+        talker
+            .endpoint_token(
+                10,
+                EndpointKind::Publisher,
+                "/chatter",
+                "std_msgs/msg/String",
+                hash,
+                &keep_last(7)
+            )
+            .unwrap(),
+        format!(
+            "@ros2_lv/0/8b20917502ee955ac4476e0266340d5c/0/10/MP/%/%/talker/%chatter/std_msgs::msg::dds_::String_/\
+             {hash}/::,7:,:,:,,"
+        )
+    );
+}

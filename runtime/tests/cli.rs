@@ -155,6 +155,28 @@ fn check_config_validates_against_the_checkpoint_and_names_bad_keys() {
             "observation.state",
         ),
     ];
+    // ROS 2 mode: topics by their ROS names, which must be legal; chunks never to a controller.
+    let ros2 = text.replace("[trigger]", "[ros2]\nenabled = true\ndomain_id = 4\n\n[trigger]");
+    let p = tmp.path().join("ros2.toml");
+    std::fs::write(&p, &ros2).unwrap();
+    let o = riptide(&["check-config", p.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(s.contains("/riptide/action/chunk") && s.contains("domain 4"), "{s}");
+    let cases = [
+        cases.to_vec(),
+        vec![
+            (ros2.replace("namespace = \"riptide\"", "namespace = \"arm-1\""), "'-'"),
+            (
+                text.replace(
+                    "joint_names = [\"x\", \"y\"]",
+                    "topic = \"arm_controller/joint_trajectory\"",
+                ),
+                "jtc",
+            ),
+        ],
+    ]
+    .concat();
     for (i, (bad, want)) in cases.iter().enumerate() {
         let p = tmp.path().join(format!("bad{i}.toml"));
         std::fs::write(&p, bad).unwrap();

@@ -122,22 +122,29 @@ impl CheckConfigCmd {
                 policy.spec().kind,
                 policy.spec().backend
             );
+            // In ROS 2 mode every topic is shown by its ROS name, which must be legal.
+            let ros2 = top.ros2.enabled;
+            let shown = |t: crate::node::Topic| -> Result<String> { Ok(if ros2 { t.ros_name()? } else { t.key }) };
             for i in &r.inputs {
                 println!(
                     "  {:<34} ← {} ({:?}, max age {:.0} ms)",
                     i.feature,
-                    i.topic,
+                    shown(i.declared())?,
                     i.msg_type,
                     i.max_age_s * 1e3
                 );
             }
             println!(
                 "  chunks → {} every {:.3} s ({} actions at {} fps)",
-                r.chunk_topic,
+                shown(r.chunk_declared())?,
                 1.0 / r.rate_hz,
                 policy.spec().n_action_steps,
                 r.fps
             );
+            shown(r.meta_declared())?;
+            if let Some(s) = top.ros2.settings("daemon")? {
+                println!("  ROS 2: {} domain {}, node {}", s.distro, s.domain_id, s.node_name);
+            }
         }
         Ok(())
     }

@@ -610,6 +610,31 @@ mod tests {
     }
 
     #[test]
+    fn chunks_never_go_straight_to_a_controller_and_ros2_topics_parse() {
+        let base = "checkpoint = \"x\"\nfps = 10\n";
+        for output in [
+            "[output]\ntopic = \"arm_controller/joint_trajectory\"\n",
+            "[output]\nros2_topic = \"/joint_trajectory_controller/joint_trajectory\"\n",
+        ] {
+            let cfg = DaemonConfig::from_toml(&format!("{base}{output}")).unwrap();
+            let e = cfg.resolve(&spec()).unwrap_err().to_string();
+            assert!(e.contains("controller") && e.contains("jtc"), "{e}");
+        }
+        let cfg = DaemonConfig::from_toml(&format!(
+            "{base}[ros2]\nenabled = true\ndomain_id = 3\n[output]\nros2_topic = \"/arm/chunk\"\n\
+             [inputs.\"observation.state\"]\nros2_topic = \"/arm/state\"\n"
+        ))
+        .unwrap();
+        let r = cfg.resolve(&spec()).unwrap();
+        assert_eq!(r.inputs[0].declared().ros_name().unwrap(), "/arm/state");
+        assert_eq!(r.chunk_declared().ros_name().unwrap(), "/arm/chunk");
+        assert_eq!(r.meta_declared().ros_name().unwrap(), "/arm/chunk/meta");
+        assert_eq!(r.meta_declared().key, "riptide/action/chunk/meta");
+        let e = DaemonConfig::from_toml(&format!("{base}[ros2]\nenabld = true\n")).unwrap_err();
+        assert!(e.to_string().contains("enabld"), "{e}");
+    }
+
+    #[test]
     fn rti_table_parses_and_is_checked_against_the_schedule() {
         let cfg: DaemonConfig =
             toml::from_str("checkpoint = \"x\"\nfps = 10\n[rti]\nstart_step = 8\njump_threshold = 0.5\n").unwrap();

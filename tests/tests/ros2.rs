@@ -527,3 +527,112 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The `jtc` back-end in plain mode, on the keys `zenoh-bridge-ros2dds` gives the ROS names (`joint_states`,
+/// `arm_controller/joint_trajectory`): a joint state that lacks a configured joint blocks engagement (counted);
+/// a complete one, in another order and with an extra joint, lets it engage; the chunk then reaches the
+/// controller's topic with every point in the future and inside the envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jtc_back_end_on_bridge_keys_blocks_engagement_until_every_joint_is_measured() {
+    use riptide_msgs::ros::{Duration as RosDuration, JointTrajectory, JointTrajectoryPoint, Time};
+    use riptide_runtime::drive::DriveConfig;
+    let port = free_port();
+    let mut cfg: DriveConfig = toml::from_str(
+        "rate_hz = 200.0\n[driver.safety]\nposition_min = [-1, -1]\nposition_max = [1, 1]\nmax_velocity = [2, 2]\n\
+         [driver.supervisor]\nhold_after_ms = 2000\n[backend]\ntype = \"jtc\"\ncontroller = \"arm_controller\"\n\
+         joint_names = [\"a\", \"b\"]\n",
+    )
+    .unwrap();
+    cfg.zenoh.listen = vec![format!("tcp/127.0.0.1:{port}")];
+    cfg.zenoh.connect = vec![];
+    let ns = cfg.namespace.clone();
+    let node = riptide_runtime::drive::start(cfg).await.unwrap();
+    let s = riptide_tests::client(port).await;
+    riptide_runtime::node::wait_alive(&s, &format!("{ns}/alive/driver"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let got: Arc<Mutex<Vec<JointTrajectory>>> = Arc::default();
+    let g2 = got.clone();
+    let _traj = s
+        .declare_subscriber("arm_controller/joint_trajectory")
+        .callback(move |x| {
+            g2.lock()
+                .unwrap()
+                .push(riptide_msgs::decode(&x.payload().to_bytes()).unwrap())
+        })
+        .await
+        .unwrap();
+    let joint_state = |names: &[&str], position: &[f64]| {
+        riptide_msgs::encode(&JointState {
+            name: names.iter().map(|n| n.to_string()).collect(),
+            position: position.to_vec(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let engage = || async { s.put(format!("{ns}/driver/engage"), vec![0u8]).await.unwrap() };
+    let m = node.metrics.clone();
+    let wait_for = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    s.put("joint_states", joint_state(&["a", "x"], &[0.1, 9.0]))
+        .await
+        .unwrap();
+    let m2 = m.clone();
+    wait_for(
+        "missing joint counted",
+        Box::new(move || m2.get("joint_states_missing_joint_total{joint=\"b\"}") == 1),
+    )
+    .await;
+    engage().await;
+    let m2 = m.clone();
+    wait_for(
+        "engagement refused",
+        Box::new(move || m2.get("engage_refused_total{reason=\"position_unknown\"}") == 1),
+    )
+    .await;
+
+    s.put("joint_states", joint_state(&["x", "b", "a"], &[9.0, 0.2, 0.1]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engage().await;
+    let t0 = riptide_runtime::node::now_s() + 0.05;
+    let chunk = JointTrajectory {
+        header: riptide_msgs::ros::Header {
+            stamp: Time::from_secs_f64(t0),
+            frame_id: String::new(),
+        },
+        joint_names: vec!["a".into(), "b".into()],
+        points: (0..8)
+            .map(|k| JointTrajectoryPoint {
+                positions: vec![0.1 + 0.02 * k as f64, 0.2 - 0.02 * k as f64],
+                time_from_start: RosDuration::from_secs_f64(0.1 * k as f64),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    s.put(format!("{ns}/action/chunk"), riptide_msgs::encode(&chunk).unwrap())
+        .await
+        .unwrap();
+    let g3 = got.clone();
+    wait_for("a trajectory", Box::new(move || !g3.lock().unwrap().is_empty())).await;
+    let jt = got.lock().unwrap()[0].clone();
+    assert_eq!(jt.joint_names, vec!["a".to_string(), "b".into()]);
+    let tfs: Vec<f64> = jt.points.iter().map(|p| p.time_from_start.as_secs_f64()).collect();
+    assert!(tfs[0] > 0.0 && tfs.windows(2).all(|w| w[1] > w[0]), "{tfs:?}");
+    assert!(jt.points.iter().all(|p| p.positions.iter().all(|x| x.abs() <= 1.0)));
+    // The last point is the chunk's end (within the envelope's ramp from the measured position).
+    let last = &jt.points.last().unwrap().positions;
+    assert!(
+        (last[0] - 0.24).abs() < 0.05 && (last[1] - 0.06).abs() < 0.05,
+        "{last:?}"
+    );
+    assert_eq!(m.get("engage_refused_total"), 1, "{}", m.summary());
+    let _ = node.stop().await.unwrap();
+    s.close().await.unwrap();
+}

@@ -156,6 +156,14 @@ impl Ros2Config {
         if namespace != "/" {
             keys::validate_topic_name(&namespace).map_err(|e| anyhow!("ros2.namespace: {e}"))?;
         }
+        if self.qos.durability == Durability::TransientLocal {
+            // rmw_zenoh backs it with a publication cache and querying subscriptions; riptide has neither, and
+            // a token that promised it would mislead late joiners.
+            bail!(
+                "ros2.qos.durability = \"transient_local\" is not supported: riptide's endpoints are volatile \
+                 (a late joiner waits for the next sample); use \"volatile\""
+            );
+        }
         let node_name = self.node_name.clone().unwrap_or_else(|| format!("riptide_{role}"));
         validate_node_name(&node_name)?;
         Ok(Some(Ros2Settings {
@@ -692,6 +700,16 @@ mod tests {
                     ..cfg.clone()
                 },
                 "namespace",
+            ),
+            (
+                Ros2Config {
+                    qos: QosConfig {
+                        durability: Durability::TransientLocal,
+                        ..QosConfig::default()
+                    },
+                    ..cfg.clone()
+                },
+                "transient_local",
             ),
         ] {
             let e = bad.settings("daemon").unwrap_err().to_string();

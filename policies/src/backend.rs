@@ -13,6 +13,8 @@ pub type FlexBackend = burn::backend::Flex;
 pub type NdArrayBackend = burn::backend::NdArray;
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Cuda;
+#[cfg(feature = "wgpu")]
+pub use crate::wgpu_device::WgpuBackend;
 
 /// Where a policy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,9 @@ pub enum DeviceSpec {
     NdArray,
     /// CUDA device index (needs the `cuda` build feature).
     Cuda(usize),
+    /// A wgpu adapter (needs the `wgpu` build feature): the N-th in `riptide devices` order, or None for the
+    /// default adapter (a CPU adapter such as lavapipe when there is no GPU).
+    Wgpu(Option<usize>),
 }
 
 impl FromStr for DeviceSpec {
@@ -36,10 +41,16 @@ impl FromStr for DeviceSpec {
             "flex" | "cpu-flex" => Ok(Self::Flex),
             "ndarray" | "cpu-ndarray" => Ok(Self::NdArray),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-                Some(Ok(i)) => Ok(Self::Cuda(i)),
+            "wgpu" => Ok(Self::Wgpu(None)),
+            _ => match (
+                s.strip_prefix("cuda:").map(str::parse::<usize>),
+                s.strip_prefix("wgpu:").map(str::parse::<usize>),
+            ) {
+                (Some(Ok(i)), _) => Ok(Self::Cuda(i)),
+                (_, Some(Ok(i))) => Ok(Self::Wgpu(Some(i))),
                 _ => Err(PolicyError::Device(format!(
-                    "unknown device {s:?}: use cpu, cuda, cuda:N (or flex / ndarray to pick a CPU backend)"
+                    "unknown device {s:?}: use cpu, cuda, cuda:N, wgpu, wgpu:N (`riptide devices` lists them; flex / \
+                     ndarray pick a CPU backend)"
                 ))),
             },
         }
@@ -53,12 +64,16 @@ impl fmt::Display for DeviceSpec {
             Self::Flex => write!(f, "flex"),
             Self::NdArray => write!(f, "ndarray"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu(None) => write!(f, "wgpu"),
+            Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
         }
     }
 }
 
 /// Whether this build can run on CUDA.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
+/// Whether this build can run on wgpu.
+pub const WGPU_COMPILED: bool = cfg!(feature = "wgpu");
 
 /// Knobs for loading a policy.
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +112,7 @@ pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Re
             Ok(Box::new(p))
         }
         DeviceSpec::Cuda(i) => load_cuda(dir, i),
+        DeviceSpec::Wgpu(n) => crate::wgpu_device::load(dir, n),
     }
 }
 
@@ -113,6 +129,7 @@ fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyEr
         }),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => load_cuda(dir, 0),
+        DeviceSpec::Wgpu(n) => crate::wgpu_device::load_mode(dir, n),
     }
 }
 
@@ -153,6 +170,55 @@ fn on_cuda(
              with --device cpu"
         )))
     })
+}
+
+/// The CUDA devices the driver sees, by index (`cuda:N`), or why there are none to list.
+#[cfg(feature = "cuda")]
+pub fn cuda_devices() -> Result<Vec<String>, String> {
+    type Init = unsafe extern "C" fn(u32) -> i32;
+    type Count = unsafe extern "C" fn(*mut i32) -> i32;
+    type Get = unsafe extern "C" fn(*mut i32, i32) -> i32;
+    type Name = unsafe extern "C" fn(*mut std::ffi::c_char, i32, i32) -> i32;
+    let no_driver = || "no CUDA driver on this machine (libcuda.so could not be loaded)".to_string();
+    // SAFETY: the driver API's documented signatures; the library stays loaded while its symbols are used,
+    // and the name buffer is sized and NUL-terminated by the driver.
+    unsafe {
+        let lib = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
+            .into_iter()
+            .find_map(|n| libloading::Library::new(n).ok())
+            .ok_or_else(no_driver)?;
+        let sym = |name: &[u8]| format!("the CUDA driver lacks {}", String::from_utf8_lossy(name));
+        let init: libloading::Symbol<Init> = lib.get(b"cuInit").map_err(|_| sym(b"cuInit"))?;
+        let count: libloading::Symbol<Count> = lib.get(b"cuDeviceGetCount").map_err(|_| sym(b"cuDeviceGetCount"))?;
+        let get: libloading::Symbol<Get> = lib.get(b"cuDeviceGet").map_err(|_| sym(b"cuDeviceGet"))?;
+        let name: libloading::Symbol<Name> = lib.get(b"cuDeviceGetName").map_err(|_| sym(b"cuDeviceGetName"))?;
+        match init(0) {
+            0 => {}
+            e => return Err(format!("the CUDA driver did not initialise (CUresult {e})")),
+        }
+        let mut n = 0i32;
+        if count(&mut n) != 0 {
+            return Err("cuDeviceGetCount failed".into());
+        }
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut dev = 0i32;
+            let mut buf = [0 as std::ffi::c_char; 256];
+            let label = if get(&mut dev, i) == 0 && name(buf.as_mut_ptr(), buf.len() as i32, dev) == 0 {
+                std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+            } else {
+                format!("device {i}")
+            };
+            out.push(label);
+        }
+        Ok(out)
+    }
+}
+
+/// Without the `cuda` feature there is nothing to list.
+#[cfg(not(feature = "cuda"))]
+pub fn cuda_devices() -> Result<Vec<String>, String> {
+    Err("this build has no CUDA support: rebuild with `--features cuda`".into())
 }
 
 /// Whether the CUDA driver library can be loaded (what burn-cuda needs before anything else).

@@ -24,8 +24,9 @@ pub mod spec;
 pub mod tensor;
 pub mod train;
 pub mod truncated;
+pub mod wgpu_device;
 
-pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED};
+pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED, WGPU_COMPILED};
 pub use error::PolicyError;
 pub use policy::{Policy, SampleRequest, StepHook, StepInfo, WaveRow};
 pub use spec::{

@@ -46,6 +46,8 @@ enum Command {
     Bench(tools::bench::BenchCmd),
     /// Measure what the zenoh path adds to inference (obs in → chunk out, minus inference); prints JSON.
     BenchTransport(tools::bench_transport::BenchTransportCmd),
+    /// List every device a policy can run on (cpu, cuda:N, wgpu:N), by the name `--device` takes.
+    Devices(tools::devices::DevicesCmd),
     /// Finish an MCAP file cut by a crash (index, summary, footer) so Foxglove and the mcap tools open it.
     Recover(tools::recover::RecoverArgs),
 }
@@ -82,6 +84,7 @@ fn main() -> Result<()> {
         Command::Infer(c) => c.run(&rt),
         Command::Bench(c) => c.run(&rt),
         Command::BenchTransport(c) => c.run(&rt),
+        Command::Devices(c) => c.run(&rt),
         Command::Recover(c) => tools::recover::run(&c),
     }
 }

@@ -22,6 +22,44 @@ fn riptide(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn infer_writes_lerobots_actions() {
+    infer_on("cpu");
+}
+
+/// `riptide infer --device wgpu --out` writes what the CPU writes (burn's wgpu backend on the CPU Vulkan
+/// driver in CI; SKIPPED without an adapter unless RIPTIDE_REQUIRE_WGPU=1).
+#[test]
+fn infer_on_wgpu_writes_lerobots_actions_and_devices_lists_the_adapter() {
+    let o = riptide(&["devices"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && s.starts_with("cpu "), "{s}");
+    if !s.lines().any(|l| l.starts_with("wgpu:0 ")) {
+        assert!(
+            std::env::var("RIPTIDE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "RIPTIDE_REQUIRE_WGPU=1 but `riptide devices` lists no wgpu adapter:\n{s}"
+        );
+        println!("SKIPPED: no wgpu adapter:\n{s}");
+        return;
+    }
+    infer_on("wgpu:0");
+    let dir = fixture("state_env_ddpm_eps");
+    let inputs = dir.join("inputs.safetensors");
+    let o = riptide(&[
+        "infer",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--device",
+        "wgpu:99",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("wgpu:99") && e.contains("riptide devices"),
+        "{e}"
+    );
+}
+
+fn infer_on(device: &str) {
     let dir = fixture("state_env_ddpm_eps");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.safetensors");
@@ -33,6 +71,8 @@ fn infer_writes_lerobots_actions() {
         dir.join("inputs.safetensors").to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--device",
+        device,
     ]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));

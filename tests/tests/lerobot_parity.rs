@@ -6,7 +6,7 @@ use riptide_tests::{check_fixture, fixture_dirs, fixtures_dir};
 
 const TOL: f32 = 1e-4;
 
-fn run_all(root: &std::path::Path, device: DeviceSpec, opts: LoadOptions) -> usize {
+pub(crate) fn run_all(root: &std::path::Path, device: DeviceSpec, opts: LoadOptions) -> usize {
     let dirs = fixture_dirs(root);
     for dir in &dirs {
         let p = check_fixture(dir, device, opts);

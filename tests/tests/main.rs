@@ -12,3 +12,4 @@ mod lockstep;
 mod metrics;
 mod remote;
 mod ros2;
+mod wgpu;

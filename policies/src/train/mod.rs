@@ -89,6 +89,9 @@ pub fn train_with(
             "training runs on burn-flex (--device cpu) or CUDA; burn-ndarray is inference-only here".into(),
         )),
         DeviceSpec::Cuda(i) => train_cuda(cfg, data, meta, i, out_dir, resume_from, resume_steps, hooks),
+        DeviceSpec::Wgpu(_) => Err(PolicyError::Device(
+            "training runs on the CPU (--device cpu) or CUDA (--device cuda); wgpu is inference-only".into(),
+        )),
     }
 }
 

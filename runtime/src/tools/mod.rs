@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_transport;
 pub mod demo;
+pub mod devices;
 pub mod eval;
 pub mod inspect;
 pub mod record;

@@ -159,16 +159,11 @@ fn on_cuda(
              driver, put its library on LD_LIBRARY_PATH, or run with --device cpu"
         )));
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("the CUDA runtime panicked");
-        Err(PolicyError::Device(format!(
+    crate::error::catch_device_panic(load, |why| {
+        format!(
             "cuda:{index} could not be initialised ({why}); check the device index (`nvidia-smi -L`) or run \
              with --device cpu"
-        )))
+        )
     })
 }
 

@@ -32,3 +32,20 @@ impl PolicyError {
         }
     }
 }
+
+/// Run `load`, turning a panic of a GPU runtime (burn-cuda and cubecl panic when a device cannot be opened) into
+/// a device error: `fail(why)` says what to do about it. No device may take the daemon down.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub(crate) fn catch_device_panic<T>(
+    load: impl FnOnce() -> Result<T, PolicyError>,
+    fail: impl FnOnce(&str) -> String,
+) -> Result<T, PolicyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the GPU runtime panicked");
+        Err(PolicyError::Device(fail(why)))
+    })
+}

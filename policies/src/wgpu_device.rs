@@ -112,16 +112,11 @@ mod imp {
         load: impl FnOnce() -> Result<Box<dyn Policy>, PolicyError>,
         what: &str,
     ) -> Result<Box<dyn Policy>, PolicyError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the wgpu runtime panicked");
-            Err(PolicyError::Device(format!(
+        crate::error::catch_device_panic(load, |why| {
+            format!(
                 "{what} could not be initialised ({why}); `riptide devices` lists the adapters, or run with \
                  --device cpu"
-            )))
+            )
         })
     }
 

@@ -396,7 +396,15 @@ impl Graph {
 
     /// Open a session for a node and put a graph on it.
     pub async fn open(z: &ZenohConfig, ros: Option<&Ros2Settings>, metrics: Arc<Metrics>) -> Result<Self> {
-        Self::new(crate::node::network::open(z).await?, ros, metrics)
+        let session = crate::node::network::open(z).await.map_err(|e| match (ros, z.mode) {
+            (Some(_), ZenohMode::Client) => e.context(format!(
+                "ROS 2 mode: no zenoh router at {}; is rmw_zenohd running (`ros2 run rmw_zenoh_cpp rmw_zenohd`)? \
+                 Or give --connect ENDPOINT, or --listen to run as a peer",
+                z.connect.join(", ")
+            )),
+            _ => e,
+        })?;
+        Self::new(session, ros, metrics)
     }
 
     /// Keep `sub` receiving for as long as this graph (or a clone) lives.

@@ -51,22 +51,32 @@ fn ros2(domain: u32) -> Ros2Config {
 
 /// Every liveliness token under `@ros2_lv/<domain>/`.
 async fn tokens(session: &zenoh::Session, domain: u32) -> BTreeSet<String> {
-    let replies = session
-        .liveliness()
-        .get(format!("@ros2_lv/{domain}/**"))
-        .timeout(Duration::from_secs(2))
+    let session = session.clone();
+    tokio::task::spawn_blocking(move || tokens_now(&session, domain))
         .await
-        .unwrap();
-    let mut out = BTreeSet::new();
-    while let Ok(r) = replies.recv_async().await {
-        if let Ok(s) = r.result() {
-            out.insert(s.key_expr().as_str().to_string());
-        }
-    }
-    out
+        .unwrap()
 }
 
-/// [`tokens`] from a blocking thread.
+/// Every `T` that arrives on `key`, decoded, while the returned subscriber lives.
+async fn collect<T: riptide_msgs::RosMessage + Send + 'static>(
+    session: &zenoh::Session,
+    key: String,
+) -> (zenoh::pubsub::Subscriber<()>, Arc<Mutex<Vec<T>>>) {
+    let got: Arc<Mutex<Vec<T>>> = Arc::default();
+    let g2 = got.clone();
+    let sub = session
+        .declare_subscriber(key)
+        .callback(move |s| {
+            g2.lock()
+                .unwrap()
+                .push(riptide_msgs::decode(&s.payload().to_bytes()).expect("a decodable sample"))
+        })
+        .await
+        .unwrap();
+    (sub, got)
+}
+
+/// [`tokens`] on a blocking thread (inside a sim node's callback).
 fn tokens_now(session: &zenoh::Session, domain: u32) -> BTreeSet<String> {
     use zenoh::Wait;
     let replies = session
@@ -399,17 +409,7 @@ async fn an_rmw_zenoh_peer_in_python_feeds_the_daemon_and_the_jtc_driver_and_dec
         "{domain}/arm_controller/joint_trajectory/trajectory_msgs::msg::dds_::JointTrajectory_/{}",
         type_hash::<JointTrajectory>().unwrap()
     );
-    let trajectories: Arc<Mutex<Vec<JointTrajectory>>> = Arc::default();
-    let t2 = trajectories.clone();
-    let _traj = probe
-        .declare_subscriber(traj_key)
-        .callback(move |s| {
-            t2.lock()
-                .unwrap()
-                .push(riptide_msgs::decode(&s.payload().to_bytes()).unwrap())
-        })
-        .await
-        .unwrap();
+    let (_traj, trajectories) = collect::<JointTrajectory>(&probe, traj_key).await;
 
     let limits = &driver_config_for(&env_spec).safety;
     let final_position: Vec<f64> = position.iter().map(|p| p + 0.01).collect();
@@ -551,17 +551,7 @@ async fn the_jtc_back_end_on_bridge_keys_blocks_engagement_until_every_joint_is_
     riptide_runtime::node::wait_alive(&s, &format!("{ns}/alive/driver"), Duration::from_secs(60))
         .await
         .unwrap();
-    let got: Arc<Mutex<Vec<JointTrajectory>>> = Arc::default();
-    let g2 = got.clone();
-    let _traj = s
-        .declare_subscriber("arm_controller/joint_trajectory")
-        .callback(move |x| {
-            g2.lock()
-                .unwrap()
-                .push(riptide_msgs::decode(&x.payload().to_bytes()).unwrap())
-        })
-        .await
-        .unwrap();
+    let (_traj, got) = collect::<JointTrajectory>(&s, "arm_controller/joint_trajectory".into()).await;
     let joint_state = |names: &[&str], position: &[f64]| {
         riptide_msgs::encode(&JointState {
             name: names.iter().map(|n| n.to_string()).collect(),

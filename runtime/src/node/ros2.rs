@@ -173,7 +173,8 @@ impl Ros2Config {
             node_name,
             qos: Qos {
                 reliable: self.qos.reliability == Reliability::Reliable,
-                transient_local: self.qos.durability == Durability::TransientLocal,
+                // Transient-local was refused above.
+                transient_local: false,
                 depth: self.qos.depth,
             },
         }))
@@ -360,11 +361,10 @@ impl Graph {
                     .wait()
                     .map_err(|e| anyhow!("declaring the ROS 2 node token: {e}"))?;
                 tracing::info!(
-                    "ROS 2 mode ({}, domain {}): node {}{}{}",
+                    "ROS 2 mode ({}, domain {}): node {}/{}",
                     s.distro,
                     s.domain_id,
                     s.namespace.trim_end_matches('/'),
-                    "/",
                     s.node_name
                 );
                 Some(Arc::new(RosNode {
@@ -382,16 +382,6 @@ impl Graph {
             metrics,
             kept: Arc::default(),
         })
-    }
-
-    /// A plain graph (riptide's keys only).
-    pub fn plain(session: zenoh::Session) -> Self {
-        Self {
-            session,
-            ros: None,
-            metrics: Arc::new(Metrics::default()),
-            kept: Arc::default(),
-        }
     }
 
     /// Open a session for a node and put a graph on it.
@@ -414,10 +404,6 @@ impl Graph {
 
     pub fn session(&self) -> &zenoh::Session {
         &self.session
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     pub fn ros2(&self) -> Option<&Ros2Settings> {
@@ -506,7 +492,7 @@ impl Graph {
         };
         let (name, key, token_key) = self.endpoint(node, &topic, ty, EndpointKind::Subscription)?;
         // Any type and hash on this name: another distro's hash is counted, another type refused.
-        let prefix = key.rsplitn(3, '/').nth(2).unwrap_or_default().to_string();
+        let prefix = format!("{}/{}", node.settings.domain_id, &name[1..]);
         let filter = Admission {
             wildcard_prefix: format!("{prefix}/"),
             dds_type: keys::dds_type_name(ty.name)?,
@@ -641,11 +627,6 @@ impl Publisher {
             }
         };
         result.map_err(|e| anyhow!("publishing on {}: {e}", self.inner.key_expr()))
-    }
-
-    /// The key it publishes on.
-    pub fn key(&self) -> &str {
-        self.inner.key_expr().as_str()
     }
 }
 

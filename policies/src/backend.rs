@@ -5,6 +5,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::error::PolicyError;
+pub use crate::lerobot::fused::{Kernels, Precision};
 use crate::lerobot::load_diffusion;
 use crate::policy::Policy;
 
@@ -81,16 +82,34 @@ pub struct LoadOptions {
     /// Run the U-Net's inference passes in host memory on CPU backends (`riptide_kernels`; default on;
     /// ignored on GPU).
     pub cpu_fusion: bool,
+    /// Which kernels the GPU backends run (CUDA, wgpu): riptide's fused ones (default) or burn's.
+    pub kernels: Kernels,
+}
+
+/// The kernels [`LoadOptions::default`] picks: fused unless the command line said `--kernels burn`.
+static DEFAULT_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Make `kernels` this process's default (the CLI sets it once, from `--kernels`, so every loader
+/// below it follows).
+pub fn set_default_kernels(kernels: Kernels) {
+    DEFAULT_KERNELS.store(kernels == Kernels::Burn, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { cpu_fusion: true }
+        Self {
+            cpu_fusion: true,
+            kernels: match DEFAULT_KERNELS.load(std::sync::atomic::Ordering::Relaxed) {
+                true => Kernels::Burn,
+                false => Kernels::Fused,
+            },
+        }
     }
 }
 
 /// Load the checkpoint in `dir` onto `device`.
 pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
+    // Defaults include the process's `--kernels`.
     load_policy_with(dir, device, LoadOptions::default())
 }
 
@@ -111,8 +130,8 @@ pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Re
             p.set_host_fusion(opts.cpu_fusion);
             Ok(Box::new(p))
         }
-        DeviceSpec::Cuda(i) => load_cuda(dir, i),
-        DeviceSpec::Wgpu(n) => crate::wgpu_device::load(dir, n),
+        DeviceSpec::Cuda(i) => load_cuda(dir, i, opts.kernels),
+        DeviceSpec::Wgpu(n) => crate::wgpu_device::load(dir, n, opts.kernels),
     }
 }
 
@@ -128,20 +147,30 @@ fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyEr
             )?))
         }),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => load_cuda(dir, 0),
+        DeviceSpec::Cuda(_) => load_cuda(dir, 0, Kernels::Burn),
         DeviceSpec::Wgpu(n) => crate::wgpu_device::load_mode(dir, n),
     }
 }
 
+/// CUDA without burn-fusion: the backend the fused kernels run on (`--kernels fused`).
 #[cfg(feature = "cuda")]
-fn load_cuda(dir: &Path, index: usize) -> Result<Box<dyn Policy>, PolicyError> {
+pub type CudaCubeBackend = burn_cubecl::CubeBackend<burn_cubecl::cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// `--kernels fused` runs on CUDA without burn-fusion (the fused kernels are one launch per pass);
+/// `--kernels burn` on burn-cuda with fusion, as before.
+#[cfg(feature = "cuda")]
+fn load_cuda(dir: &Path, index: usize, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
     on_cuda(index, || {
         let device = burn::backend::cuda::CudaDevice::new(index);
-        Ok(Box::new(load_diffusion::<CudaBackend>(
-            dir,
-            &format!("cuda:{index} (burn-cuda)"),
-            &device,
-        )?))
+        let name = format!("cuda:{index} (burn-cuda, {kernels} kernels)");
+        Ok(match kernels {
+            Kernels::Fused => {
+                let mut p = load_diffusion::<CudaCubeBackend>(dir, &name, &device)?;
+                p.set_kernels(kernels)?;
+                Box::new(p)
+            }
+            Kernels::Burn => Box::new(load_diffusion::<CudaBackend>(dir, &name, &device)?),
+        })
     })
 }
 
@@ -226,7 +255,7 @@ fn cuda_driver_present() -> bool {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn load_cuda(_dir: &Path, _index: usize) -> Result<Box<dyn Policy>, PolicyError> {
+fn load_cuda(_dir: &Path, _index: usize, _kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
     Err(PolicyError::Device(
         "this riptide was built without CUDA support; rebuild with `cargo build --release --features cuda` \
          (needs an NVIDIA driver and NVRTC at run time) or run with --device cpu"

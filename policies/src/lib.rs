@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod consensus;
 pub mod error;
+pub mod kernel_cache;
 pub mod lerobot;
 pub mod mode;
 pub mod normalize;
@@ -26,7 +27,7 @@ pub mod train;
 pub mod truncated;
 pub mod wgpu_device;
 
-pub use backend::{load_policy, load_policy_with, DeviceSpec, LoadOptions, CUDA_COMPILED, WGPU_COMPILED};
+pub use backend::{load_policy, load_policy_with, DeviceSpec, Kernels, LoadOptions, Precision, CUDA_COMPILED, WGPU_COMPILED};
 pub use error::PolicyError;
 pub use policy::{Policy, SampleRequest, StepHook, StepInfo, WaveRow};
 pub use spec::{

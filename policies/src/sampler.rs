@@ -7,7 +7,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::PolicyError;
 use crate::request::{StepHook, StepInfo};
-use crate::schedule::NoiseSchedule;
+use crate::schedule::{NoiseSchedule, StepCoefficients};
 use crate::tensor::HostTensor;
 
 /// A network that maps (sample, timestep, conditioning) to the schedule's prediction target.
@@ -16,6 +16,46 @@ pub trait Denoiser<B: Backend> {
     type Cond;
 
     fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3>;
+
+    /// One reverse step from the denoiser's output (`noise`: this step's draw, if it draws one).
+    /// The default is [`step`] in burn's ops; a fused path runs it as one kernel.
+    fn update(
+        &self,
+        x: Tensor<B, 3>,
+        out: Tensor<B, 3>,
+        c: &StepCoefficients,
+        clip: Option<f32>,
+        noise: Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        step(x, out, c, clip, noise)
+    }
+}
+
+/// One reverse step in burn's ops: x0 from (x, out), clipped; then x' from x0, ε, x and the noise.
+pub fn step<B: Backend>(
+    x: Tensor<B, 3>,
+    out: Tensor<B, 3>,
+    c: &StepCoefficients,
+    clip: Option<f32>,
+    noise: Option<Tensor<B, 3>>,
+) -> Tensor<B, 3> {
+    let mut x0 = x.clone().mul_scalar(c.x0_from_x) + out.clone().mul_scalar(c.x0_from_out);
+    if let Some(r) = clip {
+        x0 = x0.clamp(-r, r);
+    }
+    let mut next = x0.mul_scalar(c.prev_from_x0);
+    if c.prev_from_eps != 0.0 {
+        // DDIM's direction term uses the *unclipped* ε, as diffusers does by default.
+        let eps = x.clone().mul_scalar(c.eps_from_x) + out.mul_scalar(c.eps_from_out);
+        next = next + eps.mul_scalar(c.prev_from_eps);
+    }
+    if c.prev_from_x != 0.0 {
+        next = next + x.mul_scalar(c.prev_from_x);
+    }
+    if let Some(z) = noise {
+        next = next + z.mul_scalar(c.noise_std);
+    }
+    next
 }
 
 /// Source of Gaussian noise: caller-supplied tensors first, then a seeded RNG in stream order.
@@ -130,24 +170,11 @@ pub fn sample<B: Backend, D: Denoiser<B>>(
     for (k, c) in schedule.steps.iter().enumerate().skip(skip).take(take) {
         let out = denoiser.denoise(x.clone(), c.t, cond);
         nfe += 1;
-        let mut x0 = x.clone().mul_scalar(c.x0_from_x) + out.clone().mul_scalar(c.x0_from_out);
-        if let Some(r) = clip {
-            x0 = x0.clamp(-r, r);
-        }
-        let mut next = x0.mul_scalar(c.prev_from_x0);
-        if c.prev_from_eps != 0.0 {
-            // DDIM's direction term uses the *unclipped* ε, as diffusers does by default.
-            let eps = x.clone().mul_scalar(c.eps_from_x) + out.mul_scalar(c.eps_from_out);
-            next = next + eps.mul_scalar(c.prev_from_eps);
-        }
-        if c.prev_from_x != 0.0 {
-            next = next + x.mul_scalar(c.prev_from_x);
-        }
-        if c.draws_noise() {
-            let z = step_noise(k)?;
-            next = next + to_device::<B, 3>(&z, &device).mul_scalar(c.noise_std);
-        }
-        x = next;
+        let noise = match c.draws_noise() {
+            true => Some(to_device::<B, 3>(&step_noise(k)?, &device)),
+            false => None,
+        };
+        x = denoiser.update(x, out, c, clip, noise);
         if let Some(h) = hook.as_deref_mut() {
             let mut host = to_host(x);
             h.after_step(

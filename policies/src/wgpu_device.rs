@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::error::PolicyError;
+use crate::lerobot::fused::Kernels;
 use crate::policy::Policy;
 
 /// One wgpu adapter as `riptide devices` lists it.
@@ -120,11 +121,15 @@ mod imp {
         })
     }
 
-    pub fn load(dir: &Path, n: Option<usize>) -> Result<Box<dyn Policy>, PolicyError> {
+    pub fn load(dir: &Path, n: Option<usize>, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
         let (device, what) = select(n)?;
         let name = format!("wgpu: {what}");
         guarded(
-            || Ok(Box::new(load_diffusion::<WgpuBackend>(dir, &name, &device)?)),
+            || {
+                let mut p = load_diffusion::<WgpuBackend>(dir, &format!("{name}, {kernels} kernels"), &device)?;
+                p.set_kernels(kernels)?;
+                Ok(Box::new(p))
+            },
             &name,
         )
     }
@@ -175,7 +180,7 @@ mod imp {
         Vec::new()
     }
 
-    pub fn load(_dir: &Path, _n: Option<usize>) -> Result<Box<dyn Policy>, PolicyError> {
+    pub fn load(_dir: &Path, _n: Option<usize>, _kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
         Err(not_built())
     }
 
@@ -189,8 +194,8 @@ pub fn adapters() -> Vec<Adapter> {
     imp::adapters()
 }
 
-pub(crate) fn load(dir: &Path, n: Option<usize>) -> Result<Box<dyn Policy>, PolicyError> {
-    imp::load(dir, n)
+pub(crate) fn load(dir: &Path, n: Option<usize>, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
+    imp::load(dir, n, kernels)
 }
 
 pub(crate) fn load_mode(dir: &Path, n: Option<usize>) -> Result<Box<dyn Policy>, PolicyError> {

@@ -34,6 +34,8 @@ pub struct Parity {
     pub max_err_rel_range: f32,
     /// The same for the executable slice against LeRobot's `generate_actions` output.
     pub exec_err_rel_range: f32,
+    /// What the policy says it ran on (backend and, on GPU devices, which kernels).
+    pub backend: String,
 }
 
 /// Run a fixture on `device` and compare with LeRobot's outputs.
@@ -60,6 +62,7 @@ pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Parit
     let exec_err_rel_range = err_rel_range(want_exec, &exec, want);
     Parity {
         name,
+        backend: policy.spec().backend.clone(),
         max_err_normalized,
         max_err_rel_range,
         exec_err_rel_range,

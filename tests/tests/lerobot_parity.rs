@@ -11,9 +11,13 @@ pub(crate) fn run_all(root: &std::path::Path, device: DeviceSpec, opts: LoadOpti
     for dir in &dirs {
         let p = check_fixture(dir, device, opts);
         println!(
-            "{:<36} {device} fused={}: max|Δ| normalised {:.2e}, unnormalised/range {:.2e}, executed slice/range {:.2e}",
-            p.name, opts.cpu_fusion, p.max_err_normalized, p.max_err_rel_range, p.exec_err_rel_range
+            "{:<36} {} (cpu fusion {}): max|Δ| normalised {:.2e}, unnormalised/range {:.2e}, executed slice/range {:.2e}",
+            p.name, p.backend, opts.cpu_fusion, p.max_err_normalized, p.max_err_rel_range, p.exec_err_rel_range
         );
+        if matches!(device, DeviceSpec::Wgpu(_) | DeviceSpec::Cuda(_)) {
+            let kernels = format!("{} kernels", opts.kernels);
+            assert!(p.backend.contains(&kernels), "{}: ran on {}, not {kernels}", p.name, p.backend);
+        }
         assert!(
             p.max_err_normalized <= TOL,
             "{}: normalised actions differ by {}",
@@ -48,7 +52,7 @@ fn small_models_match_lerobot_without_cpu_fusion() {
     run_all(
         &fixtures_dir().join("lerobot"),
         DeviceSpec::Cpu,
-        LoadOptions { cpu_fusion: false },
+        LoadOptions { cpu_fusion: false, ..Default::default() },
     );
 }
 
@@ -71,7 +75,7 @@ fn image_models_match_lerobot() {
         0
     };
     if n > 0 {
-        run_all(&root, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false });
+        run_all(&root, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() });
     }
     if n == 0 {
         let msg = "image fixtures not generated: run `.venv/bin/python tests/fixtures/make_lerobot_fixtures.py \

@@ -1,6 +1,7 @@
 //! LeRobot's `DiffusionPolicy`, weight-compatible with its `pretrained_model/` checkpoints.
 
 pub mod config;
+pub mod fused;
 pub mod host_unet;
 pub mod loader;
 pub mod model;

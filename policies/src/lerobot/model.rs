@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::mish;
 
 use super::config::DiffusionConfig;
+use super::fused::{FusedUnet, Kernels, UnetKernels};
 use super::host_unet::HostUnet;
 use super::rgb::{RgbEncoder, RgbEncoderConfig};
 use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
@@ -16,7 +17,7 @@ use crate::pipeline::{self, KindModel, SampleJob, Sampled};
 use crate::policy::{Policy, SampleRequest, StepHook, WaveRow};
 use crate::rti;
 use crate::sampler::{self, to_device, to_host, Denoiser};
-use crate::schedule::NoiseSchedule;
+use crate::schedule::{NoiseSchedule, StepCoefficients};
 use crate::spec::{ActionChunk, Capability, FeatureKind, ObservationWindow, PolicyKind, PolicySpec};
 use crate::tensor::HostTensor;
 
@@ -189,6 +190,8 @@ pub struct DiffusionPolicy<B: Backend> {
     film: FilmCache<B>,
     /// The U-Net's host pass (CPU backends), when enabled.
     host_unet: Option<HostUnet>,
+    /// The U-Net pass and sampler update as the backend's own kernels (cube backends), when enabled.
+    fused: Option<Box<dyn FusedUnet<B>>>,
     spec: PolicySpec,
     device: B::Device,
 }
@@ -229,6 +232,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             schedule,
             film,
             host_unet: None,
+            fused: None,
             spec,
             device,
         })
@@ -411,6 +415,30 @@ impl<B: Backend> DiffusionPolicy<B> {
         self.host_unet.is_some()
     }
 
+    /// Run the U-Net passes and sampler updates as the backend's fused kernels ([`UnetKernels`]) with
+    /// [`Kernels::Fused`], or burn's ops with [`Kernels::Burn`]. Backends without fused kernels keep
+    /// burn's ops either way; returns whether the fused path is on.
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<bool, PolicyError>
+    where
+        B: UnetKernels,
+    {
+        self.fused = match kernels {
+            Kernels::Burn => None,
+            Kernels::Fused => B::fused_unet(
+                &super::host_unet::host_unet(&self.model.unet),
+                self.config.horizon,
+                self.config.action_dim,
+                self.film.widths.iter().sum(),
+                &self.device,
+            )?,
+        };
+        Ok(self.fused.is_some())
+    }
+
+    pub fn fused_kernels(&self) -> bool {
+        self.fused.is_some()
+    }
+
     pub fn schedule(&self) -> &NoiseSchedule {
         &self.schedule
     }
@@ -473,6 +501,9 @@ impl<B: Backend> Denoiser<B> for DiffusionPolicy<B> {
     type Cond = DiffusionCond<B>;
 
     fn denoise(&self, x: Tensor<B, 3>, t: usize, cond: &Self::Cond) -> Tensor<B, 3> {
+        if let Some(fused) = &self.fused {
+            return fused.pass(x, &cond.obs_film, &self.film.step_terms[&t]);
+        }
         let all = cond.obs_film.clone() + self.film.step_terms[&t].clone();
         if let Some(host) = &self.host_unet {
             let [b, h, a] = x.dims();
@@ -495,6 +526,20 @@ impl<B: Backend> Denoiser<B> for DiffusionPolicy<B> {
             })
             .collect();
         self.model.unet.forward_with_film(x, &films)
+    }
+
+    fn update(
+        &self,
+        x: Tensor<B, 3>,
+        out: Tensor<B, 3>,
+        c: &StepCoefficients,
+        clip: Option<f32>,
+        noise: Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        match &self.fused {
+            Some(fused) => fused.update(x, out, c, clip, noise),
+            None => sampler::step(x, out, c, clip, noise),
+        }
     }
 }
 

@@ -26,6 +26,13 @@ pub struct BenchReport {
     pub chunks_per_s: f64,
     pub median_denoise_ms: f64,
     pub median_encode_ms: f64,
+    /// Process start → first chunk returned (loading, kernel compilation and the first inference).
+    pub first_chunk_s: f64,
+    /// Where compiled kernels persist (a directory, or `off`).
+    pub kernel_cache: String,
+    /// `fused` or `burn` (GPU devices; the CPU runs its own host pass either way).
+    pub kernels: String,
+    pub precision: String,
 }
 
 /// `riptide bench`: latency of full inferences after warm-up (warm-up excluded from the numbers).
@@ -40,10 +47,12 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
         candidates,
         no_cpu_fusion,
         robots: _,
+        gpu,
     } = c;
     let (device, batch, iters, warmup, steps, candidates) = (*device, *batch, *iters, *warmup, *steps, *candidates);
     let opts = LoadOptions {
         cpu_fusion: !no_cpu_fusion,
+        ..gpu.apply()?
     };
     if iters == 0 {
         bail!("--iters must be at least 1");
@@ -54,6 +63,7 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
     let mut den = Vec::new();
     let mut enc = Vec::new();
     let mut nfe = 0;
+    let mut first_chunk_s = None;
     for i in 0..warmup + iters {
         let req = SampleRequest {
             seed: Some(i as u64),
@@ -64,6 +74,7 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
         let t = Instant::now();
         let c = policy.predict(&obs, &req, None)?;
         let dt = t.elapsed().as_secs_f64() * 1e3;
+        first_chunk_s.get_or_insert_with(crate::tools::gpu::since_process_start_s);
         if i >= warmup {
             lat.push(dt);
             den.push(c.meta.timings.denoise_s * 1e3);
@@ -90,6 +101,10 @@ pub fn bench(c: &BenchCmd) -> Result<BenchReport> {
         chunks_per_s: 1e3 / median,
         median_denoise_ms: q(&mut den, 0.5),
         median_encode_ms: q(&mut enc, 0.5),
+        first_chunk_s: first_chunk_s.unwrap_or(f64::NAN),
+        kernel_cache: gpu.cache().to_string(),
+        kernels: gpu.kernels.to_string(),
+        precision: gpu.precision.to_string(),
     })
 }
 
@@ -119,6 +134,8 @@ pub struct BenchCmd {
     /// against sequential (waves of one); a list (`1,2,4,8`) prints one JSON line per N.
     #[arg(long, value_delimiter = ',')]
     pub robots: Vec<usize>,
+    #[command(flatten)]
+    pub gpu: crate::tools::gpu::GpuArgs,
 }
 
 impl BenchCmd {
@@ -191,6 +208,7 @@ pub fn fleet(c: &BenchCmd, mut line: impl FnMut(&FleetReport)) -> Result<()> {
     }
     let opts = LoadOptions {
         cpu_fusion: !c.no_cpu_fusion,
+        ..c.gpu.apply()?
     };
     let policy = load_policy_with(&c.checkpoint, c.device, opts)?;
     let spec = policy.spec().clone();

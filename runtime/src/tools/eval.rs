@@ -673,6 +673,8 @@ pub struct EvalCmd {
     /// (JSON), to see how failures happen.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub gpu: crate::tools::gpu::GpuArgs,
 }
 
 impl EvalCmd {
@@ -696,7 +698,10 @@ impl EvalCmd {
             robots,
             out,
             trace,
+            gpu,
         } = self;
+        // Loaders below take the process default (`--kernels`).
+        gpu.apply()?;
 
         if (rti_cold_steps.is_some() || rti_warm_steps.is_some() || rti_jump_threshold.is_some())
             && rti_start_step.is_none()

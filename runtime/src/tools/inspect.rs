@@ -103,8 +103,9 @@ pub fn infer(
     device: DeviceSpec,
     seed: Option<u64>,
     steps: Option<usize>,
+    opts: riptide_policies::LoadOptions,
 ) -> Result<()> {
-    let mut policy = load_policy(checkpoint, device)?;
+    let mut policy = riptide_policies::load_policy_with(checkpoint, device, opts)?;
     let tensors = read_safetensors(inputs)?;
     let (obs, mut req) = request_from_tensors(policy.spec(), tensors, seed)?;
     req.num_inference_steps = steps;
@@ -177,6 +178,8 @@ pub struct InferCmd {
     /// Override the checkpoint's number of inference steps.
     #[arg(long)]
     pub steps: Option<usize>,
+    #[command(flatten)]
+    pub gpu: crate::tools::gpu::GpuArgs,
 }
 
 impl InferCmd {
@@ -188,8 +191,9 @@ impl InferCmd {
             device,
             seed,
             steps,
+            gpu,
         } = self;
-
-        crate::tools::inspect::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps)
+        let opts = gpu.apply()?;
+        crate::tools::inspect::infer(&checkpoint, &inputs, out.as_deref(), device, seed, steps, opts)
     }
 }

@@ -5,6 +5,7 @@ pub mod bench_transport;
 pub mod demo;
 pub mod devices;
 pub mod eval;
+pub mod gpu;
 pub mod inspect;
 pub mod record;
 pub mod recover;

@@ -104,6 +104,11 @@ mod imp {
         *state = Some(std::sync::Arc::new(config));
         Ok(true)
     }
+
+    pub fn log_launches(config: &mut Config) {
+        config.profiling = toml::from_str("[logger]\nlevel = \"minimal\"\nlog = \"info\"\n")
+            .expect("cubecl's profiling config parses");
+    }
 }
 
 #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
@@ -116,9 +121,17 @@ mod imp {
     pub fn configure(_cache: &KernelCache, _tweak: impl FnOnce(&mut Config)) -> Result<bool, PolicyError> {
         Ok(false)
     }
+
+    pub fn log_launches(_config: &mut Config) {}
 }
 
 pub use imp::Config;
+
+/// Make cubecl report every kernel launch as a `log` record `Executing <kernel>` (for [`configure_with`]:
+/// tests count launches with it; cubecl's runtime sends them from its logging task, in launch order).
+pub fn log_launches(config: &mut Config) {
+    imp::log_launches(config)
+}
 
 /// Set this process's kernel cache before any GPU use. Returns false when a GPU backend had already
 /// started (its defaults stay: cubecl reads its configuration once) or the build has no GPU backend.

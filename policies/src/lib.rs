@@ -27,7 +27,9 @@ pub mod train;
 pub mod truncated;
 pub mod wgpu_device;
 
-pub use backend::{load_policy, load_policy_with, DeviceSpec, Kernels, LoadOptions, Precision, CUDA_COMPILED, WGPU_COMPILED};
+pub use backend::{
+    load_policy, load_policy_with, DeviceSpec, Kernels, LoadOptions, Precision, CUDA_COMPILED, WGPU_COMPILED,
+};
 pub use error::PolicyError;
 pub use policy::{Policy, SampleRequest, StepHook, StepInfo, WaveRow};
 pub use spec::{

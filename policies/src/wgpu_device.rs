@@ -194,6 +194,12 @@ pub fn adapters() -> Vec<Adapter> {
     imp::adapters()
 }
 
+/// The burn device of `wgpu` / `wgpu:N` and a description of its adapter.
+#[cfg(feature = "wgpu")]
+pub fn select(n: Option<usize>) -> Result<(burn_wgpu::WgpuDevice, String), PolicyError> {
+    imp::select(n)
+}
+
 pub(crate) fn load(dir: &Path, n: Option<usize>, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
     imp::load(dir, n, kernels)
 }

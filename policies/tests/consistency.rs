@@ -203,7 +203,15 @@ fn distilled_student_matches_its_teacher_in_one_step_and_keeps_both_modes() {
         serde_json::from_str(&std::fs::read_to_string(ckpt.join("riptide.json")).unwrap()).unwrap();
     assert_eq!(riptide["kind"], "consistency");
     // Host fusion off: the trainer's policy runs the plain tensor path, and bit-exactness needs the same.
-    let mut loaded = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() }).unwrap();
+    let mut loaded = load_policy_with(
+        &ckpt,
+        DeviceSpec::Cpu,
+        LoadOptions {
+            cpu_fusion: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(loaded.spec().kind, "consistency");
     assert_eq!(loaded.spec().default_nfe, 1);
     let again = loaded.predict(&obs, &request(N, None), None).unwrap();

@@ -244,7 +244,15 @@ fn saved_checkpoint_loads_bit_exactly_and_resume_repeats_the_run() {
         let mut mem = a.policy().unwrap();
         mem.set_host_fusion(fusion);
         let want = mem.predict(&obs, &request(4), None).unwrap();
-        let mut loaded = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: fusion, ..Default::default() }).unwrap();
+        let mut loaded = load_policy_with(
+            &ckpt,
+            DeviceSpec::Cpu,
+            LoadOptions {
+                cpu_fusion: fusion,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let got = loaded.predict(&obs, &request(4), None).unwrap();
         assert_eq!(got.actions, want.actions, "fusion {fusion}: loaded checkpoint differs");
         assert_eq!(loaded.spec().num_parameters, mem.spec().num_parameters);
@@ -431,7 +439,15 @@ fn image_policy_trains_saves_and_loads() {
         .unwrap(),
     );
     let want = t.policy().unwrap().predict(&obs, &request(1), None).unwrap();
-    let mut loaded = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() }).unwrap();
+    let mut loaded = load_policy_with(
+        &ckpt,
+        DeviceSpec::Cpu,
+        LoadOptions {
+            cpu_fusion: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let got = loaded.predict(&obs, &request(1), None).unwrap();
     assert_eq!(got.actions, want.actions);
 

@@ -152,7 +152,15 @@ fn anchors_modes_offsets_and_round_trip() {
     // Round trip: kind, anchors and score head come back; same actions bit for bit.
     let ckpt = dir.path().join(format!("checkpoints/{STEPS:06}/pretrained_model"));
     assert!(ckpt.join("truncated.safetensors").exists());
-    let mut loaded = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() }).unwrap();
+    let mut loaded = load_policy_with(
+        &ckpt,
+        DeviceSpec::Cpu,
+        LoadOptions {
+            cpu_fusion: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(loaded.spec().kind, "truncated");
     let again = loaded.predict(&window(&states), &req(1), None).unwrap();
     assert_eq!(again.actions.data, c.actions.data);
@@ -225,7 +233,15 @@ fn relative_actions_anchor_the_offsets_and_add_the_state_back() {
     let mut t = Trainer::<TB>::new(cfg, set, RunMeta::default(), Default::default()).unwrap();
     t.run(Some(dir.path()), &mut Hooks::default()).unwrap();
     let ckpt = dir.path().join("checkpoints/000200/pretrained_model");
-    let mut p = load_policy_with(&ckpt, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() }).unwrap();
+    let mut p = load_policy_with(
+        &ckpt,
+        DeviceSpec::Cpu,
+        LoadOptions {
+            cpu_fusion: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(p.spec().relative_actions, vec![(0, 0)]);
     let trained = t.policy().unwrap();
     let anchors = &trained.truncated.as_ref().unwrap().anchors;

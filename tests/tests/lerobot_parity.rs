@@ -16,7 +16,12 @@ pub(crate) fn run_all(root: &std::path::Path, device: DeviceSpec, opts: LoadOpti
         );
         if matches!(device, DeviceSpec::Wgpu(_) | DeviceSpec::Cuda(_)) {
             let kernels = format!("{} kernels", opts.kernels);
-            assert!(p.backend.contains(&kernels), "{}: ran on {}, not {kernels}", p.name, p.backend);
+            assert!(
+                p.backend.contains(&kernels),
+                "{}: ran on {}, not {kernels}",
+                p.name,
+                p.backend
+            );
         }
         assert!(
             p.max_err_normalized <= TOL,
@@ -52,7 +57,10 @@ fn small_models_match_lerobot_without_cpu_fusion() {
     run_all(
         &fixtures_dir().join("lerobot"),
         DeviceSpec::Cpu,
-        LoadOptions { cpu_fusion: false, ..Default::default() },
+        LoadOptions {
+            cpu_fusion: false,
+            ..Default::default()
+        },
     );
 }
 
@@ -75,7 +83,14 @@ fn image_models_match_lerobot() {
         0
     };
     if n > 0 {
-        run_all(&root, DeviceSpec::Cpu, LoadOptions { cpu_fusion: false, ..Default::default() });
+        run_all(
+            &root,
+            DeviceSpec::Cpu,
+            LoadOptions {
+                cpu_fusion: false,
+                ..Default::default()
+            },
+        );
     }
     if n == 0 {
         let msg = "image fixtures not generated: run `.venv/bin/python tests/fixtures/make_lerobot_fixtures.py \

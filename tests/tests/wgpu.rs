@@ -112,3 +112,139 @@ fn shipped_policies_match_burn_flex_on_wgpu() {
     }
     assert!(checked >= 6, "{checked} shipped policies checked");
 }
+
+/// Kernel launches of one inference on wgpu through `Policy::predict` (the daemon's call), counted from
+/// cubecl's launch log in a child process of this binary (cubecl reads its configuration once per
+/// process). The fused path stays within 60 launches per U-Net pass for the shipped arm-reach net at
+/// batch 1, and a net with fewer residual blocks (8 against 12) takes as many: launches do not grow
+/// with depth.
+#[test]
+fn fused_unet_pass_launches_within_budget() {
+    if !wgpu_or_skip() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "wgpu::launch_count_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RIPTIDE_LAUNCH_COUNT_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "launch-count child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut per_pass = std::collections::BTreeMap::new();
+    // libtest may print "test … " ahead of the first line on the same line.
+    for line in stdout.lines().filter_map(|l| l.split_once("LAUNCHES ").map(|s| s.1)) {
+        println!("{line}");
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (launches, nfe): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        per_pass.insert((f[0].to_string(), f[1].to_string()), launches / nfe);
+    }
+    let get = |net: &str, k: &str| per_pass[&(net.to_string(), k.to_string())];
+    let (fused, burn) = (get("arm-reach", "fused"), get("arm-reach", "burn"));
+    assert!(
+        fused <= 60.0,
+        "arm-reach: {fused} launches per U-Net pass on the fused path (budget 60)"
+    );
+    assert!(
+        burn > 4.0 * fused,
+        "burn's path ({burn} per pass) should take far more launches than fused ({fused})"
+    );
+    let shallow = get("state_env_ddim_eps", "fused");
+    assert!(
+        (shallow - fused).abs() < 0.5,
+        "launches per pass grow with depth: {shallow} (8 residual blocks) vs {fused} (12)"
+    );
+}
+
+/// The child of [`fused_unet_pass_launches_within_budget`]: prints `LAUNCHES net kernels launches nfe`.
+#[cfg(feature = "wgpu")]
+#[test]
+#[ignore = "run by fused_unet_pass_launches_within_budget, in its own process"]
+fn launch_count_child() {
+    use burn::tensor::{Distribution, Tensor};
+    use riptide_policies::kernel_cache::{configure_with, log_launches, KernelCache};
+    use riptide_policies::{load_policy_with, Kernels};
+    use std::sync::Mutex;
+
+    static NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    struct Launches;
+    impl log::Log for Launches {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if let Some(name) = record.args().to_string().strip_prefix("Executing ") {
+                NAMES.lock().unwrap().push(name.to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+    assert_eq!(
+        std::env::var("RIPTIDE_LAUNCH_COUNT_CHILD").as_deref(),
+        Ok("1"),
+        "run by its parent test"
+    );
+    log::set_logger(&Launches).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    assert!(
+        configure_with(&KernelCache::Off, log_launches).unwrap(),
+        "cubecl was configured before the test"
+    );
+    let (device, _) = riptide_policies::wgpu_device::select(None).unwrap();
+    // cubecl logs from its own task, in launch order: once a marker launched after the inference is
+    // logged, every launch of the inference is.
+    let drain = || {
+        let before = NAMES.lock().unwrap().len();
+        let _ = Tensor::<riptide_policies::backend::WgpuBackend, 1>::random([1], Distribution::Default, &device)
+            .into_data();
+        let t0 = std::time::Instant::now();
+        loop {
+            let names = NAMES.lock().unwrap();
+            if let Some(i) = names[before..].iter().rposition(|n| n.contains("Prng")) {
+                return before + i;
+            }
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "cubecl's launch log never showed the marker ({} launches logged, the last: {:?})",
+                names.len(),
+                names.last()
+            );
+            drop(names);
+            std::thread::yield_now();
+        }
+    };
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped/arm-reach");
+    let shallow = fixtures_dir().join("lerobot/state_env_ddim_eps");
+    for (net, dir) in [("arm-reach", shipped), ("state_env_ddim_eps", shallow)] {
+        for kernels in [Kernels::Fused, Kernels::Burn] {
+            let opts = LoadOptions {
+                kernels,
+                ..LoadOptions::default()
+            };
+            let mut policy = load_policy_with(&dir, DeviceSpec::Wgpu(None), opts).unwrap();
+            let obs = riptide_runtime::pipeline::tensors::random_window_for(policy.spec(), 1, 3);
+            let req = SampleRequest {
+                seed: Some(1),
+                ..Default::default()
+            };
+            policy.predict(&obs, &req, None).unwrap();
+            let start = drain() + 1;
+            let chunk = policy.predict(&obs, &req, None).unwrap();
+            let end = drain();
+            let names = NAMES.lock().unwrap();
+            if std::env::var_os("RIPTIDE_LAUNCH_NAMES").is_some() {
+                println!("{net} {kernels}: {:#?}", &names[start..end]);
+            }
+            println!("LAUNCHES {net} {kernels} {} {}", end - start, chunk.meta.nfe);
+        }
+    }
+}

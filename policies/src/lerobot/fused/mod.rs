@@ -67,7 +67,9 @@ impl FromStr for Precision {
             "tf32" | "f16" | "bf16" => Err(PolicyError::Config(format!(
                 "precision {s:?} is not offered: riptide runs exact f32 on every device (precision = \"f32\")"
             ))),
-            _ => Err(PolicyError::Config(format!("unknown precision {s:?}: the only value is f32"))),
+            _ => Err(PolicyError::Config(format!(
+                "unknown precision {s:?}: the only value is f32"
+            ))),
         }
     }
 }

@@ -188,7 +188,8 @@ fn on_cuda(
              driver, put its library on LD_LIBRARY_PATH, or run with --device cpu"
         )));
     }
-    crate::error::catch_device_panic(load, |why| {
+    let guarded = || load().map(|p| Box::new(crate::device_guard::DeviceGuard(p)) as Box<dyn Policy>);
+    crate::error::catch_device_panic(guarded, |why| {
         format!(
             "cuda:{index} could not be initialised ({why}); check the device index (`nvidia-smi -L`) or run \
              with --device cpu"

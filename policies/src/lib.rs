@@ -10,6 +10,8 @@
 
 pub mod backend;
 pub mod consensus;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod device_guard;
 pub mod error;
 pub mod kernel_cache;
 pub mod lerobot;

@@ -113,7 +113,8 @@ mod imp {
         load: impl FnOnce() -> Result<Box<dyn Policy>, PolicyError>,
         what: &str,
     ) -> Result<Box<dyn Policy>, PolicyError> {
-        crate::error::catch_device_panic(load, |why| {
+        let guarded = || load().map(|p| Box::new(crate::device_guard::DeviceGuard(p)) as Box<dyn Policy>);
+        crate::error::catch_device_panic(guarded, |why| {
             format!(
                 "{what} could not be initialised ({why}); `riptide devices` lists the adapters, or run with \
                  --device cpu"

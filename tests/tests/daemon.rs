@@ -432,6 +432,11 @@ impl riptide_policies::Policy for Faulty {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match (self.fails)(n) {
             Some("panic") => panic!("injected fault at call {n}"),
+            // A real device error: this window's batch needs buffers beyond the adapter's limit.
+            Some("beyond the device's limit") => {
+                let huge = riptide_runtime::pipeline::tensors::random_window_for(self.inner.spec(), 1 << 18, 3);
+                self.inner.predict(&huge, req, hook)
+            }
             Some(msg) => Err(riptide_policies::PolicyError::Device(msg.into())),
             None => self.inner.predict(obs, req, hook),
         }
@@ -445,6 +450,7 @@ impl riptide_policies::Policy for Faulty {
 /// The daemon on `fails`' policy, fed at 30 Hz; its metrics handle, the chunk count and the run's result.
 async fn faulty_daemon(
     tag: &str,
+    device: &str,
     fails: fn(usize) -> Option<&'static str>,
     watch: impl AsyncFnOnce(&Arc<Metrics>, &Arc<std::sync::atomic::AtomicUsize>),
 ) -> anyhow::Result<Arc<Metrics>> {
@@ -464,8 +470,16 @@ async fn faulty_daemon(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let handle: Arc<std::sync::Mutex<Option<Arc<Metrics>>>> = Arc::default();
     let h2 = handle.clone();
+    let mut cfg = config(port, &ns);
+    cfg.device = device.into();
+    if device != "cpu" {
+        // lavapipe takes ~250 ms an inference, longer than a 30 fps chunk lasts: slower control, so
+        // chunks are still due when they come out.
+        cfg.fps = Some(5.0);
+        cfg.trigger.rate_hz = Some(2.0);
+    }
     let daemon = tokio::spawn(riptide_runtime::daemon::run_with_loader(
-        config(port, &ns),
+        cfg,
         riptide_runtime::node::Shutdown::when(async move {
             let _ = stop_rx.await;
         }),
@@ -533,12 +547,20 @@ async fn check_one_fault_is_survived(tag: &str, kind: &'static str, reason: &str
             .contains(&n)
             .then_some("CUDA_ERROR_OUT_OF_MEMORY: out of memory")
     }
+    fn beyond_limit(n: usize) -> Option<&'static str> {
+        (6..8).contains(&n).then_some("beyond the device's limit")
+    }
     let key = format!("policy_faults_total{{reason=\"{reason}\"}}");
-    let fails = if kind == "panic" { panics } else { oom };
-    let m = faulty_daemon(tag, fails, async |m, chunks| {
+    let device = if kind == "wgpu" { "wgpu" } else { "cpu" };
+    let fails = match kind {
+        "panic" => panics,
+        "wgpu" => beyond_limit,
+        _ => oom,
+    };
+    let m = faulty_daemon(tag, device, fails, async |m, chunks| {
         until("the fault", || m.get(&key) == 1).await;
         let at_fault = chunks.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(at_fault >= 3, "chunks before the fault: {at_fault}");
+        assert!(at_fault >= 3, "chunks before the fault: {at_fault}; {}", m.summary());
         until("chunks after the reload", || {
             chunks.load(std::sync::atomic::Ordering::SeqCst) >= at_fault + 5
         })
@@ -567,6 +589,21 @@ async fn a_device_out_of_memory_is_counted_the_policy_reloaded_and_chunks_resume
     check_one_fault_is_survived("fo", "oom", "oom").await;
 }
 
+/// A real wgpu device error on lavapipe (a batch whose buffers exceed the adapter's limit, raised by cubecl
+/// on its device thread) is a device fault: counted, the policy reloaded, chunks resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_wgpu_device_error_is_counted_the_policy_reloaded_and_chunks_resume() {
+    if !riptide_policies::WGPU_COMPILED || riptide_policies::wgpu_device::adapters().is_empty() {
+        assert!(
+            std::env::var("RIPTIDE_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "RIPTIDE_REQUIRE_WGPU=1 but no wgpu adapter (or no wgpu feature)"
+        );
+        println!("SKIPPED: no wgpu adapter");
+        return;
+    }
+    check_one_fault_is_survived("fw", "wgpu", "device").await;
+}
+
 /// A policy that faults on every call after the first chunks: the worker reloads it (its warm-up faults
 /// too) until `max_consecutive_faults` (3) in a row, then the daemon stops with the cause (exit status 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -576,7 +613,7 @@ async fn faults_in_a_row_stop_the_daemon_with_the_cause() {
     }
     let seen: Arc<std::sync::Mutex<Option<Arc<Metrics>>>> = Arc::default();
     let s2 = seen.clone();
-    let outcome = faulty_daemon("fa", always, async move |m, _| {
+    let outcome = faulty_daemon("fa", "cpu", always, async move |m, _| {
         *s2.lock().unwrap() = Some(m.clone());
         until("three faults", || m.get("policy_faults_total") >= 3).await;
         // The daemon stops on its own: give it a moment before asking it to.

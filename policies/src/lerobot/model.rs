@@ -639,6 +639,9 @@ impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
         mut job: SampleJob<'_>,
         hook: Option<&mut dyn StepHook>,
     ) -> Result<Sampled<B>, PolicyError> {
+        if let Some(fused) = &self.fused {
+            fused.check_rows(cond.film.obs_film.dims()[0])?;
+        }
         if let (Some(parts), PolicyKind::Truncated) = (&self.truncated, self.spec.kind) {
             let (x, nfe) = self.sample_truncated(parts, cond, job, hook)?;
             return Ok(Sampled {

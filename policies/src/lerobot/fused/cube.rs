@@ -395,6 +395,8 @@ struct CubeUnet<B: Backend> {
     units: u32,
     /// Launch the whole pass at once (one cube per row) or one launch per layer.
     one_launch: bool,
+    /// The device's largest single allocation, bytes.
+    max_alloc: u64,
     device: B::Device,
 }
 
@@ -410,6 +412,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
         let [b, h, a] = x.dims();
         let prog = &self.program;
         let [film_rows, _] = obs_film.dims();
+        debug_assert!(self.check_rows(b).is_ok(), "check_rows before sampling");
         debug_assert_eq!(film_rows, b);
         let step_stride = if step_film.dims()[0] == 1 { 0 } else { prog.film_total };
         let scratch = cube_tensor(Tensor::<CubeBackend<R, F, I, BT>, 1>::empty(
@@ -461,6 +464,19 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
             }
         }
         from_cube(out)
+    }
+
+    fn check_rows(&self, rows: usize) -> Result<(), PolicyError> {
+        let bytes = (rows * self.program.scratch_per_row * std::mem::size_of::<f32>()) as u64;
+        match bytes <= self.max_alloc {
+            true => Ok(()),
+            false => Err(PolicyError::Device(format!(
+                "a U-Net pass over {rows} rows needs {:.0} MB of scratch in one buffer, beyond this device's \
+                 largest allocation ({:.0} MB): send fewer rows (batch × candidates) at once",
+                bytes as f64 / 1e6,
+                self.max_alloc as f64 / 1e6
+            ))),
+        }
     }
 
     fn update(
@@ -532,6 +548,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
     ) -> Result<Option<Box<dyn FusedUnet<Self>>>, PolicyError> {
         let program = super::program::compile(unet, horizon, action_dim, film_total);
         let probe = cube_tensor(Tensor::<Self, 1>::zeros([1], device));
+        let max_alloc = probe.client.properties().memory.max_page_size;
         let props = probe.client.properties().hardware.clone();
         let units = props.max_units_per_cube.min(props.max_cube_dim.0).min(256);
         // Shared memory: partial sums (units) and group statistics (2·units) per cube.
@@ -564,6 +581,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
             ops,
             weights,
             units,
+            max_alloc,
             device: device.clone(),
         })))
     }

@@ -86,6 +86,14 @@ pub trait FusedUnet<B: Backend>: Send {
     /// step part [1, ΣF] (shared) or [B, ΣF] (a timestep per row).
     fn pass(&self, x: Tensor<B, 3>, obs_film: &Tensor<B, 2>, step_film: &Tensor<B, 2>) -> Tensor<B, 3>;
 
+    /// Whether a pass of `rows` batch rows fits the device's buffers (its scratch is one allocation):
+    /// a device error saying what to send instead, checked before anything runs. cubecl reports an
+    /// allocation beyond the limit only once (later ones fail on its device thread, unseen), so the
+    /// check is the fused path's own.
+    fn check_rows(&self, _rows: usize) -> Result<(), PolicyError> {
+        Ok(())
+    }
+
     /// One reverse step: what [`crate::sampler::step`] computes with burn's ops.
     fn update(
         &self,

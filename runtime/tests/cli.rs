@@ -41,6 +41,7 @@ fn infer_on_wgpu_writes_lerobots_actions_and_devices_lists_the_adapter() {
         return;
     }
     infer_on("wgpu:0");
+    bench_on_wgpu_with_a_kernel_cache();
     let dir = fixture("state_env_ddpm_eps");
     let inputs = dir.join("inputs.safetensors");
     let o = riptide(&[
@@ -56,6 +57,47 @@ fn infer_on_wgpu_writes_lerobots_actions_and_devices_lists_the_adapter() {
     assert!(
         !o.status.success() && e.contains("wgpu:99") && e.contains("riptide devices"),
         "{e}"
+    );
+}
+
+/// `riptide bench` on wgpu with both kernel sets: the report names the cache, the kernels and the
+/// precision, times the first chunk from process start, and the cache directory is where cubecl writes.
+fn bench_on_wgpu_with_a_kernel_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("kernels");
+    for kernels in ["fused", "burn"] {
+        let o = riptide(&[
+            "bench",
+            "--checkpoint",
+            fixture("state_env_ddim_eps").to_str().unwrap(),
+            "--device",
+            "wgpu:0",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--kernels",
+            kernels,
+            "--kernel-cache",
+            cache.to_str().unwrap(),
+        ]);
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{s}{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(r["kernels"], kernels, "{s}");
+        assert_eq!(r["precision"], "f32", "{s}");
+        assert_eq!(r["kernel_cache"], cache.to_str().unwrap(), "{s}");
+        assert!(
+            r["backend"].as_str().unwrap().contains(&format!("{kernels} kernels")),
+            "{s}"
+        );
+        let first = r["first_chunk_s"].as_f64().unwrap();
+        assert!(first > 0.0 && first < 600.0, "{s}");
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(
+        cache.join("autotune").is_dir(),
+        "cubecl's autotune results belong under --kernel-cache"
     );
 }
 
@@ -194,6 +236,9 @@ fn check_config_validates_against_the_checkpoint_and_names_bad_keys() {
             text.replace("type = \"float32_multi_array\"", "type = \"image\""),
             "observation.state",
         ),
+        (format!("precision = \"tf32\"\n{text}"), "exact f32"),
+        (format!("kernels = \"cudnn\"\n{text}"), "kernels"),
+        (format!("kernel_cache = \"\"\n{text}"), "kernel_cache"),
     ];
     // ROS 2 mode: topics by their ROS names, which must be legal; chunks never to a controller.
     let ros2 = text.replace("[trigger]", "[ros2]\nenabled = true\ndomain_id = 4\n\n[trigger]");

@@ -78,6 +78,16 @@ pub struct DaemonConfig {
     /// ROS 2 mode (rmw_zenoh): node `riptide_daemon` unless `node_name` says otherwise.
     #[serde(default)]
     pub ros2: Ros2Config,
+    /// On GPU devices: `fused` (riptide's kernels, the default) or `burn` (burn's, op by op).
+    #[serde(default)]
+    pub kernels: Option<String>,
+    /// Numeric precision: `f32` (exact f32 on every device), the only value.
+    #[serde(default)]
+    pub precision: Option<String>,
+    /// Compiled kernels and autotune results across restarts: a directory, or `off`
+    /// (default `$XDG_CACHE_HOME/riptide/kernels`). The warm-up fills it.
+    #[serde(default)]
+    pub kernel_cache: Option<String>,
     /// Whether the file had a `[zenoh]` table (ROS 2 mode then keeps it instead of joining rmw_zenohd).
     #[serde(skip)]
     pub zenoh_explicit: bool,
@@ -332,6 +342,25 @@ impl DaemonConfig {
         toml::from_str::<Self>(&format!("checkpoint = {:?}", checkpoint.display().to_string())).expect("defaults parse")
     }
 
+    /// `kernels`, `precision` and `kernel_cache`, checked.
+    pub fn gpu(&self) -> Result<crate::tools::gpu::GpuArgs> {
+        let or = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.to_string());
+        Ok(crate::tools::gpu::GpuArgs {
+            kernels: or(&self.kernels, "fused")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("kernels: {e}"))?,
+            precision: or(&self.precision, "f32")
+                .parse()
+                .map_err(|e| anyhow::anyhow!("precision: {e}"))?,
+            kernel_cache: self
+                .kernel_cache
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("kernel_cache: {e}"))?,
+        })
+    }
+
     pub fn device(&self) -> Result<DeviceSpec> {
         self.device.parse().map_err(|e| anyhow::anyhow!("device: {e}"))
     }
@@ -344,6 +373,7 @@ impl DaemonConfig {
     /// Resolve every input against the checkpoint: a missing or mistyped mapping is an error now,
     /// not at the first frame.
     pub fn resolve(&self, spec: &PolicySpec) -> Result<Resolved> {
+        self.gpu()?;
         let fps = match self.fps {
             Some(f) if f > 0.0 && f.is_finite() => f,
             Some(f) => bail!("fps = {f} must be a positive number"),

@@ -32,6 +32,8 @@ pub async fn run_with_loader(
     on_ready: impl FnOnce(&Running),
     loader: PolicyLoader,
 ) -> Result<Arc<Metrics>> {
+    // Before any GPU use: the kernel cache, and the kernels every loader below takes by default.
+    cfg.gpu()?.apply()?;
     let configs = cfg.robot_configs()?;
     match configs.iter().filter(|c| c.lockstep.is_some()).count() {
         0 => live::run_live(cfg, shutdown, on_ready, loader).await,

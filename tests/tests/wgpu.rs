@@ -225,6 +225,7 @@ fn launch_count_child() {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped/arm-reach");
     let shallow = fixtures_dir().join("lerobot/state_env_ddim_eps");
     for (net, dir) in [("arm-reach", shipped), ("state_env_ddim_eps", shallow)] {
+        let mut outputs = Vec::new();
         for kernels in [Kernels::Fused, Kernels::Burn] {
             let opts = LoadOptions {
                 kernels,
@@ -245,6 +246,10 @@ fn launch_count_child() {
                 println!("{net} {kernels}: {:#?}", &names[start..end]);
             }
             println!("LAUNCHES {net} {kernels} {} {}", end - start, chunk.meta.nfe);
+            outputs.push(chunk.actions_normalized);
         }
+        let err = outputs[0].max_abs_diff(&outputs[1]).unwrap();
+        println!("{net}: fused vs burn kernels max|Δ| normalised {err:.2e}");
+        assert!(err <= TOL, "{net}: the fused kernels and burn's differ by {err}");
     }
 }

@@ -19,7 +19,7 @@ use crate::error::PolicyError;
 use crate::lerobot::host_unet::HostUnet;
 use crate::schedule::StepCoefficients;
 
-/// Scratch values per row above which a pass is split into one launch per layer (several cubes per row).
+/// Multiply-adds per row and pass above which a pass runs as one launch per layer (several cubes per row).
 const ONE_CUBE_MAX_MACS: usize = 32 << 20;
 
 /// The kernels (cubecl's prelude only: its `Tensor`, `Float` and `Int` are not burn's).
@@ -575,8 +575,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
             TensorData::new(program.weights.clone(), [program.weights.len()]),
             device,
         );
+        // `RIPTIDE_FUSED_LAUNCH=per-layer` runs a small net the way a large one runs (tests prove that
+        // path on the shipped nets with it).
+        let per_layer = std::env::var("RIPTIDE_FUSED_LAUNCH").as_deref() == Ok("per-layer");
         Ok(Some(Box::new(CubeUnet {
-            one_launch: macs <= ONE_CUBE_MAX_MACS,
+            one_launch: macs <= ONE_CUBE_MAX_MACS && !per_layer,
             program,
             ops,
             weights,

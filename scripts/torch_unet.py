@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""PyTorch baselines for riptide's GPU benchmarks: LeRobot's conditional U-Net rebuilt in plain torch (the GPU
+machine has torch but not LeRobot) from a checkpoint's model.safetensors, and the same DDIM loop riptide runs.
+
+  check DIR                  compare with LeRobot's own module on this machine (needs lerobot): one pass at
+                             several timesteps and the whole DDIM loop with the same noise.
+  bench DIR [--batch 1,8]    median of 100 after 10 warm-up, result copied to the host: eager, and CUDA-graph
+                             replay (torch.cuda.CUDAGraph) of the whole DDIM loop; one JSON line per case.
+  write-pusht DIR OUT        a checkpoint like DIR with a PushT-size U-Net (down_dims 512/1024/2048, step
+                             embedding 128; LeRobot's PushT config) and random weights from seed 0, for riptide.
+
+TF32 is off (exact f32, as riptide runs). Nothing is downloaded.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+from safetensors.torch import load_file, save_file
+
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+
+class PosEmb(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t):
+        half = self.dim // 2
+        f = torch.exp(torch.arange(half, device=t.device) * -(math.log(10000) / (half - 1)))
+        e = t[:, None] * f[None, :]
+        return torch.cat((e.sin(), e.cos()), dim=-1)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin, cout, k, groups):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv1d(cin, cout, k, padding=k // 2), nn.GroupNorm(groups, cout), nn.Mish())
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, cond, k, groups, scale):
+        super().__init__()
+        self.scale, self.cout = scale, cout
+        self.conv1 = ConvBlock(cin, cout, k, groups)
+        self.cond_encoder = nn.Sequential(nn.Mish(), nn.Linear(cond, cout * 2 if scale else cout))
+        self.conv2 = ConvBlock(cout, cout, k, groups)
+        self.residual_conv = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, cond):
+        h = self.conv1(x)
+        c = self.cond_encoder(cond).unsqueeze(-1)
+        h = h * c[:, : self.cout] + c[:, self.cout :] if self.scale else h + c
+        return self.conv2(h) + self.residual_conv(x)
+
+
+class Unet(nn.Module):
+    def __init__(self, action_dim, global_cond, down_dims, k, groups, dsed, scale):
+        super().__init__()
+        self.diffusion_step_encoder = nn.Sequential(PosEmb(dsed), nn.Linear(dsed, dsed * 4), nn.Mish(), nn.Linear(dsed * 4, dsed))
+        cond = dsed + global_cond
+        dims = [action_dim] + list(down_dims)
+        io = list(zip(dims[:-1], dims[1:]))
+        self.down_modules = nn.ModuleList(
+            nn.ModuleList([
+                ResBlock(a, b, cond, k, groups, scale),
+                ResBlock(b, b, cond, k, groups, scale),
+                nn.Conv1d(b, b, 3, 2, 1) if i < len(io) - 1 else nn.Identity(),
+            ])
+            for i, (a, b) in enumerate(io))
+        m = down_dims[-1]
+        self.mid_modules = nn.ModuleList([ResBlock(m, m, cond, k, groups, scale) for _ in range(2)])
+        self.up_modules = nn.ModuleList(
+            nn.ModuleList([ResBlock(b * 2, a, cond, k, groups, scale), ResBlock(a, a, cond, k, groups, scale),
+                           nn.ConvTranspose1d(a, a, 4, 2, 1)])
+            for a, b in reversed(io[1:]))
+        self.final_conv = nn.Sequential(ConvBlock(down_dims[0], down_dims[0], k, 8), nn.Conv1d(down_dims[0], action_dim, 1))
+
+    def forward(self, x, t, gc):
+        x = x.transpose(1, 2)
+        cond = torch.cat([self.diffusion_step_encoder(t), gc], dim=-1)
+        skips = []
+        for r0, r1, ds in self.down_modules:
+            x = r1(r0(x, cond), cond)
+            skips.append(x)
+            x = ds(x)
+        for m in self.mid_modules:
+            x = m(x, cond)
+        for r0, r1, us in self.up_modules:
+            x = torch.cat((x, skips.pop()), dim=1)
+            x = us(r1(r0(x, cond), cond))
+        return self.final_conv(x).transpose(1, 2)
+
+
+def load(d, device="cpu"):
+    c = json.load(open(os.path.join(d, "config.json")))
+    sd = {k[len("diffusion.unet."):]: v for k, v in load_file(os.path.join(d, "model.safetensors")).items()
+          if k.startswith("diffusion.unet.")}
+    dsed = c["diffusion_step_embed_dim"]
+    gc = sd["down_modules.0.0.cond_encoder.1.weight"].shape[1] - dsed
+    action_dim = sd["final_conv.1.weight"].shape[0]
+    net = Unet(action_dim, gc, c["down_dims"], c["kernel_size"], c["n_groups"], dsed, c["use_film_scale_modulation"])
+    net.load_state_dict(sd, strict=True)
+    return net.to(device).eval(), c, gc
+
+
+def ddim(c, n):
+    """diffusers' DDIMScheduler (leading spacing, set_alpha_to_one, eta 0): per step (t, a_t, a_prev)."""
+    T = c["num_train_timesteps"]
+    if c["beta_schedule"] == "squaredcos_cap_v2":
+        f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = [min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)]
+    elif c["beta_schedule"] == "linear":
+        betas = [c["beta_start"] + (c["beta_end"] - c["beta_start"]) * i / (T - 1) for i in range(T)]
+    else:
+        s, e = math.sqrt(c["beta_start"]), math.sqrt(c["beta_end"])
+        betas = [(s + (e - s) * i / (T - 1)) ** 2 for i in range(T)]
+    ac, p = [], 1.0
+    for b in betas:
+        p *= 1 - b
+        ac.append(p)
+    ts = [i * (T // n) for i in range(n)][::-1]
+    return [(t, ac[t], ac[t - T // n] if t - T // n >= 0 else 1.0) for t in ts]
+
+
+def sample(net, c, gc, x, steps):
+    clip = c.get("clip_sample_range", 1.0) if c.get("clip_sample", True) else None
+    eps_pred = c["prediction_type"] == "epsilon"
+    b = x.shape[0]
+    for t, a, ap in steps:
+        out = net(x, torch.full((b,), t, device=x.device, dtype=torch.float32), gc)
+        if eps_pred:
+            x0 = (x - math.sqrt(1 - a) * out) / math.sqrt(a)
+            eps = out
+        else:
+            x0 = out
+            eps = (x - math.sqrt(a) * out) / math.sqrt(1 - a)
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        x = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * eps
+    return x
+
+
+def check(d):
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    ref = DiffusionPolicy.from_pretrained(d).eval()
+    net, c, g = load(d)
+    h, a = c["horizon"], net.final_conv[1].weight.shape[0]
+    torch.manual_seed(0)
+    x, gc = torch.randn(3, h, a), torch.randn(3, g)
+    worst = 0.0
+    with torch.no_grad():
+        for t in [0, 10, 50, 99]:
+            tt = torch.full((3,), t, dtype=torch.long)
+            e = (net(x, tt.float(), gc) - ref.diffusion.unet(x, tt, global_cond=gc)).abs().max().item()
+            worst = max(worst, e)
+        ref.diffusion.noise_scheduler.set_timesteps(c["num_inference_steps"])
+        want = ref.diffusion.conditional_sample(3, global_cond=gc, generator=None, noise=x.clone())
+        got = sample(net, c, gc, x.clone(), ddim(c, c["num_inference_steps"]))
+    loop = (got - want).abs().max().item()
+    print(json.dumps({"check": d, "unet_max_abs": worst, "ddim_loop_max_abs": loop}))
+    assert worst < 1e-4 and loop < 1e-4, "the plain-torch U-Net or DDIM loop differs from LeRobot's"
+
+
+def bench(d, batches, iters=100, warm=10):
+    dev = "cuda"
+    net, c, g = load(d, dev)
+    h, a = c["horizon"], net.final_conv[1].weight.shape[0]
+    steps = ddim(c, c["num_inference_steps"])
+    for b in batches:
+        x0 = torch.randn(b, h, a, device=dev)
+        gc = torch.randn(b, g, device=dev)
+        with torch.no_grad():
+            def eager():
+                return sample(net, c, gc, x0.clone(), steps).cpu()
+            for _ in range(warm):
+                eager()
+            lat = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                eager()
+                lat.append((time.perf_counter() - t) * 1e3)
+            row = {"net": os.path.basename(d.rstrip("/")), "batch": b, "nfe": len(steps), "eager_ms": statistics.median(lat)}
+            # The whole DDIM loop captured once, replayed.
+            static_x = x0.clone()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    out = sample(net, c, gc, static_x.clone(), steps)
+            torch.cuda.current_stream().wait_stream(s)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = sample(net, c, gc, static_x.clone(), steps)
+            for _ in range(warm):
+                graph.replay()
+                out.cpu()
+            lat = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                graph.replay()
+                out.cpu()
+                lat.append((time.perf_counter() - t) * 1e3)
+            row["graph_ms"] = statistics.median(lat)
+            row["params"] = sum(p.numel() for p in net.parameters())
+        print(json.dumps(row), flush=True)
+
+
+def write_pusht(d, out):
+    _, c, g = load(d)
+    c = dict(c, down_dims=[512, 1024, 2048], diffusion_step_embed_dim=128)
+    torch.manual_seed(0)
+    a = load_file(os.path.join(d, "model.safetensors"))["diffusion.unet.final_conv.1.weight"].shape[0]
+    net = Unet(a, g, c["down_dims"], c["kernel_size"], c["n_groups"], 128, c["use_film_scale_modulation"])
+    shutil.copytree(d, out, dirs_exist_ok=True)
+    for f in ["riptide.json", "MODEL_CARD.md"]:
+        p = os.path.join(out, f)
+        if os.path.exists(p):
+            os.remove(p)
+    save_file({"diffusion.unet." + k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(out, "model.safetensors"))
+    json.dump(c, open(os.path.join(out, "config.json"), "w"), indent=2)
+    print(json.dumps({"wrote": out, "params": sum(p.numel() for p in net.parameters())}))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["check", "bench", "write-pusht"])
+    ap.add_argument("dir")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--iters", type=int, default=100)
+    args = ap.parse_args()
+    if args.cmd == "check":
+        check(args.dir)
+    elif args.cmd == "bench":
+        bench(args.dir, [int(b) for b in args.batch.split(",")], args.iters)
+    else:
+        write_pusht(args.dir, args.out)

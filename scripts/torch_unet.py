@@ -20,12 +20,44 @@ import statistics
 import sys
 import time
 
+import struct
+
 import torch
 from torch import nn
-from safetensors.torch import load_file, save_file
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
+
+
+def load_file(path):
+    """A safetensors file's tensors as f32 (the GPU machine has torch but no safetensors package)."""
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[v["dtype"]]
+        a, b = v["data_offsets"]
+        t = torch.frombuffer(bytearray(raw[8 + n + a : 8 + n + b]), dtype=dtype).reshape(v["shape"])
+        out[k] = t.to(torch.float32)
+    return out
+
+
+def save_file(tensors, path):
+    header, offset, blobs = {}, 0, []
+    for k, t in tensors.items():
+        b = t.detach().contiguous().to(torch.float32).numpy().tobytes()
+        header[k] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for b in blobs:
+            f.write(b)
 
 
 class PosEmb(nn.Module):
@@ -115,8 +147,9 @@ def load(d, device="cpu"):
     return net.to(device).eval(), c, gc
 
 
-def ddim(c, n):
-    """diffusers' DDIMScheduler (leading spacing, set_alpha_to_one, eta 0): per step (t, a_t, a_prev)."""
+def ddim(c, n, ts=None):
+    """diffusers' DDIMScheduler (leading spacing, set_alpha_to_one, eta 0): per step (t, a_t, a_prev);
+    `ts`: explicit timesteps (riptide's truncated and consistency kinds)."""
     T = c["num_train_timesteps"]
     if c["beta_schedule"] == "squaredcos_cap_v2":
         f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -130,8 +163,22 @@ def ddim(c, n):
     for b in betas:
         p *= 1 - b
         ac.append(p)
+    if ts is not None:
+        return [(t, ac[t], ac[ts[i + 1]] if i + 1 < len(ts) else 1.0) for i, t in enumerate(ts)]
     ts = [i * (T // n) for i in range(n)][::-1]
     return [(t, ac[t], ac[t - T // n] if t - T // n >= 0 else 1.0) for t in ts]
+
+
+def riptide_kind(d):
+    """(rows per observation, timesteps or None) of riptide's kinds: truncated diffusion denoises its
+    anchors as one batch, the consistency student runs its own timesteps."""
+    p = os.path.join(d, "riptide.json")
+    r = json.load(open(p)) if os.path.exists(p) else {}
+    if r.get("kind") == "truncated":
+        return r["truncated"]["n_anchors"], r["truncated"]["timesteps"]
+    if r.get("kind") == "consistency":
+        return 1, r["consistency"]["timesteps"]
+    return 1, None
 
 
 def sample(net, c, gc, x, steps):
@@ -173,14 +220,14 @@ def check(d):
     assert worst < 1e-4 and loop < 1e-4, "the plain-torch U-Net or DDIM loop differs from LeRobot's"
 
 
-def bench(d, batches, iters=100, warm=10):
-    dev = "cuda"
+def bench(d, batches, iters=100, warm=10, dev="cuda"):
     net, c, g = load(d, dev)
     h, a = c["horizon"], net.final_conv[1].weight.shape[0]
-    steps = ddim(c, c["num_inference_steps"])
+    rows, ts = riptide_kind(d)
+    steps = ddim(c, c["num_inference_steps"], ts)
     for b in batches:
-        x0 = torch.randn(b, h, a, device=dev)
-        gc = torch.randn(b, g, device=dev)
+        x0 = torch.randn(b * rows, h, a, device=dev)
+        gc = torch.randn(b * rows, g, device=dev)
         with torch.no_grad():
             def eager():
                 return sample(net, c, gc, x0.clone(), steps).cpu()
@@ -191,7 +238,11 @@ def bench(d, batches, iters=100, warm=10):
                 t = time.perf_counter()
                 eager()
                 lat.append((time.perf_counter() - t) * 1e3)
-            row = {"net": os.path.basename(d.rstrip("/")), "batch": b, "nfe": len(steps), "eager_ms": statistics.median(lat)}
+            row = {"net": os.path.basename(d.rstrip("/")), "device": dev, "batch": b, "rows": b * rows, "nfe": len(steps),
+                   "eager_ms": statistics.median(lat), "params": sum(p.numel() for p in net.parameters())}
+            if dev != "cuda":
+                print(json.dumps(row), flush=True)
+                continue
             # The whole DDIM loop captured once, replayed.
             static_x = x0.clone()
             s = torch.cuda.Stream()
@@ -213,7 +264,6 @@ def bench(d, batches, iters=100, warm=10):
                 out.cpu()
                 lat.append((time.perf_counter() - t) * 1e3)
             row["graph_ms"] = statistics.median(lat)
-            row["params"] = sum(p.numel() for p in net.parameters())
         print(json.dumps(row), flush=True)
 
 
@@ -240,10 +290,11 @@ if __name__ == "__main__":
     ap.add_argument("out", nargs="?")
     ap.add_argument("--batch", default="1,8")
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test (no graph replay)")
     args = ap.parse_args()
     if args.cmd == "check":
         check(args.dir)
     elif args.cmd == "bench":
-        bench(args.dir, [int(b) for b in args.batch.split(",")], args.iters)
+        bench(args.dir, [int(b) for b in args.batch.split(",")], args.iters, dev=args.device)
     else:
         write_pusht(args.dir, args.out)

@@ -162,14 +162,17 @@ pub type CudaCubeBackend = burn_cubecl::CubeBackend<burn_cubecl::cubecl::cuda::C
 fn load_cuda(dir: &Path, index: usize, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
     on_cuda(index, || {
         let device = burn::backend::cuda::CudaDevice::new(index);
-        let name = format!("cuda:{index} (burn-cuda, {kernels} kernels)");
         Ok(match kernels {
             Kernels::Fused => {
-                let mut p = load_diffusion::<CudaCubeBackend>(dir, &name, &device)?;
+                let mut p = load_diffusion::<CudaCubeBackend>(dir, &format!("cuda:{index} (burn-cuda)"), &device)?;
                 p.set_kernels(kernels)?;
                 Box::new(p)
             }
-            Kernels::Burn => Box::new(load_diffusion::<CudaBackend>(dir, &name, &device)?),
+            Kernels::Burn => Box::new(load_diffusion::<CudaBackend>(
+                dir,
+                &format!("cuda:{index} (burn-cuda with fusion), burn kernels"),
+                &device,
+            )?),
         })
     })
 }

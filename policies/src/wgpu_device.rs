@@ -127,7 +127,7 @@ mod imp {
         let name = format!("wgpu: {what}");
         guarded(
             || {
-                let mut p = load_diffusion::<WgpuBackend>(dir, &format!("{name}, {kernels} kernels"), &device)?;
+                let mut p = load_diffusion::<WgpuBackend>(dir, &name, &device)?;
                 p.set_kernels(kernels)?;
                 Ok(Box::new(p))
             },

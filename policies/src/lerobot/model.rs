@@ -416,22 +416,32 @@ impl<B: Backend> DiffusionPolicy<B> {
     }
 
     /// Run the U-Net passes and sampler updates as the backend's fused kernels ([`UnetKernels`]) with
-    /// [`Kernels::Fused`], or burn's ops with [`Kernels::Burn`]. Backends without fused kernels keep
-    /// burn's ops either way; returns whether the fused path is on.
+    /// [`Kernels::Fused`], or burn's ops with [`Kernels::Burn`]. Backends without fused kernels, and nets
+    /// the device's limits do not fit (logged), keep burn's ops; the backend's name says which kernels
+    /// run. Returns whether the fused path is on.
     pub fn set_kernels(&mut self, kernels: Kernels) -> Result<bool, PolicyError>
     where
         B: UnetKernels,
     {
         self.fused = match kernels {
             Kernels::Burn => None,
-            Kernels::Fused => B::fused_unet(
+            Kernels::Fused => match B::fused_unet(
                 &super::host_unet::host_unet(&self.model.unet),
                 self.config.horizon,
                 self.config.action_dim,
                 self.film.widths.iter().sum(),
                 &self.device,
-            )?,
+            ) {
+                Ok(f) => f,
+                // A net the device's limits do not fit: burn's kernels still run it.
+                Err(e) => {
+                    tracing::warn!("fused kernels unavailable, running burn's: {e}");
+                    None
+                }
+            },
         };
+        let label = if self.fused.is_some() { "fused" } else { "burn" };
+        self.spec.backend = format!("{}, {label} kernels", self.spec.backend);
         Ok(self.fused.is_some())
     }
 

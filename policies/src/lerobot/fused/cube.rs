@@ -560,6 +560,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
                 program.max_groups, props.max_shared_memory_size
             )));
         }
+        let weight_bytes = (program.weights.len() * std::mem::size_of::<f32>()) as u64;
+        if weight_bytes > max_alloc {
+            return Err(PolicyError::Device(format!(
+                "the fused U-Net packs its weights ({:.0} MB) in one buffer, beyond this device's largest ({:.0} MB)",
+                weight_bytes as f64 / 1e6,
+                max_alloc as f64 / 1e6
+            )));
+        }
         let macs: usize = (0..program.n_ops())
             .map(|i| {
                 let op = program.op(i);

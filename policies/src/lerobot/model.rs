@@ -86,28 +86,37 @@ impl<B: Backend> FilmCache<B> {
         let widths: Vec<usize> = blocks.iter().map(|b| b.cond_encoder.weight.dims()[1]).collect();
         // Burn's Linear weight is [in, out]; rows 0..dsed act on the step embedding.
         let w_all = Tensor::cat(blocks.iter().map(|b| b.cond_encoder.weight.val()).collect(), 1);
-        let b_all = Tensor::cat(
-            blocks
-                .iter()
-                .map(|b| match &b.cond_encoder.bias {
-                    Some(bias) => bias.val(),
-                    None => Tensor::zeros([b.cond_encoder.weight.dims()[1]], device),
-                })
-                .collect(),
-            0,
-        )
-        .unsqueeze_dim::<2>(0);
-        let [rows, _] = w_all.dims();
-        let w_t = w_all.clone().narrow(0, 0, dsed);
+        let b_all: Vec<f32> = blocks
+            .iter()
+            .flat_map(|b| match &b.cond_encoder.bias {
+                Some(bias) => host(bias.val()),
+                None => vec![0.0; b.cond_encoder.weight.dims()[1]],
+            })
+            .collect();
+        let [rows, total] = w_all.dims();
+        let w_t = host(w_all.clone().narrow(0, 0, dsed));
         let w_obs = w_all.narrow(0, dsed, rows - dsed);
+        let enc = &unet.diffusion_step_encoder;
+        let (fc1, fc2) = (HostLinear::of(&enc.fc1), HostLinear::of(&enc.fc2));
         let mut cache = Self {
             w_obs,
             step_terms: BTreeMap::new(),
             widths,
         };
+        // On the host in f32, so the step terms are the same exact-f32 numbers on every device (no TF32
+        // matmul on a GPU).
         for &t in timesteps {
-            let temb = mish(unet.diffusion_step_encoder.forward(t, device));
-            cache.step_terms.insert(t, temb.matmul(w_t.clone()) + b_all.clone());
+            let e = super::unet::sinusoidal_embedding(t as f32, dsed);
+            let temb: Vec<f32> = fc2.apply(&fc1.apply(&e, true), true);
+            let term = HostLinear {
+                weight: w_t.clone(),
+                bias: b_all.clone(),
+                d_out: total,
+            }
+            .apply(&temb, false);
+            cache
+                .step_terms
+                .insert(t, Tensor::from_data(TensorData::new(term, [1, total]), device));
         }
         cache
     }
@@ -118,6 +127,42 @@ impl<B: Backend> FilmCache<B> {
             let all: Vec<usize> = self.step_terms.keys().chain(timesteps).copied().collect();
             *self = Self::new(unet, &all, device);
         }
+    }
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 weights")
+}
+
+/// A Linear layer's weights on the host (`weight` [in, out] row-major, as burn stores it).
+struct HostLinear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    d_out: usize,
+}
+
+impl HostLinear {
+    fn of<B: Backend>(l: &burn::nn::Linear<B>) -> Self {
+        let [_, d_out] = l.weight.dims();
+        Self {
+            weight: host(l.weight.val()),
+            bias: l.bias.as_ref().map_or_else(|| vec![0.0; d_out], |b| host(b.val())),
+            d_out,
+        }
+    }
+
+    /// `bias + x·W`, then Mish if `mish`.
+    fn apply(&self, x: &[f32], mish: bool) -> Vec<f32> {
+        let mut out = self.bias.clone();
+        for (xi, row) in x.iter().zip(self.weight.chunks_exact(self.d_out)) {
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += xi * w;
+            }
+        }
+        if mish {
+            out.iter_mut().for_each(|v| *v = riptide_kernels::unet::mish_f32(*v));
+        }
+        out
     }
 }
 
@@ -501,9 +546,11 @@ impl<B: Backend> DiffusionPolicy<B> {
 
     /// Observation conditioning ready for the denoiser.
     pub fn condition(&self, global_cond: Tensor<B, 2>) -> DiffusionCond<B> {
-        DiffusionCond {
-            obs_film: mish(global_cond).matmul(self.film.w_obs.clone()),
-        }
+        let obs_film = match &self.fused {
+            Some(fused) => fused.obs_film(global_cond, &self.film.w_obs),
+            None => mish(global_cond).matmul(self.film.w_obs.clone()),
+        };
+        DiffusionCond { obs_film }
     }
 }
 

@@ -331,6 +331,32 @@ mod kernels {
         }
     }
 
+    /// `out[r, f] = Σ_g Mish(gc[r, g])·w[g, f]`, one output per unit, in f32 (no tensor cores).
+    #[cube(launch)]
+    pub fn obs_film_kernel<F: Float>(
+        gc: &Tensor<F>,
+        w: &Tensor<F>,
+        out: &mut Tensor<F>,
+        rows: u32,
+        g: u32,
+        f: u32,
+        #[define(F)] _dtype: StorageType,
+    ) {
+        let i = ABSOLUTE_POS;
+        let (g, f) = (g as usize, f as usize);
+        if i < rows as usize * f {
+            let r = i / f;
+            let c = i % f;
+            let mut acc = F::new(0.0);
+            let mut k = 0;
+            while k < g {
+                acc += mish::<F>(gc[r * g + k]) * w[k * f + c];
+                k += 1;
+            }
+            out[i] = acc;
+        }
+    }
+
     /// One reverse step on every value: `x0 = a·x + b·out` (clamped to ±clip when `clip > 0`),
     /// `x' = m_x0·x0 + m_eps·(e_x·x + e_out·out) + m_x·x + σ·z`; the 9 coefficients (the last is `clip`, 0 for
     /// none) per row, or shared (`coef_stride` 0).
@@ -463,6 +489,31 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
                 launch(i, i + 1, cubes);
             }
         }
+        from_cube(out)
+    }
+
+    fn obs_film(
+        &self,
+        gc: Tensor<CubeBackend<R, F, I, BT>, 2>,
+        w_obs: &Tensor<CubeBackend<R, F, I, BT>, 2>,
+    ) -> Tensor<CubeBackend<R, F, I, BT>, 2> {
+        let [rows, g] = gc.dims();
+        let [_, f] = w_obs.dims();
+        let out = cube_tensor(Tensor::<CubeBackend<R, F, I, BT>, 2>::empty([rows, f], &self.device));
+        let (gc, w) = (cube_tensor(gc), cube_tensor(w_obs.clone()));
+        let units = self.units.min(256);
+        kernels::obs_film_kernel::launch::<R>(
+            &gc.client,
+            CubeCount::Static(((rows * f) as u32).div_ceil(units), 1, 1),
+            CubeDim::new_1d(units),
+            gc.clone().into_tensor_arg(),
+            w.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            rows as u32,
+            g as u32,
+            f as u32,
+            gc.dtype.into(),
+        );
         from_cube(out)
     }
 

@@ -94,6 +94,11 @@ pub trait FusedUnet<B: Backend>: Send {
         Ok(())
     }
 
+    /// The observation part of every block's FiLM, `Mish(gc)·W_obs` [B, ΣF], once per inference.
+    fn obs_film(&self, gc: Tensor<B, 2>, w_obs: &Tensor<B, 2>) -> Tensor<B, 2> {
+        burn::tensor::activation::mish(gc).matmul(w_obs.clone())
+    }
+
     /// One reverse step: what [`crate::sampler::step`] computes with burn's ops.
     fn update(
         &self,

@@ -12,11 +12,7 @@ impl DeviceGuard {
     ) -> Result<T, crate::error::PolicyError> {
         let inner = self.0.as_mut();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(inner))).map_err(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("the GPU runtime panicked");
+            let why = crate::error::panic_text(panic.as_ref());
             let lower = why.to_ascii_lowercase();
             let oom = ["out of memory", "outofmemory", "out_of_memory"]
                 .iter()

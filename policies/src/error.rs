@@ -40,12 +40,16 @@ pub(crate) fn catch_device_panic<T>(
     load: impl FnOnce() -> Result<T, PolicyError>,
     fail: impl FnOnce(&str) -> String,
 ) -> Result<T, PolicyError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("the GPU runtime panicked");
-        Err(PolicyError::Device(fail(why)))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+        .unwrap_or_else(|panic| Err(PolicyError::Device(fail(panic_text(panic.as_ref())))))
+}
+
+/// What a GPU runtime's panic said.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("the GPU runtime panicked")
 }

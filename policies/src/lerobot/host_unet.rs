@@ -13,7 +13,7 @@ use super::unet::{ConditionalUnet1d, Conv1dBlock, ResBlock};
 
 pub use riptide_kernels::Unet as HostUnet;
 
-fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+pub(crate) fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 weights")
 }
 

@@ -8,7 +8,7 @@ use burn::tensor::activation::mish;
 
 use super::config::DiffusionConfig;
 use super::fused::{FusedUnet, Kernels, UnetKernels};
-use super::host_unet::HostUnet;
+use super::host_unet::{host_vec as host, HostUnet};
 use super::rgb::{RgbEncoder, RgbEncoderConfig};
 use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
 use crate::error::PolicyError;
@@ -128,10 +128,6 @@ impl<B: Backend> FilmCache<B> {
             *self = Self::new(unet, &all, device);
         }
     }
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 weights")
 }
 
 /// A Linear layer's weights on the host (`weight` [in, out] row-major, as burn stores it).

@@ -117,7 +117,7 @@ fn shipped_policies_match_burn_flex_on_wgpu() {
 /// cubecl's launch log in a child process of this binary (cubecl reads its configuration once per
 /// process). The fused path stays within 60 launches per U-Net pass for the shipped arm-reach net at
 /// batch 1, and a net with fewer residual blocks (8 against 12) takes as many: launches do not grow
-/// with depth.
+/// with depth. The image model's ResNet18 encoder takes one launch per layer, once per chunk.
 #[test]
 fn fused_unet_pass_launches_within_budget() {
     if !wgpu_or_skip() {
@@ -141,12 +141,14 @@ fn fused_unet_pass_launches_within_budget() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut per_pass = std::collections::BTreeMap::new();
+    let mut per_chunk = std::collections::BTreeMap::new();
     // libtest may print "test … " ahead of the first line on the same line.
     for line in stdout.lines().filter_map(|l| l.split_once("LAUNCHES ").map(|s| s.1)) {
         println!("{line}");
         let f: Vec<&str> = line.split_whitespace().collect();
         let (launches, nfe): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
         per_pass.insert((f[0].to_string(), f[1].to_string()), launches / nfe);
+        per_chunk.insert((f[0].to_string(), f[1].to_string()), launches);
     }
     let get = |net: &str, k: &str| per_pass[&(net.to_string(), k.to_string())];
     let (fused, burn) = (get("arm-reach", "fused"), get("arm-reach", "burn"));
@@ -163,6 +165,26 @@ fn fused_unet_pass_launches_within_budget() {
         (shallow - fused).abs() < 0.5,
         "launches per pass grow with depth: {shallow} (8 residual blocks) vs {fused} (12)"
     );
+    // The image model's chunk adds its ResNet18 encoder: one launch per layer (45), once per chunk.
+    if per_pass.contains_key(&("image_state_ddim_gn".to_string(), "fused".to_string())) {
+        let (image, image_burn) = (get("image_state_ddim_gn", "fused"), get("image_state_ddim_gn", "burn"));
+        let chunk = |net: &str| per_chunk[&(net.to_string(), "fused".to_string())];
+        // Both nets sample DDIM-10: the difference is the encoder.
+        let encoder = chunk("image_state_ddim_gn") - chunk("arm-reach");
+        assert!(
+            encoder <= 50.0,
+            "the fused RGB encoder took {encoder} launches per chunk (one per layer: 45)"
+        );
+        assert!(
+            image_burn > 10.0 * image,
+            "burn's image path ({image_burn} per pass) should take far more launches than fused ({image})"
+        );
+    } else {
+        assert!(
+            std::env::var_os("RIPTIDE_REQUIRE_IMAGE_FIXTURES").is_none(),
+            "image fixtures not generated (see .ci/run)"
+        );
+    }
 }
 
 /// The child of [`fused_unet_pass_launches_within_budget`]: prints `LAUNCHES net kernels launches nfe`.
@@ -224,7 +246,12 @@ fn launch_count_child() {
     };
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped/arm-reach");
     let shallow = fixtures_dir().join("lerobot/state_env_ddim_eps");
-    for (net, dir) in [("arm-reach", shipped), ("state_env_ddim_eps", shallow)] {
+    let image = fixtures_dir().join("generated/image_state_ddim_gn");
+    let mut nets = vec![("arm-reach", shipped), ("state_env_ddim_eps", shallow)];
+    if image.exists() {
+        nets.push(("image_state_ddim_gn", image));
+    }
+    for (net, dir) in nets {
         let mut outputs = Vec::new();
         for kernels in [Kernels::Fused, Kernels::Burn] {
             let opts = LoadOptions {

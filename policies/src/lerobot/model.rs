@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::mish;
 
 use super::config::DiffusionConfig;
-use super::fused::{FusedUnet, Kernels, UnetKernels};
+use super::fused::{FusedEncoder, FusedUnet, Kernels, UnetKernels};
 use super::host_unet::{host_vec as host, HostUnet};
 use super::rgb::{RgbEncoder, RgbEncoderConfig};
 use super::unet::{ConditionalUnet1d, ConditionalUnet1dConfig};
@@ -233,6 +233,8 @@ pub struct DiffusionPolicy<B: Backend> {
     host_unet: Option<HostUnet>,
     /// The U-Net pass and sampler update as the backend's own kernels (cube backends), when enabled.
     fused: Option<Box<dyn FusedUnet<B>>>,
+    /// The RGB encoders as the backend's own kernels, one per `model.rgb_encoder` (or none).
+    fused_encoders: Vec<Box<dyn FusedEncoder<B>>>,
     spec: PolicySpec,
     device: B::Device,
 }
@@ -274,6 +276,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             film,
             host_unet: None,
             fused: None,
+            fused_encoders: Vec::new(),
             spec,
             device,
         })
@@ -464,9 +467,14 @@ impl<B: Backend> DiffusionPolicy<B> {
     where
         B: UnetKernels,
     {
-        self.fused = match kernels {
-            Kernels::Burn => None,
-            Kernels::Fused => match B::fused_unet(
+        // A net the device's limits (or the fused programs) do not fit: burn's kernels still run it.
+        let fallback = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!("fused {what} kernels unavailable, running burn's: {e}");
+        };
+        self.fused = None;
+        self.fused_encoders = Vec::new();
+        if kernels == Kernels::Fused {
+            self.fused = match B::fused_unet(
                 &super::host_unet::host_unet(&self.model.unet),
                 self.config.horizon,
                 self.config.action_dim,
@@ -474,16 +482,58 @@ impl<B: Backend> DiffusionPolicy<B> {
                 &self.device,
             ) {
                 Ok(f) => f,
-                // A net the device's limits do not fit: burn's kernels still run it.
                 Err(e) => {
-                    tracing::warn!("fused kernels unavailable, running burn's: {e}");
+                    fallback("U-Net", &e);
                     None
                 }
-            },
+            };
+            let cams = self.config.cameras();
+            let mut encoders = Vec::new();
+            for (enc, cam) in self.model.rgb_encoder.iter().zip(&cams) {
+                let program = super::fused::encoder::compile(enc, [cam.shape[1], cam.shape[2]]);
+                match program
+                    .map_err(PolicyError::Config)
+                    .and_then(|p| B::fused_encoder(p, &self.device))
+                {
+                    Ok(Some(f)) => encoders.push(f),
+                    Ok(None) => break,
+                    Err(e) => {
+                        fallback("RGB encoder", &e);
+                        break;
+                    }
+                }
+            }
+            // All encoders fused, or none: one path per policy.
+            if encoders.len() == self.model.rgb_encoder.len() {
+                self.fused_encoders = encoders;
+            }
+        }
+        let fused = self.fused.is_some() && self.fused_encoders.len() == self.model.rgb_encoder.len();
+        let label = match (fused, self.fused.is_some()) {
+            (true, _) => "fused kernels",
+            (false, true) => "fused U-Net kernels, burn's encoder kernels",
+            (false, false) => "burn kernels",
         };
-        let label = if self.fused.is_some() { "fused" } else { "burn" };
-        self.spec.backend = format!("{}, {label} kernels", self.spec.backend);
+        self.spec.backend = format!("{}, {label}", self.spec.backend);
         Ok(self.fused.is_some())
+    }
+
+    /// Features of images `[N, 3, H, W]` by encoder `i`: its fused kernels when enabled.
+    fn encode_images(&self, i: usize, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        match self.fused_encoders.get(i) {
+            Some(f) => f.forward(x),
+            None => self.model.rgb_encoder[i].forward(x),
+        }
+    }
+
+    /// Whether the fused encoders can take a batch of `batch` observation windows.
+    fn check_images(&self, batch: usize) -> Result<(), PolicyError> {
+        let cams = self.config.cameras().len();
+        let per_encoder = if self.model.rgb_encoder.len() == 1 { cams } else { 1 };
+        for f in &self.fused_encoders {
+            f.check_images(batch * self.config.n_obs_steps * per_encoder)?;
+        }
+        Ok(())
     }
 
     pub fn fused_kernels(&self) -> bool {
@@ -520,13 +570,14 @@ impl<B: Backend> DiffusionPolicy<B> {
                 // Shared encoder: "b s n c h w -> (b s n) c h w" in one batch.
                 let stacked: Tensor<B, 6> = Tensor::stack(imgs, 2);
                 let [b, s, n, c, h, w] = stacked.dims();
-                let feats = self.model.rgb_encoder[0].forward(stacked.reshape([b * s * n, c, h, w]));
+                let feats = self.encode_images(0, stacked.reshape([b * s * n, c, h, w]));
                 let d = feats.dims()[1];
                 per_frame.push(feats.reshape([b, s, n * d]));
             } else {
-                for (enc, img) in self.model.rgb_encoder.iter().cycle().zip(imgs) {
+                let n_enc = self.model.rgb_encoder.len();
+                for (i, img) in imgs.into_iter().enumerate() {
                     let [b, s, c, h, w] = img.dims();
-                    let feats = enc.forward(img.reshape([b * s, c, h, w]));
+                    let feats = self.encode_images(i % n_enc, img.reshape([b * s, c, h, w]));
                     let d = feats.dims()[1];
                     per_frame.push(feats.reshape([b, s, d]));
                 }
@@ -672,6 +723,7 @@ impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
     }
 
     fn encode(&self, obs: &ObservationWindow, batch: usize, candidates: usize) -> Result<UnetCond<B>, PolicyError> {
+        self.check_images(batch)?;
         let gc = self.global_conditioning(obs, batch);
         match (&self.truncated, self.spec.kind) {
             (Some(parts), PolicyKind::Truncated) => Ok(UnetCond {

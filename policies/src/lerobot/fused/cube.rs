@@ -8,11 +8,11 @@
 //! multiply-add: no tensor cores, no TF32.
 
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
+use super::cube_common::{check_weights, cube_tensor, from_cube, limits, upload, Limits};
 use super::program::{Program, CONV, CONV_T};
 use super::{FusedUnet, UnetKernels};
 use crate::error::PolicyError;
@@ -27,12 +27,8 @@ mod kernels {
     use burn_cubecl::cubecl;
     use burn_cubecl::cubecl::prelude::*;
 
+    use super::super::cube_common::kernels::word;
     use super::super::program::{CONV, CONV_T, GN, LOAD, OP_WORDS, STORE};
-
-    #[cube]
-    fn word<I: Int>(prog: &Tensor<I>, p: usize, i: usize) -> usize {
-        u32::cast_from(prog[p + i]) as usize
-    }
 
     #[cube]
     fn mish<F: Float>(v: F) -> F {
@@ -400,18 +396,6 @@ mod kernels {
     }
 }
 
-fn cube_tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
-    t: Tensor<CubeBackend<R, F, I, BT>, D>,
-) -> CubeTensor<R> {
-    burn_cubecl::kernel::into_contiguous(t.into_primitive().tensor())
-}
-
-fn from_cube<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
-    t: CubeTensor<R>,
-) -> Tensor<CubeBackend<R, F, I, BT>, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
 /// A U-Net compiled for a cube backend: the program and weights on the device.
 struct CubeUnet<B: Backend> {
     program: Program,
@@ -598,27 +582,21 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
         device: &Self::Device,
     ) -> Result<Option<Box<dyn FusedUnet<Self>>>, PolicyError> {
         let program = super::program::compile(unet, horizon, action_dim, film_total);
-        let probe = cube_tensor(Tensor::<Self, 1>::zeros([1], device));
-        let max_alloc = probe.client.properties().memory.max_page_size;
-        let props = probe.client.properties().hardware.clone();
-        let units = props.max_units_per_cube.min(props.max_cube_dim.0).min(256);
+        let Limits {
+            units,
+            shared: max_shared,
+            max_alloc,
+        } = limits::<R, F, I, BT>(device);
         // Shared memory: partial sums (units) and group statistics (2·units) per cube.
         let shared = 3 * units as usize * std::mem::size_of::<f32>();
-        if (units as usize) < program.max_groups || shared > props.max_shared_memory_size {
+        if (units as usize) < program.max_groups || shared > max_shared {
             return Err(PolicyError::Device(format!(
                 "the fused U-Net needs {} units and {shared} B of shared memory per cube; this device allows {units} \
-                 and {} B: run with --kernels burn",
-                program.max_groups, props.max_shared_memory_size
+                 and {max_shared} B: run with --kernels burn",
+                program.max_groups
             )));
         }
-        let weight_bytes = (program.weights.len() * std::mem::size_of::<f32>()) as u64;
-        if weight_bytes > max_alloc {
-            return Err(PolicyError::Device(format!(
-                "the fused U-Net packs its weights ({:.0} MB) in one buffer, beyond this device's largest ({:.0} MB)",
-                weight_bytes as f64 / 1e6,
-                max_alloc as f64 / 1e6
-            )));
-        }
+        check_weights("U-Net", program.weights.len(), max_alloc)?;
         let macs: usize = (0..program.n_ops())
             .map(|i| {
                 let op = program.op(i);
@@ -629,11 +607,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
                 }
             })
             .sum();
-        let ops = Tensor::<Self, 1, Int>::from_data(TensorData::new(program.ops.clone(), [program.ops.len()]), device);
-        let weights = Tensor::<Self, 1>::from_data(
-            TensorData::new(program.weights.clone(), [program.weights.len()]),
-            device,
-        );
+        let (ops, weights) = upload::<R, F, I, BT>(&program.ops, &program.weights, device);
         // `RIPTIDE_FUSED_LAUNCH=per-layer` runs a small net the way a large one runs (tests prove that
         // path on the shipped nets with it).
         let per_layer = std::env::var("RIPTIDE_FUSED_LAUNCH").as_deref() == Ok("per-layer");
@@ -646,5 +620,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
             max_alloc,
             device: device.clone(),
         })))
+    }
+
+    fn fused_encoder(
+        program: super::encoder::EncoderProgram,
+        device: &Self::Device,
+    ) -> Result<Option<Box<dyn super::FusedEncoder<Self>>>, PolicyError> {
+        Ok(Some(Box::new(super::cube_encoder::CubeEncoder::build(program, device)?)))
     }
 }

@@ -3,10 +3,15 @@
 //! every backend runs today (burn's ops, and burn-flex's host pass); the cube backends (CUDA, wgpu)
 //! override it with the `#[cube]` kernels of [`cube`]. Training and `Autodiff<B>` never see it.
 
+pub mod encoder;
 pub mod program;
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod cube;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube_common;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod cube_encoder;
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,8 +115,20 @@ pub trait FusedUnet<B: Backend>: Send {
     ) -> Tensor<B, 3>;
 }
 
-/// A backend's fused U-Net kernels. The default is none: the policy runs burn's ops (or, on the CPU
-/// backends, the host pass), exactly as before.
+/// An RGB encoder (ResNet18 trunk, keypoints, output layer) compiled into a backend's own kernels.
+pub trait FusedEncoder<B: Backend>: Send {
+    /// Features `[N, D]` of normalised images `[N, 3, H, W]`: what [`super::rgb::RgbEncoder::forward`]
+    /// computes.
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
+
+    /// Whether `images` images fit the device's buffers: a device error saying what to send instead.
+    fn check_images(&self, _images: usize) -> Result<(), PolicyError> {
+        Ok(())
+    }
+}
+
+/// A backend's fused kernels for the diffusion model: the U-Net and the RGB encoder. The default is
+/// none: the policy runs burn's ops (or, on the CPU backends, the host pass), exactly as before.
 pub trait UnetKernels: Backend {
     fn fused_unet(
         _unet: &HostUnet,
@@ -120,6 +137,13 @@ pub trait UnetKernels: Backend {
         _film_total: usize,
         _device: &Self::Device,
     ) -> Result<Option<Box<dyn FusedUnet<Self>>>, PolicyError> {
+        Ok(None)
+    }
+
+    fn fused_encoder(
+        _program: encoder::EncoderProgram,
+        _device: &Self::Device,
+    ) -> Result<Option<Box<dyn FusedEncoder<Self>>>, PolicyError> {
         Ok(None)
     }
 }

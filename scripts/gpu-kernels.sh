@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU issue's measurements in one call (≤ 6 min): CUDA parity of the LeRobot fixtures on the fused and
 # burn kernels, first_chunk_s cold and warm (kernel cache), latency at batch 1 and 8 of the shipped
-# arm-reach diffusion / consistency / truncated nets and of a PushT-size U-Net, riptide --kernels fused and
+# arm-reach diffusion / consistency / truncated nets and of a PushT-size image model, riptide --kernels fused and
 # --kernels burn beside PyTorch eager and PyTorch CUDA-graph replay of the same network, weights and DDIM
 # loop (scripts/torch_unet.py, plain torch: the machine has no LeRobot), and the CPU in the same run.
 # Each check has its own time slot and appends its result under OUT as it goes.
 #   scripts/gpu-kernels.sh BIN OUT [END_S]
 # BIN: a release riptide built with `--features cuda,wgpu`. OUT: where results go.
+# Parity runs before the timings, all fixtures in one `riptide parity` process per kernel set.
 # Smoke test without a GPU: DEV=wgpu TORCH_DEV=cpu ITERS=3 scripts/gpu-kernels.sh target/release/riptide /tmp/out
 set -u
 cd "$(dirname "$0")/.."
@@ -48,18 +49,18 @@ log "first_chunk_s: cold (empty kernel cache), then warm"
 bench first-cold --checkpoint policies/shipped/arm-reach --device $dev --iters 1 --warmup 0
 bench first-warm --checkpoint policies/shipped/arm-reach --device $dev --iters 1 --warmup 0
 
-log "parity: LeRobot fixtures on $dev, fused kernels (vs LeRobot's expected outputs)"
-for d in tests/fixtures/lerobot/*/; do
-  n=$(basename "$d")
-  for k in fused; do
-    timeout "$(slot 40)" "$bin" infer --checkpoint "$d" --inputs "$d/inputs.safetensors" --device $dev --kernels $k \
-      --kernel-cache "$kc" --out "$work/$n.$k.safetensors" >/dev/null 2>"$work/$n.$k.err" || echo "$n $k: failed $(tail -c 200 "$work/$n.$k.err")"
-    echo "$n $k vs LeRobot: $($py scripts/compare_safetensors.py "$work/$n.$k.safetensors" "$d/expected.safetensors" action action.executed 2>&1 | tail -1)"
-  done
-done | tee -a "$out/parity.txt"
+# Image fixtures, when generated on the machine (they need LeRobot wheels), are picked up beside the state ones.
+fixtures=$(ls -d tests/fixtures/lerobot/*/ tests/fixtures/generated/*/ 2>/dev/null)
+parity() { # kernels: every fixture in one process, one JSON line each
+  timeout "$(slot 90)" "$bin" parity $fixtures --device $dev --kernels $1 --kernel-cache "$kc" 2>"$work/parity.$1.err" |
+    sed "s/^/$1 /" | tee -a "$out/parity.txt"
+  tail -c 600 "$work/parity.$1.err" | tee -a "$out/parity.txt"
+}
+log "parity: every LeRobot fixture on $dev in one process, fused kernels (vs LeRobot's outputs)"
+parity fused
 
-log "PushT-size U-Net (LeRobot's PushT dims, random weights from seed 0)"
-timeout "$(slot 60)" $py scripts/torch_unet.py write-pusht policies/shipped/arm-reach "$work/pusht-size" | tee -a "$out/log.txt"
+log "PushT-size image model (LeRobot's PushT config: ResNet18 GroupNorm encoder, 96x96 crop 84, U-Net 512/1024/2048; random weights from seed 0)"
+timeout "$(slot 60)" $py scripts/torch_unet.py write-pusht scripts/pusht-image "$work/pusht-size" | tee -a "$out/log.txt"
 
 # Most important first: every slot that runs out only costs the checks after it (burn's kernels autotune for
 # tens of seconds per process on CUDA, so they come last).
@@ -85,6 +86,9 @@ done
 
 log "latency: riptide --kernels burn (the baseline), batch 1 and 8"
 latency burn
+
+log "parity on burn's kernels (the baseline), one process"
+parity burn
 
 log "the CPU in the same run (burn-flex host pass)"
 bench arm-reach-cpu --checkpoint policies/shipped/arm-reach --device cpu --iters "$iters" --warmup "$warm"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch baselines for riptide's GPU benchmarks: LeRobot's conditional U-Net rebuilt in plain torch (the GPU
+"""PyTorch baselines for riptide's GPU benchmarks: LeRobot's conditional U-Net and RGB encoder rebuilt in plain torch (the GPU
 machine has torch but not LeRobot) from a checkpoint's model.safetensors, and the same DDIM loop riptide runs.
 
   check DIR                  compare with LeRobot's own module on this machine (needs lerobot): one pass at
@@ -7,7 +7,9 @@ machine has torch but not LeRobot) from a checkpoint's model.safetensors, and th
   bench DIR [--batch 1,8]    median of 100 after 10 warm-up, result copied to the host: eager, and CUDA-graph
                              replay (torch.cuda.CUDAGraph) of the whole DDIM loop; one JSON line per case.
   write-pusht DIR OUT        a checkpoint like DIR with a PushT-size U-Net (down_dims 512/1024/2048, step
-                             embedding 128; LeRobot's PushT config) and random weights from seed 0, for riptide.
+                             embedding 128; LeRobot's PushT config), and a ResNet18 encoder when DIR's config
+                             has a camera (scripts/pusht-image: LeRobot's PushT image policy), random weights
+                             from seed 0, for riptide.
 
 TF32 is off (exact f32, as riptide runs). Nothing is downloaded.
 """
@@ -135,6 +137,61 @@ class Unet(nn.Module):
         return self.final_conv(x).transpose(1, 2)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, its parameter names kept (LeRobot's checkpoints use them)."""
+
+    def __init__(self, cin, cout, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = norm(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), norm(cout))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, x):
+        h = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+
+class RgbEncoder(nn.Module):
+    """LeRobot's DiffusionRgbEncoder (eval): center crop, ResNet18 trunk without avgpool/fc (GroupNorm C/16
+    or BatchNorm), SpatialSoftmax keypoints, Linear + ReLU."""
+
+    def __init__(self, image_hw, crop, group_norm, kp):
+        super().__init__()
+        norm = (lambda c: nn.GroupNorm(c // 16, c)) if group_norm else nn.BatchNorm2d
+        layer = lambda a, b, s: nn.Sequential(BasicBlock(a, b, s, norm), BasicBlock(b, b, 1, norm))
+        self.backbone = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), norm(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                                      layer(64, 64, 1), layer(64, 128, 2), layer(128, 256, 2), layer(256, 512, 2))
+        h, w = crop or image_hw
+        self.crop = None if crop is None else (int(round((image_hw[0] - h) / 2)), int(round((image_hw[1] - w) / 2)), h, w)
+        with torch.no_grad():
+            fh, fw = self.backbone(torch.zeros(1, 3, h, w)).shape[2:]
+        self.pool = nn.Module()
+        self.pool.nets = nn.Conv2d(512, kp, 1)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, fh), torch.linspace(-1, 1, fw), indexing="ij")
+        self.pool.register_buffer("pos_grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], 1))
+        self.out = nn.Linear(2 * kp, 2 * kp)
+
+    def forward(self, x):
+        if self.crop is not None:
+            t, l, h, w = self.crop
+            x = x[:, :, t:t + h, l:l + w]
+        f = self.pool.nets(self.backbone(x))
+        n, k = f.shape[:2]
+        kp = torch.softmax(f.reshape(n * k, -1), -1) @ self.pool.pos_grid
+        return torch.relu(self.out(kp.reshape(n, 2 * k)))
+
+
+def cameras(c):
+    return [k for k, v in c["input_features"].items() if v["type"] == "VISUAL"]
+
+
+def state_dim(c):
+    return sum(v["shape"][0] for v in c["input_features"].values() if v["type"] in ("STATE", "ENV"))
+
+
 def load(d, device="cpu"):
     c = json.load(open(os.path.join(d, "config.json")))
     sd = {k[len("diffusion.unet."):]: v for k, v in load_file(os.path.join(d, "model.safetensors")).items()
@@ -145,6 +202,20 @@ def load(d, device="cpu"):
     net = Unet(action_dim, gc, c["down_dims"], c["kernel_size"], c["n_groups"], dsed, c["use_film_scale_modulation"])
     net.load_state_dict(sd, strict=True)
     return net.to(device).eval(), c, gc
+
+
+def load_encoder(d, c, device="cpu"):
+    """The checkpoint's shared RGB encoder, or None for a state policy (one encoder per camera: not built)."""
+    cams = cameras(c)
+    if not cams:
+        return None
+    assert not c.get("use_separate_rgb_encoder_per_camera"), "one shared encoder only"
+    hw = c["input_features"][cams[0]]["shape"][1:]
+    enc = RgbEncoder(hw, c.get("crop_shape"), c["use_group_norm"], c["spatial_softmax_num_keypoints"])
+    sd = {k[len("diffusion.rgb_encoder."):]: v for k, v in load_file(os.path.join(d, "model.safetensors")).items()
+          if k.startswith("diffusion.rgb_encoder.")}
+    enc.load_state_dict(sd, strict=True)
+    return enc.to(device).eval()
 
 
 def ddim(c, n, ts=None):
@@ -216,21 +287,46 @@ def check(d):
         want = ref.diffusion.conditional_sample(3, global_cond=gc, generator=None, noise=x.clone())
         got = sample(net, c, gc, x.clone(), ddim(c, c["num_inference_steps"]))
     loop = (got - want).abs().max().item()
-    print(json.dumps({"check": d, "unet_max_abs": worst, "ddim_loop_max_abs": loop}))
+    row = {"check": d, "unet_max_abs": worst, "ddim_loop_max_abs": loop}
+    enc = load_encoder(d, c)
+    if enc is not None:
+        hw = c["input_features"][cameras(c)[0]]["shape"][1:]
+        imgs = torch.randn(4, 3, *hw)
+        with torch.no_grad():
+            row["encoder_max_abs"] = (enc(imgs) - ref.diffusion.rgb_encoder(imgs)).abs().max().item()
+        assert row["encoder_max_abs"] < 1e-4, "the plain-torch RGB encoder differs from LeRobot's"
+    print(json.dumps(row))
     assert worst < 1e-4 and loop < 1e-4, "the plain-torch U-Net or DDIM loop differs from LeRobot's"
 
 
 def bench(d, batches, iters=100, warm=10, dev="cuda"):
     net, c, g = load(d, dev)
+    enc = load_encoder(d, c, dev)
     h, a = c["horizon"], net.final_conv[1].weight.shape[0]
     rows, ts = riptide_kind(d)
     steps = ddim(c, c["num_inference_steps"], ts)
     for b in batches:
         x0 = torch.randn(b * rows, h, a, device=dev)
-        gc = torch.randn(b * rows, g, device=dev)
+        gc0 = torch.randn(b * rows, g, device=dev)
+        if enc is not None:
+            # An image policy's chunk encodes its observation window first: every frame of every camera.
+            to, cams = c["n_obs_steps"], cameras(c)
+            hw = c["input_features"][cams[0]]["shape"][1:]
+            state = torch.randn(b, to, state_dim(c), device=dev)
+            imgs = torch.randn(b * to * len(cams), 3, *hw, device=dev)
+
+        def cond():
+            if enc is None:
+                return gc0
+            feats = enc(imgs).reshape(b, to, -1)
+            return torch.cat([state, feats], -1).reshape(b, -1).repeat_interleave(rows, 0)
+
+        def chunk(x):
+            return sample(net, c, cond(), x, steps)
+
         with torch.no_grad():
             def eager():
-                return sample(net, c, gc, x0.clone(), steps).cpu()
+                return chunk(x0.clone()).cpu()
             for _ in range(warm):
                 eager()
             lat = []
@@ -238,8 +334,9 @@ def bench(d, batches, iters=100, warm=10, dev="cuda"):
                 t = time.perf_counter()
                 eager()
                 lat.append((time.perf_counter() - t) * 1e3)
+            params = sum(p.numel() for p in net.parameters()) + (0 if enc is None else sum(p.numel() for p in enc.parameters()))
             row = {"net": os.path.basename(d.rstrip("/")), "device": dev, "batch": b, "rows": b * rows, "nfe": len(steps),
-                   "eager_ms": statistics.median(lat), "params": sum(p.numel() for p in net.parameters())}
+                   "eager_ms": statistics.median(lat), "params": params, "image_encoder": enc is not None}
             if dev != "cuda":
                 print(json.dumps(row), flush=True)
                 continue
@@ -249,11 +346,11 @@ def bench(d, batches, iters=100, warm=10, dev="cuda"):
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):
                 for _ in range(3):
-                    out = sample(net, c, gc, static_x.clone(), steps)
+                    out = chunk(static_x.clone())
             torch.cuda.current_stream().wait_stream(s)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = sample(net, c, gc, static_x.clone(), steps)
+                out = chunk(static_x.clone())
             for _ in range(warm):
                 graph.replay()
                 out.cpu()
@@ -268,19 +365,32 @@ def bench(d, batches, iters=100, warm=10, dev="cuda"):
 
 
 def write_pusht(d, out):
-    _, c, g = load(d)
+    """A PushT-size checkpoint like the template `d`: LeRobot's PushT U-Net dims, and for an image template
+    (a camera in its config) a fresh ResNet18 encoder too; random weights from seed 0."""
+    c = json.load(open(os.path.join(d, "config.json")))
     c = dict(c, down_dims=[512, 1024, 2048], diffusion_step_embed_dim=128)
     torch.manual_seed(0)
-    a = load_file(os.path.join(d, "model.safetensors"))["diffusion.unet.final_conv.1.weight"].shape[0]
+    a = c["output_features"]["action"]["shape"][0]
+    tensors = {}
+    cams = cameras(c)
+    if cams:
+        assert not c.get("use_separate_rgb_encoder_per_camera"), "one shared encoder only"
+        kp = c["spatial_softmax_num_keypoints"]
+        enc = RgbEncoder(c["input_features"][cams[0]]["shape"][1:], c.get("crop_shape"), c["use_group_norm"], kp)
+        tensors.update({"diffusion.rgb_encoder." + k: v for k, v in enc.state_dict().items()})
+        g = c["n_obs_steps"] * (state_dim(c) + 2 * kp * len(cams))
+    else:
+        _, _, g = load(d)
     net = Unet(a, g, c["down_dims"], c["kernel_size"], c["n_groups"], 128, c["use_film_scale_modulation"])
+    tensors.update({"diffusion.unet." + k: v for k, v in net.state_dict().items()})
     shutil.copytree(d, out, dirs_exist_ok=True)
-    for f in ["riptide.json", "MODEL_CARD.md"]:
+    for f in ["riptide.json", "MODEL_CARD.md", "README.md"]:
         p = os.path.join(out, f)
         if os.path.exists(p):
             os.remove(p)
-    save_file({"diffusion.unet." + k: v.contiguous() for k, v in net.state_dict().items()}, os.path.join(out, "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "model.safetensors"))
     json.dump(c, open(os.path.join(out, "config.json"), "w"), indent=2)
-    print(json.dumps({"wrote": out, "params": sum(p.numel() for p in net.parameters())}))
+    print(json.dumps({"wrote": out, "params": sum(v.numel() for v in tensors.values()), "image_encoder": bool(cams)}))
 
 
 if __name__ == "__main__":

@@ -141,10 +141,9 @@ fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyEr
         DeviceSpec::NdArray => Ok(Box::new(crate::mode::load::<NdArrayBackend>(dir, &Default::default())?)),
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(i) => on_cuda(i, || {
-            Ok(Box::new(crate::mode::load::<burn::backend::Cuda>(
-                dir,
-                &burn::backend::cuda::CudaDevice::new(i),
-            )?))
+            let mut p = crate::mode::load::<burn::backend::Cuda>(dir, &burn::backend::cuda::CudaDevice::new(i))?;
+            p.set_backend_name(format!("cuda:{i} (burn-cuda with fusion), burn kernels"));
+            Ok(Box::new(p))
         }),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => load_cuda(dir, 0, Kernels::Burn),

@@ -138,7 +138,12 @@ mod imp {
     pub fn load_mode(dir: &Path, n: Option<usize>) -> Result<Box<dyn Policy>, PolicyError> {
         let (device, what) = select(n)?;
         guarded(
-            || Ok(Box::new(crate::mode::load::<WgpuBackend>(dir, &device)?)),
+            || {
+                let mut p = crate::mode::load::<WgpuBackend>(dir, &device)?;
+                // MoDE runs through the default bodies: burn's kernels.
+                p.set_backend_name(format!("wgpu: {what}, burn kernels"));
+                Ok(Box::new(p))
+            },
             &format!("wgpu: {what}"),
         )
     }

@@ -42,6 +42,9 @@ enum Command {
     Inspect(tools::inspect::InspectCmd),
     /// Run one inference on observations from a safetensors file.
     Infer(tools::inspect::InferCmd),
+    /// Run LeRobot reference fixtures (checkpoint + inputs + LeRobot's outputs) on a device, all in one
+    /// process; one JSON line of errors per fixture, failing above --tol.
+    Parity(tools::parity::ParityCmd),
     /// Time full inferences on random observations (after warm-up); prints JSON.
     Bench(tools::bench::BenchCmd),
     /// Measure what the zenoh path adds to inference (obs in → chunk out, minus inference); prints JSON.
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
         Command::Train(c) => c.run(&rt),
         Command::Inspect(c) => c.run(&rt),
         Command::Infer(c) => c.run(&rt),
+        Command::Parity(c) => c.run(&rt),
         Command::Bench(c) => c.run(&rt),
         Command::BenchTransport(c) => c.run(&rt),
         Command::Devices(c) => c.run(&rt),

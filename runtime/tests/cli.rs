@@ -130,6 +130,41 @@ fn infer_on(device: &str) {
     }
 }
 
+/// `riptide parity` runs several fixtures in one process, one JSON line each, and fails (after running
+/// them all) when one exceeds `--tol` or cannot run, naming it.
+#[test]
+fn parity_checks_every_fixture_in_one_process_and_names_the_failures() {
+    let (a, b) = (fixture("state_env_ddim_eps"), fixture("state_env_ddpm_eps"));
+    let o = riptide(&["parity", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in &lines {
+        let err = l["max_err_normalized"].as_f64().unwrap();
+        assert!(err > 0.0 && err <= 1e-4, "{l}");
+        assert_eq!(l["backend"], "cpu (burn-flex)");
+    }
+    let missing = std::env::temp_dir().join("riptide-no-such-fixture");
+    let o = riptide(&[
+        "parity",
+        a.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "--tol",
+        "1e-9",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("2 of 2 fixtures failed") && e.contains("state_env_ddim_eps: "),
+        "{e}"
+    );
+    assert!(
+        e.contains("riptide-no-such-fixture") && e.contains("config.json"),
+        "{e}"
+    );
+}
+
 #[test]
 fn inspect_reports_the_checkpoint() {
     let o = riptide(&["inspect", fixture("state_env_ddim_eps").to_str().unwrap()]);

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use riptide_policies::{load_policy_with, read_safetensors, DeviceSpec, HostTensor, LoadOptions};
-use riptide_runtime::pipeline::tensors::request_from_tensors;
+use riptide_policies::{DeviceSpec, LoadOptions};
 
 /// `tests/fixtures` of the workspace.
 pub fn fixtures_dir() -> PathBuf {
@@ -25,66 +24,11 @@ pub fn fixture_dirs(root: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Result of running one fixture through riptide.
-pub struct Parity {
-    pub name: String,
-    /// max |riptide − LeRobot| on normalised actions.
-    pub max_err_normalized: f32,
-    /// max over dims of max |error| / action range of that dim, unnormalised.
-    pub max_err_rel_range: f32,
-    /// The same for the executable slice against LeRobot's `generate_actions` output.
-    pub exec_err_rel_range: f32,
-    /// What the policy says it ran on (backend and, on GPU devices, which kernels).
-    pub backend: String,
-}
+pub use riptide_runtime::tools::parity::Parity;
 
-/// Run a fixture on `device` and compare with LeRobot's outputs.
+/// Run a fixture on `device` and compare with LeRobot's outputs (`riptide parity`'s check).
 pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Parity {
-    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let mut policy = load_policy_with(dir, device, opts).unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
-    let inputs = read_safetensors(&dir.join("inputs.safetensors")).unwrap();
-    let expected = read_safetensors(&dir.join("expected.safetensors")).unwrap();
-    let (obs, req) = request_from_tensors(policy.spec(), inputs, Some(0)).unwrap();
-    assert!(req.initial_noise.is_some(), "{name}: fixture lacks `noise`");
-    let chunk = policy
-        .predict(&obs, &req, None)
-        .unwrap_or_else(|e| panic!("{name}: predict failed: {e}"));
-    let want_n = &expected["action.normalized"];
-    let want = &expected["action"];
-    let max_err_normalized = chunk
-        .actions_normalized
-        .max_abs_diff(want_n)
-        .expect("shape of action.normalized");
-    let max_err_rel_range = err_rel_range(want, &chunk.actions, want);
-    let exec = chunk.executable();
-    let want_exec = &expected["action.executed"];
-    assert_eq!(exec.shape, want_exec.shape, "{name}: executable slice shape");
-    let exec_err_rel_range = err_rel_range(want_exec, &exec, want);
-    Parity {
-        name,
-        backend: policy.spec().backend.clone(),
-        max_err_normalized,
-        max_err_rel_range,
-        exec_err_rel_range,
-    }
-}
-
-/// max over action dims of max |want − got| / (range of that dim in `reference`).
-fn err_rel_range(want: &HostTensor, got: &HostTensor, reference: &HostTensor) -> f32 {
-    let d = *want.shape.last().unwrap();
-    let col = |t: &HostTensor, j: usize| t.data.iter().skip(j).step_by(d).copied().collect::<Vec<f32>>();
-    (0..d)
-        .map(|j| {
-            let r = col(reference, j);
-            let range = r.iter().fold(f32::MIN, |a, b| a.max(*b)) - r.iter().fold(f32::MAX, |a, b| a.min(*b));
-            let err = col(want, j)
-                .iter()
-                .zip(col(got, j))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            err / range.max(1e-6)
-        })
-        .fold(0f32, f32::max)
+    riptide_runtime::tools::parity::check_fixture(dir, device, opts).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A free loopback TCP port, picked at run time.

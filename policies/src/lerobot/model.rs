@@ -235,6 +235,9 @@ pub struct DiffusionPolicy<B: Backend> {
     fused: Option<Box<dyn FusedUnet<B>>>,
     /// The RGB encoders as the backend's own kernels, one per `model.rgb_encoder` (or none).
     fused_encoders: Vec<Box<dyn FusedEncoder<B>>>,
+    /// The truncated kind's score head on the host in f32 (fc1, fc2), on the fused path: plain f32 where
+    /// a device matmul could run in TF32, at the same one readback per chunk as the logits it replaces.
+    host_score_head: Option<[HostLinear; 2]>,
     spec: PolicySpec,
     device: B::Device,
 }
@@ -277,6 +280,7 @@ impl<B: Backend> DiffusionPolicy<B> {
             host_unet: None,
             fused: None,
             fused_encoders: Vec::new(),
+            host_score_head: None,
             spec,
             device,
         })
@@ -473,6 +477,7 @@ impl<B: Backend> DiffusionPolicy<B> {
         };
         self.fused = None;
         self.fused_encoders = Vec::new();
+        self.host_score_head = None;
         if kernels == Kernels::Fused {
             self.fused = match B::fused_unet(
                 &super::host_unet::host_unet(&self.model.unet),
@@ -508,6 +513,13 @@ impl<B: Backend> DiffusionPolicy<B> {
                 self.fused_encoders = encoders;
             }
         }
+        self.host_score_head = match (&self.fused, &self.truncated) {
+            (Some(_), Some(parts)) => Some([
+                HostLinear::of(&parts.score_head.fc1),
+                HostLinear::of(&parts.score_head.fc2),
+            ]),
+            _ => None,
+        };
         let fused = self.fused.is_some() && self.fused_encoders.len() == self.model.rgb_encoder.len();
         let label = match (fused, self.fused.is_some()) {
             (true, _) => "fused kernels",
@@ -727,7 +739,19 @@ impl<B: Backend> KindModel<B> for DiffusionPolicy<B> {
         let gc = self.global_conditioning(obs, batch);
         match (&self.truncated, self.spec.kind) {
             (Some(parts), PolicyKind::Truncated) => Ok(UnetCond {
-                scores: Some(to_host(parts.score_head.forward(gc.clone()))),
+                scores: Some(match &self.host_score_head {
+                    Some([fc1, fc2]) => {
+                        let gc = to_host(gc.clone());
+                        let g = gc.shape[1];
+                        let logits: Vec<f32> = gc
+                            .data
+                            .chunks_exact(g.max(1))
+                            .flat_map(|row| fc2.apply(&fc1.apply(row, true), false))
+                            .collect();
+                        HostTensor::new(vec![gc.shape[0], fc2.d_out], logits)?
+                    }
+                    None => to_host(parts.score_head.forward(gc.clone())),
+                }),
                 film: self.condition(repeat_rows(gc, parts.sampling.n_anchors)),
             }),
             _ => Ok(UnetCond {

@@ -290,6 +290,11 @@ impl<B: Backend> MoDEPolicy<B> {
     }
 
     /// Use (default) or bypass the expert cache; both give the same actions.
+    /// What [`PolicySpec::backend`] reports (the backend's type name until a loader names the device).
+    pub fn set_backend_name(&mut self, name: String) {
+        self.spec.backend = name;
+    }
+
     pub fn set_cached(&mut self, cached: bool) {
         self.path = if cached { ExpertPath::Cached } else { ExpertPath::Routed };
     }

@@ -7,6 +7,7 @@ pub mod devices;
 pub mod eval;
 pub mod gpu;
 pub mod inspect;
+pub mod parity;
 pub mod record;
 pub mod recover;
 pub mod replay;

@@ -626,6 +626,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> UnetKernel
         program: super::encoder::EncoderProgram,
         device: &Self::Device,
     ) -> Result<Option<Box<dyn super::FusedEncoder<Self>>>, PolicyError> {
-        Ok(Some(Box::new(super::cube_encoder::CubeEncoder::build(program, device)?)))
+        Ok(Some(Box::new(super::cube_encoder::CubeEncoder::build(
+            program, device,
+        )?)))
     }
 }

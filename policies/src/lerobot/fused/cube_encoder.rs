@@ -336,10 +336,7 @@ pub(super) struct CubeEncoder<B: Backend> {
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> CubeEncoder<CubeBackend<R, F, I, BT>> {
     /// `program` on `device`, or why the device cannot run it.
-    pub(super) fn build(
-        program: EncoderProgram,
-        device: &R::Device,
-    ) -> Result<Self, PolicyError> {
+    pub(super) fn build(program: EncoderProgram, device: &R::Device) -> Result<Self, PolicyError> {
         let Limits {
             units,
             shared,

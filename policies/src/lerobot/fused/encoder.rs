@@ -339,10 +339,18 @@ mod tests {
         assert_eq!((p.input, p.features), ([3, 96, 96], 64));
         let stem = 64 * 42 * 42;
         let all: usize = (0..p.n_ops()).map(|i| p.outputs(i)).sum();
-        assert!(p.scratch_per_image < 2 * stem, "{} values of scratch", p.scratch_per_image);
+        assert!(
+            p.scratch_per_image < 2 * stem,
+            "{} values of scratch",
+            p.scratch_per_image
+        );
         assert!(p.scratch_per_image < all / 3, "{} of {all}", p.scratch_per_image);
         let params: usize = enc.num_params();
-        assert!(p.weights.len() >= params, "{} packed of {params} parameters", p.weights.len());
+        assert!(
+            p.weights.len() >= params,
+            "{} packed of {params} parameters",
+            p.weights.len()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 # Each check has its own time slot and appends its result under OUT as it goes.
 #   scripts/gpu-kernels.sh BIN OUT [END_S]
 # BIN: a release riptide built with `--features cuda,wgpu`. OUT: where results go.
-# Parity runs before the timings, all fixtures in one `riptide parity` process per kernel set.
+# Parity runs before the timings, all fixtures and shipped policies in one `riptide parity` process per kernel set.
 # Smoke test without a GPU: DEV=wgpu TORCH_DEV=cpu ITERS=3 scripts/gpu-kernels.sh target/release/riptide /tmp/out
 set -u
 cd "$(dirname "$0")/.."
@@ -50,13 +50,14 @@ bench first-cold --checkpoint policies/shipped/arm-reach --device $dev --iters 1
 bench first-warm --checkpoint policies/shipped/arm-reach --device $dev --iters 1 --warmup 0
 
 # Image fixtures, when generated on the machine (they need LeRobot wheels), are picked up beside the state ones.
-fixtures=$(ls -d tests/fixtures/lerobot/*/ tests/fixtures/generated/*/ 2>/dev/null)
-parity() { # kernels: every fixture in one process, one JSON line each
+# The shipped policies (no LeRobot outputs) are checked against burn-flex on the same observations and noise.
+fixtures=$(ls -d tests/fixtures/lerobot/*/ tests/fixtures/generated/*/ policies/shipped/*/ 2>/dev/null)
+parity() { # kernels: every fixture and shipped policy in one process, one JSON line each
   timeout "$(slot 90)" "$bin" parity $fixtures --device $dev --kernels $1 --kernel-cache "$kc" 2>"$work/parity.$1.err" |
     sed "s/^/$1 /" | tee -a "$out/parity.txt"
   tail -c 600 "$work/parity.$1.err" | tee -a "$out/parity.txt"
 }
-log "parity: every LeRobot fixture on $dev in one process, fused kernels (vs LeRobot's outputs)"
+log "parity: every LeRobot fixture (vs LeRobot's outputs) and shipped policy (vs burn-flex) on $dev in one process, fused kernels"
 parity fused
 
 log "PushT-size image model (LeRobot's PushT config: ResNet18 GroupNorm encoder, 96x96 crop 84, U-Net 512/1024/2048; random weights from seed 0)"

@@ -117,7 +117,7 @@ pub fn load_policy(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, Po
 pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Box<dyn Policy>, PolicyError> {
     // riptide-only kinds say so in riptide.json; LeRobot checkpoints (no sidecar) are diffusion.
     if let Some((crate::spec::PolicyKind::Mode, _)) = crate::lerobot::loader::read_riptide_kind(dir)? {
-        return load_mode(dir, device);
+        return load_mode(dir, device, opts.kernels);
     }
     match device {
         DeviceSpec::Cpu | DeviceSpec::Flex => {
@@ -135,18 +135,39 @@ pub fn load_policy_with(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Re
     }
 }
 
-fn load_mode(dir: &Path, device: DeviceSpec) -> Result<Box<dyn Policy>, PolicyError> {
+fn load_mode(dir: &Path, device: DeviceSpec, kernels: Kernels) -> Result<Box<dyn Policy>, PolicyError> {
     match device {
-        DeviceSpec::Cpu | DeviceSpec::Flex => Ok(Box::new(crate::mode::load::<FlexBackend>(dir, &Default::default())?)),
-        DeviceSpec::NdArray => Ok(Box::new(crate::mode::load::<NdArrayBackend>(dir, &Default::default())?)),
+        DeviceSpec::Cpu | DeviceSpec::Flex => {
+            let mut p = crate::mode::load::<FlexBackend>(dir, &Default::default())?;
+            p.set_backend_name("cpu (burn-flex)".into());
+            Ok(Box::new(p))
+        }
+        DeviceSpec::NdArray => {
+            let mut p = crate::mode::load::<NdArrayBackend>(dir, &Default::default())?;
+            p.set_backend_name("cpu (burn-ndarray)".into());
+            Ok(Box::new(p))
+        }
+        #[cfg(feature = "cuda")]
+        // `--kernels fused`: burn's ops without fusion and riptide's exact f32 matmul (cubek's would run
+        // TF32); `--kernels burn`: burn-cuda with fusion, as before.
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(i) => on_cuda(i, || {
-            let mut p = crate::mode::load::<burn::backend::Cuda>(dir, &burn::backend::cuda::CudaDevice::new(i))?;
-            p.set_backend_name(format!("cuda:{i} (burn-cuda with fusion), burn kernels"));
-            Ok(Box::new(p))
+            let device = burn::backend::cuda::CudaDevice::new(i);
+            Ok(match kernels {
+                Kernels::Fused => {
+                    let mut p = crate::mode::load::<CudaCubeBackend>(dir, &device)?;
+                    p.set_backend_name(format!("cuda:{i} (burn-cuda), {}", crate::matmul::MODEL_KERNELS));
+                    Box::new(p)
+                }
+                Kernels::Burn => {
+                    let mut p = crate::mode::load::<burn::backend::Cuda>(dir, &device)?;
+                    p.set_backend_name(format!("cuda:{i} (burn-cuda with fusion), burn kernels"));
+                    Box::new(p)
+                }
+            })
         }),
         #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => load_cuda(dir, 0, Kernels::Burn),
+        DeviceSpec::Cuda(_) => load_cuda(dir, 0, kernels),
         DeviceSpec::Wgpu(n) => crate::wgpu_device::load_mode(dir, n),
     }
 }

@@ -11,10 +11,13 @@
 pub mod backend;
 pub mod consensus;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube_common;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod device_guard;
 pub mod error;
 pub mod kernel_cache;
 pub mod lerobot;
+pub mod matmul;
 pub mod mode;
 pub mod normalize;
 pub mod pipeline;

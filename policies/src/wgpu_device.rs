@@ -140,8 +140,9 @@ mod imp {
         guarded(
             || {
                 let mut p = crate::mode::load::<WgpuBackend>(dir, &device)?;
-                // MoDE runs through the default bodies: burn's kernels.
-                p.set_backend_name(format!("wgpu: {what}, burn kernels"));
+                // burn's ops, its matmuls riptide's exact kernel (wgpu has no burn-fusion here, so
+                // `--kernels` has no other path to choose).
+                p.set_backend_name(format!("wgpu: {what}, {}", crate::matmul::MODEL_KERNELS));
                 Ok(Box::new(p))
             },
             &format!("wgpu: {what}"),

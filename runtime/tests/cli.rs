@@ -165,6 +165,21 @@ fn parity_checks_every_fixture_in_one_process_and_names_the_failures() {
     );
 }
 
+/// A checkpoint without LeRobot's outputs (a shipped policy) is checked against burn-flex on the same
+/// observations and noise: burn-ndarray agrees, to f32 rounding.
+#[test]
+fn parity_checks_a_shipped_policy_against_burn_flex() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped/arm-reach-mode");
+    let o = riptide(&["parity", dir.to_str().unwrap(), "--device", "ndarray"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let l: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(l["reference"], "burn-flex", "{l}");
+    assert_eq!(l["backend"], "cpu (burn-ndarray)", "{l}");
+    let err = l["max_err_normalized"].as_f64().unwrap();
+    assert!(err <= 1e-4, "{l}");
+}
+
 #[test]
 fn inspect_reports_the_checkpoint() {
     let o = riptide(&["inspect", fixture("state_env_ddim_eps").to_str().unwrap()]);

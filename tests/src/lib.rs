@@ -31,6 +31,12 @@ pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Parit
     riptide_runtime::tools::parity::check_fixture(dir, device, opts).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// Run a checkpoint on `device` and on burn-flex with the same observations and noise (`riptide parity`'s
+/// check for a directory without LeRobot's outputs).
+pub fn check_against_cpu(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Parity {
+    riptide_runtime::tools::parity::check_against_cpu(dir, device, opts).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
 /// A free loopback TCP port, picked at run time.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

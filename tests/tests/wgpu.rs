@@ -5,7 +5,7 @@
 //! Without an adapter (or a build without the `wgpu` feature) these print SKIPPED, and fail instead when
 //! `RIPTIDE_REQUIRE_WGPU=1` (`.ci/run` sets it), so CI never skips them silently.
 
-use riptide_policies::{load_policy, DeviceSpec, LoadOptions, SampleRequest};
+use riptide_policies::{DeviceSpec, LoadOptions, SampleRequest};
 use riptide_tests::fixtures_dir;
 
 const TOL: f32 = 1e-4;
@@ -85,32 +85,91 @@ fn shipped_policies_match_burn_flex_on_wgpu() {
         if !dir.exists() {
             continue;
         }
-        let mut cpu = load_policy(&dir, DeviceSpec::Cpu).unwrap();
-        let mut gpu = load_policy(&dir, DeviceSpec::Wgpu(None)).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let obs = riptide_runtime::pipeline::tensors::random_window_for(cpu.spec(), 2, 11);
-        let req = SampleRequest {
-            seed: Some(5),
-            candidates: Some(1),
-            ..Default::default()
-        };
-        let a = cpu.predict(&obs, &req, None).unwrap();
-        let b = gpu
-            .predict(&obs, &req, None)
-            .unwrap_or_else(|e| panic!("{name} on wgpu: {e}"));
-        let err = a.actions_normalized.max_abs_diff(&b.actions_normalized).unwrap();
-        let backend = &gpu.spec().backend;
-        println!("{name:<24} {backend} vs burn-flex: max|Δ| normalised {err:.2e}");
-        // MoDE runs through the default bodies (burn's ops); every U-Net kind through the fused kernels.
-        if name != "arm-reach-mode" {
-            assert!(backend.contains("fused kernels"), "{name} ran on {backend}");
-        }
-        assert!(
-            err <= TOL,
-            "{name}: wgpu and burn-flex differ by {err} on normalised actions"
+        let p = riptide_tests::check_against_cpu(&dir, DeviceSpec::Wgpu(None), LoadOptions::default());
+        let (err, backend) = (p.worst(), &p.backend);
+        println!(
+            "{name:<24} {backend} vs burn-flex: max|Δ| normalised {:.2e}",
+            p.max_err_normalized
         );
+        // MoDE runs burn's ops with riptide's exact matmul; every U-Net kind the fused kernels.
+        let own = if name == "arm-reach-mode" {
+            "exact f32 matmul"
+        } else {
+            "fused kernels"
+        };
+        assert!(backend.contains(own), "{name} ran on {backend}");
+        assert!(err <= TOL, "{name}: wgpu and burn-flex differ by {err}");
         checked += 1;
     }
     assert!(checked >= 6, "{checked} shipped policies checked");
+}
+
+/// riptide's exact matmul (what MoDE's products run on a cube backend) against an f64 host product, over
+/// the shapes MoDE uses and the edges: odd sizes, more outputs than one cube holds, a weight shared by
+/// every matrix, a broadcast left side, an empty inner dimension. TF32 (10-bit mantissa) would miss the
+/// tolerance by two orders of magnitude.
+#[cfg(feature = "wgpu")]
+#[test]
+fn exact_matmul_matches_an_f64_host_product_on_wgpu() {
+    use burn::prelude::*;
+    use riptide_policies::matmul::ExactMatmul;
+    use riptide_policies::wgpu_device::WgpuBackend as W;
+    if !wgpu_or_skip() {
+        return;
+    }
+    assert!(W::own_matmul_kernel());
+    let (device, _) = riptide_policies::wgpu_device::select(None).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut values = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    // (lhs batch, rhs batch, m, k, n); batch 0 means a 2-D product.
+    let cases = [
+        (0, 0, 7, 13, 5),
+        (0, 0, 1, 256, 1024),
+        (0, 0, 300, 33, 17),
+        (4, 1, 18, 64, 96),
+        (6, 6, 18, 16, 18),
+        (1, 3, 5, 9, 4),
+        (2, 2, 3, 0, 4),
+    ];
+    for (lb, rb, m, k, n) in cases {
+        let (a, b) = (values(lb.max(1) * m * k), values(rb.max(1) * k * n));
+        let got: Vec<f32> = if lb == 0 {
+            let ta = Tensor::<W, 2>::from_data(TensorData::new(a.clone(), [m, k]), &device);
+            let tb = Tensor::<W, 2>::from_data(TensorData::new(b.clone(), [k, n]), &device);
+            riptide_policies::matmul::matmul(ta, tb).into_data().to_vec().unwrap()
+        } else {
+            let ta = Tensor::<W, 3>::from_data(TensorData::new(a.clone(), [lb, m, k]), &device);
+            let tb = Tensor::<W, 3>::from_data(TensorData::new(b.clone(), [rb, k, n]), &device);
+            riptide_policies::matmul::matmul(ta, tb).into_data().to_vec().unwrap()
+        };
+        let batch = lb.max(rb).max(1);
+        assert_eq!(got.len(), batch * m * n, "{lb}×{m}×{k} by {rb}×{k}×{n}");
+        let mut worst = 0f64;
+        for bi in 0..batch {
+            let (ao, bo) = ((bi % lb.max(1)) * m * k, (bi % rb.max(1)) * k * n);
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut dot, mut mag) = (0f64, 0f64);
+                    for kk in 0..k {
+                        let p = a[ao + i * k + kk] as f64 * b[bo + kk * n + j] as f64;
+                        dot += p;
+                        mag += p.abs();
+                    }
+                    let err = (got[(bi * m + i) * n + j] as f64 - dot).abs() / mag.max(1e-30);
+                    worst = worst.max(err);
+                }
+            }
+        }
+        println!("exact matmul {lb}×{m}×{k} by {rb}×{k}×{n}: worst error / Σ|a·b| {worst:.1e}");
+        assert!(worst <= 1e-5, "{lb}×{m}×{k} by {rb}×{k}×{n}: error {worst:e} of Σ|a·b|");
+    }
 }
 
 /// Kernel launches of one inference on wgpu through `Policy::predict` (the daemon's call), counted from

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, silu, softmax};
 
 use crate::error::PolicyError;
+use crate::matmul::{linear, matmul, ExactMatmul};
 use crate::normalize::NormMode;
 
 /// Hyper-parameters of a MoDE policy: network shape, EDM constants and the inference schedule.
@@ -210,11 +211,11 @@ pub struct Router<B: Backend> {
     pub fc2: Linear<B>,
 }
 
-impl<B: Backend> Router<B> {
+impl<B: ExactMatmul> Router<B> {
     /// Expert probabilities `softmax(Router(c))`, clamped to [1e-9, 1 − 1e-9] as MoDE does; c is
     /// [B, 1, D], the result [B, E].
     pub fn probs(&self, c: Tensor<B, 3>) -> Tensor<B, 2> {
-        let logits = self.fc2.forward(gelu(self.fc1.forward(c)));
+        let logits = linear(&self.fc2, gelu(linear(&self.fc1, c)));
         let [b, _, e] = logits.dims();
         softmax(logits.reshape([b, e]), 1).clamp(1e-9, 1.0 - 1e-9)
     }
@@ -236,12 +237,12 @@ pub struct Expert<B: Backend> {
     pub out: Linear<B>,
 }
 
-impl<B: Backend> Expert<B> {
+impl<B: ExactMatmul> Expert<B> {
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let y = self.proj.forward(h);
+        let y = linear(&self.proj, h);
         let half = y.dims()[2] / 2;
         let (p, g) = (y.clone().narrow(2, 0, half), y.narrow(2, half, half));
-        self.out.forward(p.mul(silu(g)))
+        linear(&self.out, p.mul(silu(g)))
     }
 }
 
@@ -260,15 +261,15 @@ pub struct Block<B: Backend> {
     pub n_heads: usize,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: ExactMatmul> Block<B> {
     /// `x + Attn(RMSNorm(x) + c)`: non-causal multi-head self-attention, c added to every token.
     pub fn attend(&self, x: Tensor<B, 3>, c: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let xn = self.attn_norm.forward(x.clone()) + c;
         let (q, k, v) = (
-            self.query.forward(xn.clone()),
-            self.key.forward(xn.clone()),
-            self.value.forward(xn),
+            linear(&self.query, xn.clone()),
+            linear(&self.key, xn.clone()),
+            linear(&self.value, xn),
         );
         x + self.attention(q, k, v, [b, t, d])
     }
@@ -286,7 +287,7 @@ impl<B: Backend> Block<B> {
         let [b, t, d] = x.dims();
         let xn = RmsNorm::unit(x.clone()).reshape([b * t, d]);
         let proj =
-            |i: usize| (xn.clone().matmul(weights[i].clone()) + biases[i].clone().unsqueeze::<2>()).reshape([b, t, d]);
+            |i: usize| (matmul(xn.clone(), weights[i].clone()) + biases[i].clone().unsqueeze::<2>()).reshape([b, t, d]);
         x + self.attention(proj(0), proj(1), proj(2), [b, t, d])
     }
 
@@ -306,7 +307,7 @@ impl<B: Backend> Block<B> {
         let d = c.dims()[2];
         let c = c.reshape([1, d]);
         self.qkv().map(|l| {
-            let y = l.forward(c.clone());
+            let y = linear(l, c.clone());
             let n = y.dims()[1];
             y.reshape([n])
         })
@@ -317,9 +318,9 @@ impl<B: Backend> Block<B> {
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let heads = |x: Tensor<B, 3>| x.reshape([b, t, h, dh]).swap_dims(1, 2);
         let (q, k, v) = (heads(q), heads(k), heads(v));
-        let att = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()), 3);
-        let y = att.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        self.attn_out.forward(y)
+        let att = softmax(matmul(q, k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt()), 3);
+        let y = matmul(att, v).swap_dims(1, 2).reshape([b, t, d]);
+        linear(&self.attn_out, y)
     }
 
     /// `Σ_k w_k Expert_k(h)` over the given (expert, weight) pairs: the uncached inference path.
@@ -370,12 +371,12 @@ pub struct MoDE<B: Backend> {
     pub horizon: usize,
 }
 
-impl<B: Backend> MoDE<B> {
+impl<B: ExactMatmul> MoDE<B> {
     /// Noise embedding of per-sample noise levels σ [B] → [B, 1, D].
     pub fn noise_embedding(&self, sigma: Tensor<B, 1>) -> Tensor<B, 3> {
         let b = sigma.dims()[0];
         let s = sigma.log().div_scalar(4.0).reshape([b, 1, 1]);
-        self.sigma_linear.forward(self.sigma_emb.forward(s))
+        linear(&self.sigma_linear, linear(&self.sigma_emb, s))
     }
 
     /// Noise embedding of one σ shared by the whole batch, [1, 1, D].
@@ -388,7 +389,7 @@ impl<B: Backend> MoDE<B> {
         let [b, _] = obs.dims();
         let d = self.pos_emb.dims()[1];
         let pos = self.pos_emb.val().narrow(0, 0, 1).reshape([1, 1, d]);
-        self.obs_emb.forward(obs).reshape([b, 1, d]) + pos
+        linear(&self.obs_emb, obs).reshape([b, 1, d]) + pos
     }
 
     /// F over the token sequence; `attend(layer, block, x)` computes each block's attention residual
@@ -406,7 +407,7 @@ impl<B: Backend> MoDE<B> {
         let d = self.pos_emb.dims()[1];
         let c_tok = if c.dims()[0] == b { c } else { c.repeat_dim(0, b) };
         let pos = self.pos_emb.val().narrow(0, 1, h).reshape([1, h, d]);
-        let actions = self.action_emb.forward(x_in) + pos;
+        let actions = linear(&self.action_emb, x_in) + pos;
         let mut x = Tensor::cat(vec![c_tok, obs_token, actions], 1);
         for (l, block) in self.blocks.iter().enumerate() {
             let x_attn = attend(l, block, x);
@@ -414,7 +415,7 @@ impl<B: Backend> MoDE<B> {
             x = hn.clone() + mlp(l, block, hn);
         }
         let t = x.dims()[1];
-        self.head.forward(self.final_norm.forward(x.narrow(1, t - h, h)))
+        linear(&self.head, self.final_norm.forward(x.narrow(1, t - h, h)))
     }
 }
 

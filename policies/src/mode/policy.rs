@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::model::{edm_scalings, exponential_sigmas, top_k, MoDE, MoDEConfig};
 use crate::error::PolicyError;
+use crate::matmul::{matmul, ExactMatmul};
 use crate::normalize::FeatureNorm;
 use crate::pipeline::{self, KindModel, SampleJob, Sampled};
 use crate::policy::{Policy, SampleRequest, StepHook, WaveRow};
@@ -33,7 +34,7 @@ struct FusedMlp<B: Backend> {
     w_out: Tensor<B, 2>,
 }
 
-impl<B: Backend> FusedMlp<B> {
+impl<B: ExactMatmul> FusedMlp<B> {
     fn new(block: &super::model::Block<B>, selected: &[(usize, f32)]) -> Self {
         let (mut p, mut g, mut bp, mut bg, mut out) = (vec![], vec![], vec![], vec![], vec![]);
         for &(e, w) in selected {
@@ -63,9 +64,9 @@ impl<B: Backend> FusedMlp<B> {
     fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
         let h = h.reshape([b * t, d]);
-        let p = h.clone().matmul(self.w_proj.clone()) + self.b_proj.clone().unsqueeze::<2>();
-        let g = h.matmul(self.w_gate.clone()) + self.b_gate.clone().unsqueeze::<2>();
-        let out = p.mul(burn::tensor::activation::silu(g)).matmul(self.w_out.clone());
+        let p = matmul(h.clone(), self.w_proj.clone()) + self.b_proj.clone().unsqueeze::<2>();
+        let g = matmul(h, self.w_gate.clone()) + self.b_gate.clone().unsqueeze::<2>();
+        let out = matmul(p.mul(burn::tensor::activation::silu(g)), self.w_out.clone());
         out.reshape([b, t, d])
     }
 }
@@ -89,7 +90,7 @@ struct ExpertCache<B: Backend> {
     steps: Vec<StepExperts<B>>,
 }
 
-impl<B: Backend> ExpertCache<B> {
+impl<B: ExactMatmul> ExpertCache<B> {
     fn new(model: &MoDE<B>, sigmas: &[f64], top: usize, device: &B::Device) -> Self {
         let steps = sigmas[..sigmas.len() - 1]
             .iter()
@@ -117,7 +118,7 @@ impl<B: Backend> ExpertCache<B> {
 }
 
 /// Per layer, the top-k experts (renormalised weights) the router picks for a noise embedding [1, 1, D].
-fn route<B: Backend>(model: &MoDE<B>, c: Tensor<B, 3>, top: usize) -> Vec<Vec<(usize, f32)>> {
+fn route<B: ExactMatmul>(model: &MoDE<B>, c: Tensor<B, 3>, top: usize) -> Vec<Vec<(usize, f32)>> {
     model
         .blocks
         .iter()
@@ -149,7 +150,7 @@ struct EdmDenoiser<'a, B: Backend> {
     device: &'a B::Device,
 }
 
-impl<B: Backend> Denoiser<B> for EdmDenoiser<'_, B> {
+impl<B: ExactMatmul> Denoiser<B> for EdmDenoiser<'_, B> {
     /// The observation token, [B, 1, D].
     type Cond = Tensor<B, 3>;
 
@@ -211,7 +212,7 @@ pub struct MoDEPolicy<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> MoDEPolicy<B> {
+impl<B: ExactMatmul> MoDEPolicy<B> {
     /// Wrap a network with its inputs and dataset stats ("action" plus one entry per input).
     pub fn new(
         config: MoDEConfig,
@@ -422,7 +423,7 @@ pub(crate) fn interleave_frames(feats: &[(Vec<f32>, usize)], batch: usize, n_obs
     out
 }
 
-impl<B: Backend> Policy for MoDEPolicy<B> {
+impl<B: ExactMatmul> Policy for MoDEPolicy<B> {
     fn spec(&self) -> &PolicySpec {
         &self.spec
     }
@@ -454,7 +455,7 @@ pub struct ModePlan {
     schedule: NoiseSchedule,
 }
 
-impl<B: Backend> KindModel<B> for MoDEPolicy<B> {
+impl<B: ExactMatmul> KindModel<B> for MoDEPolicy<B> {
     /// The observation token, [B, 1, D].
     type Cond = Tensor<B, 3>;
     type Plan = ModePlan;
@@ -664,7 +665,7 @@ fn parse_stats(v: &Value) -> Result<BTreeMap<String, FeatureStats>, PolicyError>
 }
 
 /// Load a policy saved by [`MoDEPolicy::save`].
-pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<MoDEPolicy<B>, PolicyError> {
+pub fn load<B: ExactMatmul>(dir: &Path, device: &B::Device) -> Result<MoDEPolicy<B>, PolicyError> {
     let path = dir.join("riptide.json");
     let text = std::fs::read_to_string(&path).map_err(|e| PolicyError::io(&path, e))?;
     let doc: Value =

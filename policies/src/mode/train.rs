@@ -24,6 +24,7 @@ use rand_distr::{Distribution, StandardNormal, Uniform};
 use super::model::{edm_scalings, top_k, MoDE, MoDEConfig};
 use super::policy::{interleave_frames, MoDEPolicy};
 use crate::error::PolicyError;
+use crate::matmul::ExactMatmul;
 use crate::policy::FeatureKind;
 use crate::train::data::{FeatureStats, TrainingSet, WindowSpec};
 
@@ -156,7 +157,7 @@ fn check_data(config: &MoDEConfig, data: &TrainingSet) -> Result<(), PolicyError
 
 /// A policy with seeded untrained weights and the data's normalisation stats (a baseline for tests
 /// and benchmarks).
-pub fn untrained_policy<B: Backend>(
+pub fn untrained_policy<B: ExactMatmul>(
     config: MoDEConfig,
     data: &TrainingSet,
     seed: u64,
@@ -199,12 +200,15 @@ fn sample_experts(rng: &mut StdRng, p: &[f32], k: usize) -> Vec<usize> {
 
 /// Train a MoDE policy on `data`; returns the policy (live weights, on the inner backend) and the
 /// loss of every step (denoising MSE + aux_weight·load-balancing).
-pub fn train_mode<B: AutodiffBackend>(
+pub fn train_mode<B: AutodiffBackend + ExactMatmul>(
     config: MoDEConfig,
     train: &MoDETrainConfig,
     data: &TrainingSet,
     device: &B::Device,
-) -> Result<(MoDEPolicy<B::InnerBackend>, Vec<f32>), PolicyError> {
+) -> Result<(MoDEPolicy<B::InnerBackend>, Vec<f32>), PolicyError>
+where
+    B::InnerBackend: ExactMatmul,
+{
     check_data(&config, data)?;
     if train.batch_size == 0 {
         return Err(PolicyError::Config("batch_size must be > 0".into()));

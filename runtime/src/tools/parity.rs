@@ -1,6 +1,8 @@
 //! `riptide parity`: run LeRobot reference fixtures (a checkpoint with `inputs.safetensors` and LeRobot's
 //! `expected.safetensors`) on a device and report how far riptide's chunks are from LeRobot's, every
-//! fixture in one process (one device initialisation, one kernel cache, as a daemon would run).
+//! fixture in one process (one device initialisation, one kernel cache, as a daemon would run). Any other
+//! checkpoint (a shipped policy, a trained one) is compared with burn-flex, the CPU reference, on the same
+//! seeded observations and noise.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,9 @@ pub struct Parity {
     pub name: String,
     /// What the policy says it ran on (backend and, on GPU devices, which kernels).
     pub backend: String,
-    /// max |riptide − LeRobot| on normalised actions.
+    /// What it is compared with: `lerobot` (a fixture's recorded outputs) or `burn-flex` (the CPU).
+    pub reference: &'static str,
+    /// max |riptide − reference| on normalised actions.
     pub max_err_normalized: f32,
     /// max over dims of max |error| / action range of that dim, unnormalised.
     pub max_err_rel_range: f32,
@@ -73,9 +77,57 @@ pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Resul
     Ok(Parity {
         name,
         backend: policy.spec().backend.clone(),
+        reference: "lerobot",
         max_err_normalized,
         max_err_rel_range: err_rel_range(want, &chunk.actions, want),
         exec_err_rel_range: err_rel_range(want_exec, &exec, want),
+    })
+}
+
+/// Run the checkpoint in `dir` on `device` and on burn-flex with the same seeded observations (batch 2)
+/// and noise, and compare the chunks.
+pub fn check_against_cpu(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Parity> {
+    let name = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let mut cpu = load_policy_with(dir, DeviceSpec::Cpu, opts).with_context(|| format!("{name}: load failed"))?;
+    let mut dev = load_policy_with(dir, device, opts).with_context(|| format!("{name}: load on {device} failed"))?;
+    let obs = crate::pipeline::tensors::random_window_for(cpu.spec(), 2, 11);
+    let req = riptide_policies::SampleRequest {
+        seed: Some(5),
+        candidates: Some(1),
+        ..Default::default()
+    };
+    let want = cpu
+        .predict(&obs, &req, None)
+        .with_context(|| format!("{name}: inference on the CPU failed"))?;
+    let got = dev
+        .predict(&obs, &req, None)
+        .with_context(|| format!("{name}: inference on {device} failed"))?;
+    let max_err_normalized = got
+        .actions_normalized
+        .max_abs_diff(&want.actions_normalized)
+        .with_context(|| format!("{name}: normalised actions"))?;
+    let (want_exec, got_exec) = (want.executable(), got.executable());
+    for (g, w, what) in [
+        (&got.actions, &want.actions, "action"),
+        (&got_exec, &want_exec, "action.executed"),
+    ] {
+        if g.shape != w.shape {
+            bail!(
+                "{name}: {what} has shape {:?} on {device}, {:?} on the CPU",
+                g.shape,
+                w.shape
+            );
+        }
+    }
+    Ok(Parity {
+        name,
+        backend: dev.spec().backend.clone(),
+        reference: "burn-flex",
+        max_err_normalized,
+        max_err_rel_range: err_rel_range(&want.actions, &got.actions, &want.actions),
+        exec_err_rel_range: err_rel_range(&want_exec, &got_exec, &want.actions),
     })
 }
 
@@ -100,7 +152,9 @@ fn err_rel_range(want: &HostTensor, got: &HostTensor, reference: &HostTensor) ->
 #[derive(clap::Args, Debug)]
 pub struct ParityCmd {
     /// Fixture directories: a LeRobot checkpoint with `inputs.safetensors` (observations and `noise`)
-    /// and `expected.safetensors` (`action`, `action.normalized`, `action.executed`).
+    /// and `expected.safetensors` (`action`, `action.normalized`, `action.executed`), checked against
+    /// LeRobot's outputs; any other checkpoint directory is checked against burn-flex on the same
+    /// observations and noise.
     #[arg(required = true)]
     pub fixtures: Vec<PathBuf>,
     #[arg(long, default_value = "cpu")]
@@ -118,7 +172,11 @@ impl ParityCmd {
         let opts = self.gpu.apply()?;
         let mut bad = Vec::new();
         for dir in &self.fixtures {
-            match check_fixture(dir, self.device, opts) {
+            let checked = match dir.join("expected.safetensors").exists() {
+                true => check_fixture(dir, self.device, opts),
+                false => check_against_cpu(dir, self.device, opts),
+            };
+            match checked {
                 Ok(p) => {
                     println!("{}", serde_json::to_string(&p)?);
                     if p.worst() > self.tol {

@@ -12,9 +12,9 @@ use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-use super::cube_common::{check_weights, cube_tensor, from_cube, limits, upload, Limits};
 use super::program::{Program, CONV, CONV_T};
 use super::{FusedUnet, UnetKernels};
+use crate::cube_common::{check_weights, cube_tensor, from_cube, limits, upload, Limits};
 use crate::error::PolicyError;
 use crate::lerobot::host_unet::HostUnet;
 use crate::schedule::StepCoefficients;
@@ -27,8 +27,8 @@ mod kernels {
     use burn_cubecl::cubecl;
     use burn_cubecl::cubecl::prelude::*;
 
-    use super::super::cube_common::kernels::word;
     use super::super::program::{CONV, CONV_T, GN, LOAD, OP_WORDS, STORE};
+    use crate::cube_common::kernels::word;
 
     #[cube]
     fn mish<F: Float>(v: F) -> F {

@@ -8,9 +8,9 @@ use burn::prelude::*;
 use burn_cubecl::cubecl::prelude::{CubeCount, CubeDim};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-use super::cube_common::{check_weights, cube_tensor, from_cube, limits, upload, Limits};
 use super::encoder::{EncoderProgram, NORM};
 use super::FusedEncoder;
+use crate::cube_common::{check_weights, cube_tensor, from_cube, limits, upload, Limits};
 use crate::error::PolicyError;
 
 /// The most cubes one launch spreads over per image (Vulkan's guaranteed grid width is 65 535).
@@ -20,9 +20,9 @@ mod kernels {
     use burn_cubecl::cubecl;
     use burn_cubecl::cubecl::prelude::*;
 
-    use super::super::cube_common::kernels::word;
     use super::super::encoder::{CONV2D, CROP, KEYPOINTS, LINEAR, MAXPOOL, NORM};
     use super::super::program::OP_WORDS;
+    use crate::cube_common::kernels::word;
 
     /// Conv2d, square kernel, zero padding: one output value per unit.
     #[cube]

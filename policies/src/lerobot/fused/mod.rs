@@ -9,8 +9,6 @@ pub mod program;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod cube;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-mod cube_common;
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub mod cube_encoder;
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! What the cube kernels of [`super::cube`] and [`super::cube_encoder`] share: reading a program's
+//! What riptide's cube kernels (the fused U-Net and encoder, the exact matmul) share: reading a program's
 //! words, moving tensors in and out of cubecl, and the device's limits.
 
 use burn::prelude::*;
@@ -8,7 +8,7 @@ use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElemen
 
 use crate::error::PolicyError;
 
-pub(super) mod kernels {
+pub(crate) mod kernels {
     use burn_cubecl::cubecl;
     use burn_cubecl::cubecl::prelude::*;
 
@@ -19,13 +19,13 @@ pub(super) mod kernels {
     }
 }
 
-pub(super) fn cube_tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+pub(crate) fn cube_tensor<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     t: Tensor<CubeBackend<R, F, I, BT>, D>,
 ) -> CubeTensor<R> {
     burn_cubecl::kernel::into_contiguous(t.into_primitive().tensor())
 }
 
-pub(super) fn from_cube<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
+pub(crate) fn from_cube<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement, const D: usize>(
     t: CubeTensor<R>,
 ) -> Tensor<CubeBackend<R, F, I, BT>, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -33,25 +33,31 @@ pub(super) fn from_cube<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bool
 
 /// What a cube kernel may use on `device`: units per cube (at most 256), shared memory bytes, and the
 /// largest single allocation in bytes.
-pub(super) struct Limits {
+pub(crate) struct Limits {
     pub units: u32,
     pub shared: usize,
     pub max_alloc: u64,
 }
 
-pub(super) fn limits<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(device: &R::Device) -> Limits {
+pub(crate) fn limits<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(device: &R::Device) -> Limits {
     let probe = cube_tensor(Tensor::<CubeBackend<R, F, I, BT>, 1>::zeros([1], device));
     let props = probe.client.properties();
     let hw = &props.hardware;
     Limits {
-        units: hw.max_units_per_cube.min(hw.max_cube_dim.0).min(256),
+        units: units_per_cube(&probe),
         shared: hw.max_shared_memory_size,
         max_alloc: props.memory.max_page_size,
     }
 }
 
+/// Units per cube on `t`'s device: what it reports, at most 256 (no plane width assumed).
+pub(crate) fn units_per_cube<R: CubeRuntime>(t: &CubeTensor<R>) -> u32 {
+    let hw = &t.client.properties().hardware;
+    hw.max_units_per_cube.min(hw.max_cube_dim.0).min(256)
+}
+
 /// A device error when `what`'s packed weights exceed the device's largest buffer.
-pub(super) fn check_weights(what: &str, values: usize, max_alloc: u64) -> Result<(), PolicyError> {
+pub(crate) fn check_weights(what: &str, values: usize, max_alloc: u64) -> Result<(), PolicyError> {
     let bytes = (values * std::mem::size_of::<f32>()) as u64;
     match bytes <= max_alloc {
         true => Ok(()),
@@ -64,10 +70,10 @@ pub(super) fn check_weights(what: &str, values: usize, max_alloc: u64) -> Result
 }
 
 /// A program on the device: its op records and its packed weights.
-pub(super) type DeviceProgram<B> = (Tensor<B, 1, Int>, Tensor<B, 1>);
+pub(crate) type DeviceProgram<B> = (Tensor<B, 1, Int>, Tensor<B, 1>);
 
 /// A program's op records and packed weights on `device`.
-pub(super) fn upload<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+pub(crate) fn upload<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     ops: &[i32],
     weights: &[f32],
     device: &R::Device,

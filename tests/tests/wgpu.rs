@@ -172,6 +172,73 @@ fn exact_matmul_matches_an_f64_host_product_on_wgpu() {
     }
 }
 
+/// The per-layer launch mode (how a PushT-size net runs: one launch per layer, a convolution computing up
+/// to 8 batch rows per weight read) on the shipped nets, forced with `RIPTIDE_FUSED_LAUNCH=per-layer` in a
+/// child process: batch 10 (a full group of 8 rows and a partial one) matches burn-flex, as does batch 3.
+#[test]
+fn per_layer_launch_mode_matches_burn_flex_on_wgpu() {
+    if !wgpu_or_skip() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "wgpu::per_layer_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RIPTIDE_FUSED_LAUNCH", "per-layer")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let checked = stdout.lines().filter(|l| l.contains("PER-LAYER ")).count();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "per-layer child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(checked, 6, "expected 3 nets at 2 batch sizes:\n{stdout}");
+}
+
+/// The child of [`per_layer_launch_mode_matches_burn_flex_on_wgpu`].
+#[test]
+#[ignore = "run by per_layer_launch_mode_matches_burn_flex_on_wgpu, in its own process"]
+fn per_layer_child() {
+    assert_eq!(
+        std::env::var("RIPTIDE_FUSED_LAUNCH").as_deref(),
+        Ok("per-layer"),
+        "run by its parent test"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/shipped");
+    for name in ["arm-reach", "arm-reach-truncated", "push-t"] {
+        let dir = root.join(name);
+        let mut cpu = riptide_policies::load_policy(&dir, DeviceSpec::Cpu).unwrap();
+        let mut gpu = riptide_policies::load_policy(&dir, DeviceSpec::Wgpu(None)).unwrap();
+        for batch in [3, 10] {
+            let obs = riptide_runtime::pipeline::tensors::random_window_for(cpu.spec(), batch, 17);
+            let req = SampleRequest {
+                seed: Some(9),
+                candidates: Some(1),
+                ..Default::default()
+            };
+            let a = cpu.predict(&obs, &req, None).unwrap();
+            let b = gpu.predict(&obs, &req, None).unwrap();
+            let err = a.actions_normalized.max_abs_diff(&b.actions_normalized).unwrap();
+            println!(
+                "PER-LAYER {name} batch {batch}: {} vs burn-flex max|Δ| {err:.2e}",
+                gpu.spec().backend
+            );
+            assert!(gpu.spec().backend.contains("fused kernels"), "{}", gpu.spec().backend);
+            assert!(
+                err <= TOL,
+                "{name} batch {batch}: per-layer mode and burn-flex differ by {err}"
+            );
+        }
+    }
+}
+
 /// Kernel launches of one inference on wgpu through `Policy::predict` (the daemon's call), counted from
 /// cubecl's launch log in a child process of this binary (cubecl reads its configuration once per
 /// process). The fused path stays within 60 launches per U-Net pass for the shipped arm-reach net at

@@ -22,6 +22,11 @@ use crate::schedule::StepCoefficients;
 /// Multiply-adds per row and pass above which a pass runs as one launch per layer (several cubes per row).
 const ONE_CUBE_MAX_MACS: usize = 32 << 20;
 
+/// Batch rows one convolution launch computes per weight read in per-layer mode: a batch of up to 8
+/// streams the weights once per pass (they dominate a PushT-size pass: ≈ 1 GB against a few MB of
+/// activations).
+const ROWS_PER_CONV: usize = 8;
+
 /// The kernels (cubecl's prelude only: its `Tensor`, `Float` and `Int` are not burn's).
 mod kernels {
     use burn_cubecl::cubecl;
@@ -40,23 +45,45 @@ mod kernels {
         v * sp.tanh()
     }
 
-    /// Conv1d over the channel concatenation of two regions, bias added: one output value per unit.
+    /// Where each row `row0 + r` of a group of `rows` starts in scratch, computed once per layer: rows past
+    /// the batch read the last row (cube conditions do not short-circuit, so every read must stay in
+    /// bounds; their results are dropped).
     #[cube]
+    fn row_bases(row0: usize, batch: usize, row_scratch: usize, #[comptime] rows: usize) -> Array<u32> {
+        let mut bases = Array::<u32>::new(rows);
+        #[unroll]
+        for r in 0..rows {
+            let mut row = row0 + r;
+            if row >= batch {
+                row = batch - 1;
+            }
+            bases[r] = (row * row_scratch) as u32;
+        }
+        bases
+    }
+
+    /// Conv1d over the channel concatenation of two regions, bias added: one output value per unit, for
+    /// `rows` batch rows at once (from `row0`), so each weight is read once for all of them.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
     fn conv<F: Float, I: Int>(
         prog: &Tensor<I>,
         p: usize,
         weights: &Tensor<F>,
         scratch: &mut Tensor<F>,
-        base: usize,
+        row0: usize,
+        batch: usize,
+        row_scratch: usize,
         first: usize,
         step: usize,
+        #[comptime] rows: usize,
     ) {
-        let src_a = base + word::<I>(prog, p, 1);
+        let src_a = word::<I>(prog, p, 1);
         let ca = word::<I>(prog, p, 2);
-        let src_b = base + word::<I>(prog, p, 3);
+        let src_b = word::<I>(prog, p, 3);
         let cb = word::<I>(prog, p, 4);
         let l_in = word::<I>(prog, p, 5);
-        let dst = base + word::<I>(prog, p, 6);
+        let dst = word::<I>(prog, p, 6);
         let c_out = word::<I>(prog, p, 7);
         let l_out = word::<I>(prog, p, 8);
         let w = word::<I>(prog, p, 9);
@@ -65,11 +92,16 @@ mod kernels {
         let stride = word::<I>(prog, p, 12);
         let pad = word::<I>(prog, p, 13);
         let c_in = ca + cb;
+        let bases = row_bases(row0, batch, row_scratch, rows);
         let mut i = first;
         while i < c_out * l_out {
             let co = i / l_out;
             let lo = i % l_out;
-            let mut acc = weights[bias + co];
+            let mut acc = Array::<F>::new(rows);
+            #[unroll]
+            for r in 0..rows {
+                acc[r] = weights[bias + co];
+            }
             let mut ci = 0;
             while ci < c_in {
                 let mut src = src_a + ci * l_in;
@@ -82,32 +114,46 @@ mod kernels {
                     // Input position lo·stride + j − pad, zero outside 0..l_in.
                     let pos = lo * stride + j;
                     if pos >= pad && pos - pad < l_in {
-                        acc += weights[wrow + j] * scratch[src + pos - pad];
+                        let wv = weights[wrow + j];
+                        #[unroll]
+                        for r in 0..rows {
+                            acc[r] += wv * scratch[bases[r] as usize + src + pos - pad];
+                        }
                     }
                     j += 1;
                 }
                 ci += 1;
             }
-            scratch[dst + i] = acc;
+            #[unroll]
+            for r in 0..rows {
+                if row0 + r < batch {
+                    scratch[(row0 + r) * row_scratch + dst + i] = acc[r];
+                }
+            }
             i += step;
         }
     }
 
-    /// ConvTranspose1d, direct: each output gathers the inputs whose taps land on it.
+    /// ConvTranspose1d, direct: each output gathers the inputs whose taps land on it, for `rows` batch
+    /// rows at once.
     #[cube]
+    #[allow(clippy::too_many_arguments)]
     fn conv_t<F: Float, I: Int>(
         prog: &Tensor<I>,
         p: usize,
         weights: &Tensor<F>,
         scratch: &mut Tensor<F>,
-        base: usize,
+        row0: usize,
+        batch: usize,
+        row_scratch: usize,
         first: usize,
         step: usize,
+        #[comptime] rows: usize,
     ) {
-        let src = base + word::<I>(prog, p, 1);
+        let src = word::<I>(prog, p, 1);
         let c_in = word::<I>(prog, p, 2);
         let l_in = word::<I>(prog, p, 3);
-        let dst = base + word::<I>(prog, p, 4);
+        let dst = word::<I>(prog, p, 4);
         let c_out = word::<I>(prog, p, 5);
         let l_out = word::<I>(prog, p, 6);
         let w = word::<I>(prog, p, 7);
@@ -115,11 +161,16 @@ mod kernels {
         let k = word::<I>(prog, p, 9);
         let stride = word::<I>(prog, p, 10);
         let pad = word::<I>(prog, p, 11);
+        let bases = row_bases(row0, batch, row_scratch, rows);
         let mut i = first;
         while i < c_out * l_out {
             let co = i / l_out;
             let lo = i % l_out;
-            let mut acc = weights[bias + co];
+            let mut acc = Array::<F>::new(rows);
+            #[unroll]
+            for r in 0..rows {
+                acc[r] = weights[bias + co];
+            }
             // lo = li·stride + j − pad for tap j.
             let mut j = 0;
             while j < k {
@@ -131,13 +182,22 @@ mod kernels {
                     let li = d / stride;
                     let mut ci = 0;
                     while ci < c_in {
-                        acc += weights[w + (ci * c_out + co) * k + j] * scratch[src + ci * l_in + li];
+                        let wv = weights[w + (ci * c_out + co) * k + j];
+                        #[unroll]
+                        for rr in 0..rows {
+                            acc[rr] += wv * scratch[bases[rr] as usize + src + ci * l_in + li];
+                        }
                         ci += 1;
                     }
                 }
                 j += 1;
             }
-            scratch[dst + i] = acc;
+            #[unroll]
+            for rr in 0..rows {
+                if row0 + rr < batch {
+                    scratch[(row0 + rr) * row_scratch + dst + i] = acc[rr];
+                }
+            }
             i += step;
         }
     }
@@ -248,9 +308,10 @@ mod kernels {
         }
     }
 
-    /// Ops `op_begin..op_end` of the program for batch row `CUBE_POS_Y`, spread over the `CUBE_COUNT_X`
-    /// cubes of that row (only one cube per row when the range holds more than one op: layers synchronise
-    /// through a cube barrier).
+    /// Ops `op_begin..op_end` of the program for batch rows `CUBE_POS_Y·rows ..` (`rows` > 1 only for a
+    /// convolution launched on its own: its weights are then read once for all of them), spread over the
+    /// `CUBE_COUNT_X` cubes of those rows (only one cube when the range holds more than one op: layers
+    /// synchronise through a cube barrier).
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn unet_pass_kernel<F: Float, I: Int>(
@@ -266,11 +327,14 @@ mod kernels {
         row_scratch: u32,
         film_total: u32,
         step_stride: u32,
+        batch: u32,
         #[comptime] units: u32,
+        #[comptime] rows: usize,
         #[define(F, I)] _dtypes: [StorageType; 2],
     ) {
         let row = CUBE_POS_Y as usize;
         let base = row * row_scratch as usize;
+        let (row0, batch, row_scratch) = (row * rows, batch as usize, row_scratch as usize);
         let first = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
         let step = CUBE_COUNT_X as usize * CUBE_DIM_X as usize;
         let mut partial = SharedMemory::<F>::new(units as usize);
@@ -280,9 +344,9 @@ mod kernels {
             let p = op * OP_WORDS;
             let code = u32::cast_from(prog[p]);
             if code == CONV as u32 {
-                conv::<F, I>(prog, p, weights, scratch, base, first, step);
+                conv::<F, I>(prog, p, weights, scratch, row0, batch, row_scratch, first, step, rows);
             } else if code == CONV_T as u32 {
-                conv_t::<F, I>(prog, p, weights, scratch, base, first, step);
+                conv_t::<F, I>(prog, p, weights, scratch, row0, batch, row_scratch, first, step, rows);
             } else if code == GN as u32 {
                 if CUBE_POS_X == 0 {
                     group_norm::<F, I>(
@@ -437,10 +501,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
         let step = cube_tensor(step_film.clone());
         let client = x.client.clone();
         let dtypes = [x.dtype.into(), ops.dtype.into()];
-        let launch = |begin: usize, end: usize, cubes: u32| {
+        // `rows`: batch rows per cube (a convolution on its own reads each weight once for that many).
+        let launch = |begin: usize, end: usize, cubes: u32, rows: usize| {
             kernels::unet_pass_kernel::launch::<R>(
                 &client,
-                CubeCount::Static(cubes, b as u32, 1),
+                CubeCount::Static(cubes, b.div_ceil(rows) as u32, 1),
                 CubeDim::new_1d(self.units),
                 ops.clone().into_tensor_arg(),
                 weights.clone().into_tensor_arg(),
@@ -454,12 +519,14 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
                 prog.scratch_per_row as u32,
                 prog.film_total as u32,
                 step_stride as u32,
+                b as u32,
                 self.units,
+                rows,
                 dtypes,
             )
         };
         if self.one_launch {
-            launch(0, prog.n_ops(), 1);
+            launch(0, prog.n_ops(), 1, 1);
         } else {
             for i in 0..prog.n_ops() {
                 let op = prog.op(i);
@@ -470,7 +537,8 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FusedUnet<
                     _ => 0,
                 };
                 let cubes = outputs.div_ceil(self.units as usize).clamp(1, 4096) as u32;
-                launch(i, i + 1, cubes);
+                let rows = if outputs > 0 { ROWS_PER_CONV.min(b) } else { 1 };
+                launch(i, i + 1, cubes, rows);
             }
         }
         from_cube(out)

@@ -147,7 +147,6 @@ fn load_mode(dir: &Path, device: DeviceSpec, kernels: Kernels) -> Result<Box<dyn
             p.set_backend_name("cpu (burn-ndarray)".into());
             Ok(Box::new(p))
         }
-        #[cfg(feature = "cuda")]
         // `--kernels fused`: burn's ops without fusion and riptide's exact f32 matmul (cubek's would run
         // TF32); `--kernels burn`: burn-cuda with fusion, as before.
         #[cfg(feature = "cuda")]

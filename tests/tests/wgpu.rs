@@ -30,6 +30,16 @@ fn wgpu_or_skip() -> bool {
     false
 }
 
+/// Run the ignored test `name` of this binary in a child process with `key=value` set (cubecl reads its
+/// configuration, and the fused path its launch mode, once per process).
+fn run_child(name: &str, key: &str, value: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(key, value)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn lerobot_fixtures_match_lerobot_on_wgpu() {
     if !wgpu_or_skip() {
@@ -180,17 +190,7 @@ fn per_layer_launch_mode_matches_burn_flex_on_wgpu() {
     if !wgpu_or_skip() {
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "wgpu::per_layer_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RIPTIDE_FUSED_LAUNCH", "per-layer")
-        .output()
-        .unwrap();
+    let out = run_child("wgpu::per_layer_child", "RIPTIDE_FUSED_LAUNCH", "per-layer");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let checked = stdout.lines().filter(|l| l.contains("PER-LAYER ")).count();
     println!("{stdout}");
@@ -250,17 +250,7 @@ fn fused_unet_pass_launches_within_budget() {
     if !wgpu_or_skip() {
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "wgpu::launch_count_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("RIPTIDE_LAUNCH_COUNT_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = run_child("wgpu::launch_count_child", "RIPTIDE_LAUNCH_COUNT_CHILD", "1");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

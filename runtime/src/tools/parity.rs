@@ -42,11 +42,15 @@ fn tensor<'a>(t: &'a std::collections::BTreeMap<String, HostTensor>, key: &str, 
         .with_context(|| format!("{} has no `{key}` tensor", file.display()))
 }
 
+/// The last component of `dir` (the fixture's or checkpoint's name), or the whole path.
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 /// Run the fixture in `dir` on `device` with its recorded noise and compare with LeRobot's outputs.
 pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Parity> {
-    let name = dir
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = dir_name(dir);
     let mut policy = load_policy_with(dir, device, opts).with_context(|| format!("{name}: load failed"))?;
     let (inputs_file, expected_file) = (dir.join("inputs.safetensors"), dir.join("expected.safetensors"));
     let inputs = read_safetensors(&inputs_file).with_context(|| format!("{name}: {}", inputs_file.display()))?;
@@ -87,9 +91,7 @@ pub fn check_fixture(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Resul
 /// Run the checkpoint in `dir` on `device` and on burn-flex with the same seeded observations (batch 2)
 /// and noise, and compare the chunks.
 pub fn check_against_cpu(dir: &Path, device: DeviceSpec, opts: LoadOptions) -> Result<Parity> {
-    let name = dir
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = dir_name(dir);
     let mut cpu = load_policy_with(dir, DeviceSpec::Cpu, opts).with_context(|| format!("{name}: load failed"))?;
     let mut dev = load_policy_with(dir, device, opts).with_context(|| format!("{name}: load on {device} failed"))?;
     let obs = crate::pipeline::tensors::random_window_for(cpu.spec(), 2, 11);
